@@ -1,0 +1,54 @@
+//! vprompt: visual prompting in pure Rust. Adapt a frozen, pretrained vision model to a new task
+//! by learning only a perturbation of its input pixels (Bahng et al., "Visual Prompting:
+//! Modifying Pixel Space to Adapt Pre-trained Models").
+//!
+//! # Feature flags
+//! - `flex` (default): Burn's pure-Rust CPU backend, `Device::flex()`.
+//! - `wgpu`: any GPU through wgpu (Vulkan, Metal, DirectX, WebGPU), `Device::wgpu(..)`.
+//! - `cuda`: NVIDIA GPUs, `Device::cuda(0)`.
+//! - `cpu`: CubeCL's CPU backend, `Device::cpu()`.
+//!
+//! The library never names a backend: every function takes a `&Device`, and a program picks its
+//! device once. Training needs an autodiff device, e.g. `Device::flex().autodiff()`.
+//!
+//! # Crates
+//! - [`prompt`]: the prompt templates (padding, fixed and random patch, full image,
+//!   shrink-and-frame), their persistence and PNG export.
+//!
+//! Most programs only need `use vprompt::prelude::*;`.
+
+pub use vprompt_prompt as prompt;
+
+pub use vprompt_prompt::{
+    EvalLocation, FixedPatchPromptConfig, FullImagePromptConfig, PaddingPromptConfig, Phase, Prompt,
+    PromptConfig, PromptInit, PromptSpace, RandomPatchPromptConfig, ResizeFilter, ShrinkFramePromptConfig,
+    VisualPrompt,
+};
+
+/// Any error from the vprompt crates.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// A prompt could not be configured, applied, saved or loaded.
+    #[error(transparent)]
+    Prompt(#[from] vprompt_prompt::PromptError),
+}
+
+/// `Result` with [`enum@Error`].
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// The types most programs use, plus Burn's prelude (`Device`, `Tensor`, `Module`, ...).
+pub mod prelude {
+    pub use burn::prelude::*;
+
+    pub use crate::{
+        EvalLocation, FixedPatchPromptConfig, FullImagePromptConfig, PaddingPromptConfig, Phase, Prompt,
+        PromptConfig, PromptInit, PromptSpace, RandomPatchPromptConfig, ResizeFilter,
+        ShrinkFramePromptConfig, VisualPrompt,
+    };
+}
+
+/// The README's code is compiled and run as a doc test.
+#[doc = include_str!("../../../README.md")]
+#[cfg(doctest)]
+pub struct ReadmeDoctests;

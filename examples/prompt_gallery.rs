@@ -1,0 +1,40 @@
+//! Draws every prompt template at its initialisation as a PNG, to see what each one covers.
+//!
+//! Run: `cargo run --release --example prompt_gallery -- [OUTPUT_DIR]` (default `target/prompt-gallery`).
+
+use anyhow::Context;
+use vprompt::prelude::*;
+
+fn main() -> anyhow::Result<()> {
+    let out = std::env::args()
+        .nth(1)
+        .unwrap_or_else(|| "target/prompt-gallery".into());
+    std::fs::create_dir_all(&out).with_context(|| format!("cannot create {out}"))?;
+    let device = Device::flex();
+    let templates: Vec<(&str, PromptConfig)> = vec![
+        ("padding-p30", PaddingPromptConfig::new(30).into()),
+        ("fixed-patch-p30", FixedPatchPromptConfig::new(30).into()),
+        (
+            "single-pixel",
+            FixedPatchPromptConfig::new(1).with_position([112, 112]).into(),
+        ),
+        ("random-patch-p30", RandomPatchPromptConfig::new(30).into()),
+        ("full-image", FullImagePromptConfig::new().into()),
+        (
+            "shrink-frame-p30",
+            ShrinkFramePromptConfig::new(30)
+                .with_init(PromptInit::RANDN)
+                .into(),
+        ),
+    ];
+    for (name, config) in templates {
+        let prompt = config.init([224, 224], &device)?;
+        let path = format!("{out}/{name}.png");
+        let scale = prompt.save_png(&path)?;
+        println!(
+            "{path}: {} learned values, grey = 0, black/white = -/+{scale:.2}",
+            prompt.num_params()
+        );
+    }
+    Ok(())
+}
