@@ -1,7 +1,47 @@
-//! Frozen pretrained backbones for visual prompting.
+//! Frozen pretrained backbones for visual prompting, imported from ONNX.
 //!
-//! This crate will hold the `Backbone` trait (input size, the model's own normalisation, output kind
-//! and size, forward on normalised input, freezing), the architectures generated from ONNX with
-//! `burn-onnx` behind hand-written types (EfficientNet-Lite0 as the embedded, pretrained default;
-//! ResNet-50, ResNeXt-101 32x8d and CLIP ViT-B/32 with user-supplied weights), and the checked
-//! conversion of ONNX weights into a preset's weights file. See `DESIGN.md` section 2 and issue 3.
+//! # Feature flags
+//! - `flex` (default), `wgpu`, `cuda`, `cpu`: backends, forwarded to burn.
+//! - `import`: ONNX conversion with burn-onnx ([`import::import_weights`], [`import::generate`]),
+//!   used by `vprompt import` and `vprompt-codegen`. Loading weights does not need it.
+//!
+//! # Presets
+//! The architectures are generated once from ONNX exports by burn-onnx and committed as code
+//! (plain Burn modules, so gradients reach the input). Weights come at run time: EfficientNet-Lite0's
+//! ImageNet weights are embedded ([`ImageBackbone::efficientnet_lite0`]); for ResNet-50,
+//! ResNeXt-101 32x8d and CLIP ViT-B/32 a user exports ONNX with `scripts/export_onnx.py` and
+//! converts it with `vprompt import`, which checks that the graph is the preset's before writing a
+//! weights file. See [`Preset`].
+//!
+//! ```
+//! use burn::prelude::*;
+//! use vprompt_backbone::{Backbone, ImageBackbone};
+//!
+//! let device = Device::flex();
+//! let backbone = ImageBackbone::efficientnet_lite0(&device)?;
+//! assert_eq!(backbone.input_size(), [224, 224]);
+//! let pixels = Tensor::<4>::full([1, 3, 224, 224], 0.5, &device);
+//! let logits = backbone.forward(pixels)?; // normalises, then runs the frozen model
+//! assert_eq!(logits.dims(), [1, 1000]);
+//! # Ok::<(), vprompt_backbone::BackboneError>(())
+//! ```
+
+mod backbone;
+mod error;
+mod generated;
+mod image;
+mod normalization;
+mod preset;
+mod text;
+mod weights;
+
+#[cfg(feature = "import")]
+pub mod import;
+
+pub use backbone::{Backbone, check_image_input};
+pub use error::{BackboneError, Result};
+pub use image::ImageBackbone;
+pub use normalization::Normalization;
+pub use preset::{Modality, OutputKind, Preset};
+pub use text::TextEncoder;
+pub use weights::{PRESET_KEY, WeightsFile};

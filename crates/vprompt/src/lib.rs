@@ -7,6 +7,8 @@
 //! - `wgpu`: any GPU through wgpu (Vulkan, Metal, DirectX, WebGPU), `Device::wgpu(..)`.
 //! - `cuda`: NVIDIA GPUs, `Device::cuda(0)`.
 //! - `cpu`: CubeCL's CPU backend, `Device::cpu()`.
+//! - `cli` (default): the `vprompt` command-line tool (and the ONNX import it needs, through
+//!   burn-onnx). Library users can leave it out: `default-features = false, features = ["flex"]`.
 //!
 //! The library never names a backend: every function takes a `&Device`, and a program picks its
 //! device once. Training needs an autodiff device, e.g. `Device::flex().autodiff()`.
@@ -14,10 +16,15 @@
 //! # Crates
 //! - [`prompt`]: the prompt templates (padding, fixed and random patch, full image,
 //!   shrink-and-frame), their persistence and PNG export.
+//! - [`backbone`]: frozen pretrained models imported from ONNX: EfficientNet-Lite0 with embedded
+//!   ImageNet weights, and ResNet-50, ResNeXt-101 32x8d and CLIP ViT-B/32 with your own weights.
 //!
 //! Most programs only need `use vprompt::prelude::*;`.
 
+pub use vprompt_backbone as backbone;
 pub use vprompt_prompt as prompt;
+
+pub use vprompt_backbone::{Backbone, ImageBackbone, Normalization, OutputKind, Preset, TextEncoder};
 
 pub use vprompt_prompt::{
     EvalLocation, FixedPatchPromptConfig, FullImagePromptConfig, PaddingPromptConfig, Phase, Prompt,
@@ -32,6 +39,9 @@ pub enum Error {
     /// A prompt could not be configured, applied, saved or loaded.
     #[error(transparent)]
     Prompt(#[from] vprompt_prompt::PromptError),
+    /// A backbone could not be loaded, imported or run.
+    #[error(transparent)]
+    Backbone(#[from] vprompt_backbone::BackboneError),
 }
 
 /// `Result` with [`enum@Error`].
@@ -41,6 +51,7 @@ pub type Result<T, E = Error> = std::result::Result<T, E>;
 pub mod prelude {
     pub use burn::prelude::*;
 
+    pub use crate::{Backbone, ImageBackbone, Normalization, OutputKind, Preset, TextEncoder};
     pub use crate::{
         EvalLocation, FixedPatchPromptConfig, FullImagePromptConfig, PaddingPromptConfig, Phase, Prompt,
         PromptConfig, PromptInit, PromptSpace, RandomPatchPromptConfig, ResizeFilter,

