@@ -75,6 +75,9 @@ pub enum BackboneError {
         /// The type to build it with.
         constructor: &'static str,
     },
+    /// An argument is out of its range.
+    #[error("invalid argument: {0}")]
+    InvalidArgument(String),
     /// A preset name is not known.
     #[error("unknown preset `{0}`; known presets: {known}", known = crate::Preset::names().join(", "))]
     UnknownPreset(String),

@@ -58,7 +58,7 @@ impl ImageBackbone {
     pub fn with_random_weights(preset: Preset, seed: u64, std: f64, device: &Device) -> Result<Self> {
         let model = ImageModel::new(preset, device).ok_or_else(|| not_an_image_preset(preset))?;
         Ok(Self::assemble(
-            weights::randomize(model, seed, std, device),
+            weights::randomize(model, seed, std, device)?,
             preset,
         ))
     }

@@ -29,7 +29,7 @@ impl TextEncoder {
     pub fn with_random_weights(preset: Preset, seed: u64, std: f64, device: &Device) -> Result<Self> {
         let model = TextModel::new(preset, device).ok_or_else(|| not_a_text_preset(preset))?;
         Ok(Self {
-            model: weights::randomize(model, seed, std, device),
+            model: weights::randomize(model, seed, std, device)?,
             preset,
         }
         .freeze())

@@ -7,9 +7,10 @@ use std::path::{Path, PathBuf};
 
 use burn::module::{Module, ModuleMapper, Param};
 use burn::prelude::*;
-use burn::tensor::Distribution;
 use burn_store::burn_pack::{Reader, Writer};
 use burn_store::{BurnpackStore, ModuleSnapshot};
+use rand::{SeedableRng, rngs::StdRng};
+use rand_distr::{Distribution, Normal};
 
 use crate::error::{BackboneError, Result};
 use crate::preset::Preset;
@@ -120,22 +121,33 @@ pub(crate) fn save<M: Module>(model: &M, path: &Path, preset: Preset) -> Result<
     Ok((tensors, values))
 }
 
-/// Replaces every float parameter by seeded normal draws `N(0, std^2)`.
-pub(crate) fn randomize<M: Module>(model: M, seed: u64, std: f64, device: &Device) -> M {
+/// Replaces every float parameter by seeded normal draws `N(0, std^2)`, drawn on the host so that
+/// the same seed gives the same weights on every backend and in every thread.
+pub(crate) fn randomize<M: Module>(model: M, seed: u64, std: f64, device: &Device) -> Result<M> {
+    if !(std.is_finite() && std >= 0.0) {
+        return Err(BackboneError::InvalidArgument(format!(
+            "random weights need a finite std >= 0, got {std}"
+        )));
+    }
+    let normal = Normal::new(0.0, std).expect("checked above");
     struct Randomizer {
-        std: f64,
+        rng: StdRng,
+        normal: Normal<f64>,
         device: Device,
     }
     impl ModuleMapper for Randomizer {
         fn map_float<const D: usize>(&mut self, param: Param<Tensor<D>>) -> Param<Tensor<D>> {
             let shape = param.val().shape();
-            let values = Tensor::<D>::random(shape, Distribution::Normal(0.0, self.std), &self.device);
-            param.map(|_| values)
+            let values: Vec<f32> = (0..shape.num_elements())
+                .map(|_| self.normal.sample(&mut self.rng) as f32)
+                .collect();
+            let tensor = Tensor::<D>::from_data(TensorData::new(values, shape), &self.device);
+            param.map(|_| tensor)
         }
     }
-    device.seed(seed);
-    model.map(&mut Randomizer {
-        std,
+    Ok(model.map(&mut Randomizer {
+        rng: StdRng::seed_from_u64(seed),
+        normal,
         device: device.clone(),
-    })
+    }))
 }

@@ -166,6 +166,10 @@ fn modality_and_names_are_checked() {
         ),
         "{err}"
     );
+    for std in [f64::NAN, -1.0, f64::INFINITY] {
+        let err = ImageBackbone::with_random_weights(Preset::TinyResNet, 0, std, &device).unwrap_err();
+        assert!(matches!(err, BackboneError::InvalidArgument(_)), "{err}");
+    }
     let err = "resnet-50".parse::<Preset>().unwrap_err();
     assert!(err.to_string().contains("resnet50"), "{err}");
     for preset in Preset::ALL {

@@ -18,10 +18,13 @@
 //!   shrink-and-frame), their persistence and PNG export.
 //! - [`backbone`]: frozen pretrained models imported from ONNX: EfficientNet-Lite0 with embedded
 //!   ImageNet weights, and ResNet-50, ResNeXt-101 32x8d and CLIP ViT-B/32 with your own weights.
+//! - [`data`]: readers (IDX, CIFAR, image folders, CSV lists), seeded validation splits and
+//!   few-shot samples, preprocessing done once (with a disk cache), and batching.
 //!
 //! Most programs only need `use vprompt::prelude::*;`.
 
 pub use vprompt_backbone as backbone;
+pub use vprompt_data as data;
 pub use vprompt_prompt as prompt;
 
 pub use vprompt_backbone::{Backbone, ImageBackbone, Normalization, OutputKind, Preset, TextEncoder};
@@ -42,6 +45,9 @@ pub enum Error {
     /// A backbone could not be loaded, imported or run.
     #[error(transparent)]
     Backbone(#[from] vprompt_backbone::BackboneError),
+    /// A dataset could not be read, split, prepared or batched.
+    #[error(transparent)]
+    Data(#[from] vprompt_data::DataError),
 }
 
 /// `Result` with [`enum@Error`].
