@@ -49,8 +49,11 @@ fn deterministic(net: TinyNet) -> TinyNet {
         ) -> burn::module::Param<Tensor<D>> {
             let (shape, device) = (param.val().shape(), param.val().device());
             let n = shape.num_elements();
+            // Vectors (biases, BatchNorm scales and running statistics) stay positive: a negative
+            // running variance would give NaN.
+            let offset = if D == 1 { 0.5 } else { 0.0 };
             let values: Vec<f32> = (0..n)
-                .map(|k| 0.3 * ((k + 7 * self.0) as f32 * 0.618).sin())
+                .map(|k| offset + 0.3 * ((k + 7 * self.0) as f32 * 0.618).sin())
                 .collect();
             self.0 += 1;
             param.map(|_| Tensor::from_data(TensorData::new(values, shape), &device))
