@@ -20,14 +20,18 @@
 //!   ImageNet weights, and ResNet-50, ResNeXt-101 32x8d and CLIP ViT-B/32 with your own weights.
 //! - [`data`]: readers (IDX, CIFAR, image folders, CSV lists), seeded validation splits and
 //!   few-shot samples, preprocessing done once (with a disk cache), and batching.
+//! - [`mapping`]: source outputs to downstream classes: label mappings (first-N, random, manual,
+//!   FLM, ILM, BLM, BLM+) and the CLIP text-prompt head.
 //!
 //! Most programs only need `use vprompt::prelude::*;`.
 
 pub use vprompt_backbone as backbone;
 pub use vprompt_data as data;
+pub use vprompt_mapping as mapping;
 pub use vprompt_prompt as prompt;
 
 pub use vprompt_backbone::{Backbone, ImageBackbone, Normalization, OutputKind, Preset, TextEncoder};
+pub use vprompt_mapping::{LabelMappingConfig, Mapping, OutputMapping};
 
 pub use vprompt_prompt::{
     EvalLocation, FixedPatchPromptConfig, FullImagePromptConfig, PaddingPromptConfig, Phase, Prompt,
@@ -48,6 +52,9 @@ pub enum Error {
     /// A dataset could not be read, split, prepared or batched.
     #[error(transparent)]
     Data(#[from] vprompt_data::DataError),
+    /// A mapping could not be built, fitted, applied, saved or loaded.
+    #[error(transparent)]
+    Mapping(#[from] vprompt_mapping::MappingError),
 }
 
 /// `Result` with [`enum@Error`].
