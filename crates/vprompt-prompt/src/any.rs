@@ -237,4 +237,8 @@ impl VisualPrompt for Prompt {
     fn apply(&self, images: Tensor<4>, phase: Phase) -> Result<Tensor<4>> {
         dispatch!(self, p => p.apply(images, phase))
     }
+
+    fn unprompted(&self, images: Tensor<4>) -> Result<Tensor<4>> {
+        dispatch!(self, p => p.unprompted(images))
+    }
 }

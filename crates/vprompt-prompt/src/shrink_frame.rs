@@ -157,4 +157,8 @@ impl VisualPrompt for ShrinkFramePrompt {
         let framed = self.frame_images(images)?;
         Ok(add_in_space(framed, self.perturbation(phase), self.space()))
     }
+
+    fn unprompted(&self, images: Tensor<4>) -> Result<Tensor<4>> {
+        self.frame_images(images)
+    }
 }

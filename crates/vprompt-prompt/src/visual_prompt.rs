@@ -50,6 +50,18 @@ pub trait VisualPrompt: Module {
         check_input(&images, self.channels(), self.image_size())?;
         Ok(add_in_space(images, self.perturbation(phase), self.space()))
     }
+
+    /// The same images without the prompt, as the backbone would see them: checked and passed
+    /// through, or for shrink-and-frame resized into the zero frame. The unprompted baseline uses
+    /// it, so prompted and unprompted accuracy are measured on the same pipeline.
+    ///
+    /// # Shapes
+    /// - images: as for [`apply`](VisualPrompt::apply)
+    /// - output: `[batch, C, H, W]`
+    fn unprompted(&self, images: Tensor<4>) -> Result<Tensor<4>> {
+        check_input(&images, self.channels(), self.image_size())?;
+        Ok(images)
+    }
 }
 
 /// Checks images against `[batch, channels, height, width]`.

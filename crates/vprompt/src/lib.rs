@@ -22,6 +22,9 @@
 //!   few-shot samples, preprocessing done once (with a disk cache), and batching.
 //! - [`mapping`]: source outputs to downstream classes: label mappings (first-N, random, manual,
 //!   FLM, ILM, BLM, BLM+) and the CLIP text-prompt head.
+//! - [`train`]: the prompted classifier, the paper's and follow-ups' training recipes, the training
+//!   loop with validation selection and crash-safe, exactly resumable checkpoints, evaluation, and the
+//!   linear-probe baseline.
 //!
 //! Most programs only need `use vprompt::prelude::*;`.
 
@@ -29,9 +32,13 @@ pub use vprompt_backbone as backbone;
 pub use vprompt_data as data;
 pub use vprompt_mapping as mapping;
 pub use vprompt_prompt as prompt;
+pub use vprompt_train as train;
 
 pub use vprompt_backbone::{Backbone, ImageBackbone, Normalization, OutputKind, Preset, TextEncoder};
 pub use vprompt_mapping::{LabelMappingConfig, Mapping, OutputMapping};
+pub use vprompt_train::{
+    LinearProbeConfig, OptimizerConfig, PromptedClassifier, Report, ScheduleConfig, Trainer, TrainingConfig,
+};
 
 pub use vprompt_prompt::{
     EvalLocation, FixedPatchPromptConfig, FullImagePromptConfig, PaddingPromptConfig, Phase, Prompt,
@@ -55,6 +62,9 @@ pub enum Error {
     /// A mapping could not be built, fitted, applied, saved or loaded.
     #[error(transparent)]
     Mapping(#[from] vprompt_mapping::MappingError),
+    /// Training or evaluation failed.
+    #[error(transparent)]
+    Train(#[from] vprompt_train::TrainError),
 }
 
 /// `Result` with [`enum@Error`].
@@ -64,7 +74,11 @@ pub type Result<T, E = Error> = std::result::Result<T, E>;
 pub mod prelude {
     pub use burn::prelude::*;
 
-    pub use crate::{Backbone, ImageBackbone, Normalization, OutputKind, Preset, TextEncoder};
+    pub use crate::{
+        Backbone, ImageBackbone, LabelMappingConfig, LinearProbeConfig, Mapping, Normalization,
+        OptimizerConfig, OutputKind, OutputMapping, Preset, PromptedClassifier, Report, ScheduleConfig,
+        TextEncoder, Trainer, TrainingConfig,
+    };
     pub use crate::{
         EvalLocation, FixedPatchPromptConfig, FullImagePromptConfig, PaddingPromptConfig, Phase, Prompt,
         PromptConfig, PromptInit, PromptSpace, RandomPatchPromptConfig, ResizeFilter,

@@ -1,0 +1,341 @@
+//! A run directory: the effective config, crash-safe checkpoints, the best prompt so far, a metrics
+//! log and curves.
+//!
+//! ```text
+//! run/
+//!   config.json          the training config (a resumed run must match it)
+//!   checkpoint.json      which checkpoint is current (replaced atomically, last)
+//!   checkpoints/epoch-00007/{prompt.bpk, mapping.bpk, optimizer.bin, state.json}
+//!   best.json, best/epoch-00005/{prompt.bpk, mapping.bpk}    selected on the validation split
+//!   metrics.jsonl        one JSON object per epoch (and one per final evaluation)
+//!   loss.png, accuracy.png   curves (blue: training, red: validation)
+//! ```
+//!
+//! A checkpoint directory is written completely, synced, and renamed into place before the pointer
+//! file is replaced by a rename, so a run killed at any moment leaves the previous checkpoint
+//! readable.
+
+use std::fs::File;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use burn::prelude::*;
+use serde::{Deserialize, Serialize};
+use vprompt_mapping::Mapping;
+use vprompt_prompt::Prompt;
+
+use crate::error::{Result, TrainError, io};
+use crate::plot::{Series, line_plot};
+
+/// What a checkpoint records besides the tensors.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct CheckpointState {
+    /// Epochs completed.
+    pub epochs_done: usize,
+    /// Optimisation steps taken.
+    pub step: u64,
+    /// Best validation top-1 so far and its epoch (1-based).
+    pub best: Option<(usize, f64)>,
+}
+
+/// A checkpoint read back: its state, the prompt (on the device it was loaded to), the mapping and
+/// the optimiser's state bytes.
+#[derive(Debug, Clone)]
+pub struct Checkpoint {
+    /// Epochs, steps, best validation score.
+    pub state: CheckpointState,
+    /// The prompt.
+    pub prompt: Prompt,
+    /// The mapping.
+    pub mapping: Mapping,
+    /// The optimiser's state.
+    pub optimizer: Vec<u8>,
+}
+
+/// One epoch's line in `metrics.jsonl`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct EpochRecord {
+    /// Epoch, 1-based.
+    pub epoch: usize,
+    /// Steps taken after it.
+    pub step: u64,
+    /// Learning rate of its last step.
+    pub lr: f64,
+    /// Mean training loss.
+    pub train_loss: f64,
+    /// Training top-1 (on the prompted, training-mode batches).
+    pub train_top1: f64,
+    /// Validation loss, when evaluated.
+    pub valid_loss: Option<f64>,
+    /// Validation top-1, when evaluated.
+    pub valid_top1: Option<f64>,
+    /// Validation top-5, when evaluated.
+    pub valid_top5: Option<f64>,
+    /// Training images per second in this epoch.
+    pub images_per_second: f64,
+}
+
+/// A run directory.
+#[derive(Debug, Clone)]
+pub struct RunDir {
+    root: PathBuf,
+}
+
+#[derive(Serialize, Deserialize)]
+struct Pointer {
+    dir: String,
+}
+
+fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
+    let tmp = path.with_extension(format!("tmp{}", std::process::id()));
+    let mut file = File::create(&tmp).map_err(io(&tmp))?;
+    file.write_all(bytes).map_err(io(&tmp))?;
+    file.sync_all().map_err(io(&tmp))?;
+    std::fs::rename(&tmp, path).map_err(io(path))
+}
+
+fn sync_dir(dir: &Path) {
+    // Best effort: makes the renames durable on filesystems that need it.
+    if let Ok(d) = File::open(dir) {
+        let _ = d.sync_all();
+    }
+}
+
+impl RunDir {
+    /// Opens (creating it if needed) a run directory.
+    pub fn create(root: impl AsRef<Path>) -> Result<Self> {
+        let root = root.as_ref().to_path_buf();
+        std::fs::create_dir_all(root.join("checkpoints")).map_err(io(&root))?;
+        Ok(Self { root })
+    }
+
+    /// The directory.
+    pub fn path(&self) -> &Path {
+        &self.root
+    }
+
+    /// Writes the effective config, or, if one is there already, checks that it is the same (a
+    /// resumed run with other settings would not continue the same run).
+    pub fn check_or_write_config(&self, json: &str) -> Result<()> {
+        let path = self.root.join("config.json");
+        match std::fs::read_to_string(&path) {
+            Ok(existing) => {
+                let (a, b): (serde_json::Value, serde_json::Value) = (
+                    serde_json::from_str(&existing).map_err(|e| TrainError::Checkpoint {
+                        path: path.clone(),
+                        reason: format!("unreadable config: {e}"),
+                    })?,
+                    serde_json::from_str(json).expect("configs serialise to JSON"),
+                );
+                if a != b {
+                    return Err(TrainError::Checkpoint {
+                        path,
+                        reason: format!(
+                            "this run directory was made with another config; use a new directory or the same \
+                             settings (found {existing}, asked for {json})"
+                        ),
+                    });
+                }
+                Ok(())
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => write_atomic(&path, json.as_bytes()),
+            Err(e) => Err(TrainError::Io { path, source: e }),
+        }
+    }
+
+    fn write_snapshot(
+        &self,
+        dir: &Path,
+        prompt: &Prompt,
+        mapping: &Mapping,
+        extra: &[(&str, &[u8])],
+    ) -> Result<()> {
+        let tmp = dir.with_extension("tmp");
+        if tmp.exists() {
+            std::fs::remove_dir_all(&tmp).map_err(io(&tmp))?;
+        }
+        std::fs::create_dir_all(&tmp).map_err(io(&tmp))?;
+        prompt.save(tmp.join("prompt.bpk"))?;
+        mapping.save(tmp.join("mapping.bpk"))?;
+        for (name, bytes) in extra {
+            write_atomic(&tmp.join(name), bytes)?;
+        }
+        sync_dir(&tmp);
+        if dir.exists() {
+            std::fs::remove_dir_all(dir).map_err(io(dir))?;
+        }
+        std::fs::rename(&tmp, dir).map_err(io(dir))?;
+        sync_dir(dir.parent().expect("snapshots live in a folder"));
+        Ok(())
+    }
+
+    fn point(&self, pointer: &str, dir: &Path) -> Result<()> {
+        let relative = dir
+            .strip_prefix(&self.root)
+            .expect("snapshots are inside the run")
+            .to_string_lossy()
+            .into_owned();
+        let json = serde_json::to_string(&Pointer { dir: relative }).expect("pointers serialise");
+        write_atomic(&self.root.join(pointer), json.as_bytes())?;
+        sync_dir(&self.root);
+        Ok(())
+    }
+
+    fn pointed(&self, pointer: &str) -> Result<Option<PathBuf>> {
+        let path = self.root.join(pointer);
+        match std::fs::read_to_string(&path) {
+            Ok(text) => {
+                let p: Pointer = serde_json::from_str(&text).map_err(|e| TrainError::Checkpoint {
+                    path: path.clone(),
+                    reason: format!("unreadable: {e}"),
+                })?;
+                Ok(Some(self.root.join(p.dir)))
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(TrainError::Io { path, source: e }),
+        }
+    }
+
+    /// Writes a checkpoint and makes it current, then deletes the checkpoints it replaces.
+    pub fn save_checkpoint(
+        &self,
+        state: &CheckpointState,
+        prompt: &Prompt,
+        mapping: &Mapping,
+        optimizer: &[u8],
+    ) -> Result<()> {
+        let name = format!("epoch-{:05}", state.epochs_done);
+        let dir = self.root.join("checkpoints").join(&name);
+        let state_json = serde_json::to_vec(state).expect("states serialise");
+        self.write_snapshot(
+            &dir,
+            prompt,
+            mapping,
+            &[("optimizer.bin", optimizer), ("state.json", &state_json)],
+        )?;
+        self.point("checkpoint.json", &dir)?;
+        let entries = std::fs::read_dir(self.root.join("checkpoints")).map_err(io(&self.root))?;
+        for entry in entries.flatten() {
+            if entry.file_name().to_string_lossy() != name {
+                let _ = std::fs::remove_dir_all(entry.path());
+            }
+        }
+        Ok(())
+    }
+
+    /// Reads the current checkpoint, if there is one.
+    pub fn load_checkpoint(&self, device: &Device) -> Result<Option<Checkpoint>> {
+        let Some(dir) = self.pointed("checkpoint.json")? else {
+            return Ok(None);
+        };
+        let bad = |reason: String| TrainError::Checkpoint {
+            path: dir.clone(),
+            reason,
+        };
+        let state: CheckpointState =
+            serde_json::from_slice(&std::fs::read(dir.join("state.json")).map_err(io(&dir))?)
+                .map_err(|e| bad(format!("unreadable state: {e}")))?;
+        let prompt = Prompt::load(dir.join("prompt.bpk"), device)?;
+        let mapping = Mapping::load(dir.join("mapping.bpk"), device)?;
+        let optimizer = std::fs::read(dir.join("optimizer.bin")).map_err(io(&dir))?;
+        Ok(Some(Checkpoint {
+            state,
+            prompt,
+            mapping,
+            optimizer,
+        }))
+    }
+
+    /// Saves the best prompt and mapping so far (selected on the validation split).
+    pub fn save_best(&self, epoch: usize, prompt: &Prompt, mapping: &Mapping) -> Result<()> {
+        std::fs::create_dir_all(self.root.join("best")).map_err(io(&self.root))?;
+        let name = format!("epoch-{epoch:05}");
+        let dir = self.root.join("best").join(&name);
+        self.write_snapshot(&dir, prompt, mapping, &[])?;
+        self.point("best.json", &dir)?;
+        for entry in std::fs::read_dir(self.root.join("best"))
+            .map_err(io(&self.root))?
+            .flatten()
+        {
+            if entry.file_name().to_string_lossy() != name {
+                let _ = std::fs::remove_dir_all(entry.path());
+            }
+        }
+        Ok(())
+    }
+
+    /// The best prompt and mapping saved so far, if any.
+    pub fn load_best(&self, device: &Device) -> Result<Option<(Prompt, Mapping)>> {
+        let Some(dir) = self.pointed("best.json")? else {
+            return Ok(None);
+        };
+        Ok(Some((
+            Prompt::load(dir.join("prompt.bpk"), device)?,
+            Mapping::load(dir.join("mapping.bpk"), device)?,
+        )))
+    }
+
+    /// The epoch records, dropping any written after `epochs_done` (by a run that was killed before
+    /// its next checkpoint), and rewrites the log to match.
+    pub fn metrics_until(&self, epochs_done: usize) -> Result<Vec<EpochRecord>> {
+        let path = self.root.join("metrics.jsonl");
+        let text = match std::fs::read_to_string(&path) {
+            Ok(t) => t,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+            Err(e) => return Err(TrainError::Io { path, source: e }),
+        };
+        let records: Vec<EpochRecord> = text
+            .lines()
+            .filter_map(|l| serde_json::from_str::<EpochRecord>(l).ok())
+            .filter(|r| r.epoch <= epochs_done)
+            .collect();
+        let kept: String = records
+            .iter()
+            .map(|r| serde_json::to_string(r).expect("records serialise") + "\n")
+            .collect();
+        write_atomic(&path, kept.as_bytes())?;
+        Ok(records)
+    }
+
+    /// Appends a line to `metrics.jsonl`.
+    pub fn append_metrics(&self, line: &impl Serialize) -> Result<()> {
+        let path = self.root.join("metrics.jsonl");
+        let mut file = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&path)
+            .map_err(io(&path))?;
+        writeln!(
+            file,
+            "{}",
+            serde_json::to_string(line).expect("metrics serialise")
+        )
+        .map_err(io(&path))?;
+        file.sync_data().map_err(io(&path))
+    }
+
+    /// Redraws `loss.png` and `accuracy.png` from the epoch records.
+    pub fn plot(&self, records: &[EpochRecord]) -> Result<()> {
+        let series = |name: &str, f: &dyn Fn(&EpochRecord) -> Option<f64>| Series {
+            name: name.into(),
+            points: records
+                .iter()
+                .filter_map(|r| f(r).map(|v| (r.epoch as f64, v)))
+                .collect(),
+        };
+        line_plot(
+            &self.root.join("loss.png"),
+            &[
+                series("train loss", &|r| Some(r.train_loss)),
+                series("valid loss", &|r| r.valid_loss),
+            ],
+        )?;
+        line_plot(
+            &self.root.join("accuracy.png"),
+            &[
+                series("train top-1", &|r| Some(r.train_top1)),
+                series("valid top-1", &|r| r.valid_top1),
+            ],
+        )
+    }
+}
