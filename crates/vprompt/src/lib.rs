@@ -28,11 +28,15 @@
 //!
 //! Most programs only need `use vprompt::prelude::*;`.
 
+/// The Burn version vprompt is built on, for tensor types and operations beyond the prelude.
+pub use burn;
 pub use vprompt_backbone as backbone;
 pub use vprompt_data as data;
 pub use vprompt_mapping as mapping;
 pub use vprompt_prompt as prompt;
 pub use vprompt_train as train;
+
+pub mod run;
 
 pub use vprompt_backbone::{Backbone, ImageBackbone, Normalization, OutputKind, Preset, TextEncoder};
 pub use vprompt_mapping::{LabelMappingConfig, Mapping, OutputMapping};
@@ -86,7 +90,17 @@ pub mod prelude {
     };
 }
 
-/// The README's code is compiled and run as a doc test.
-#[doc = include_str!("../../../README.md")]
+/// The README's and the user guide's code is compiled (and, unless `no_run`, run) as doc tests.
 #[cfg(doctest)]
-pub struct ReadmeDoctests;
+pub mod guide_doctests {
+    #[doc = include_str!("../../../README.md")]
+    pub struct Readme;
+    #[doc = include_str!("../../../docs/api.md")]
+    pub struct Api;
+    #[doc = include_str!("../../../docs/backends.md")]
+    pub struct Backends;
+    #[doc = include_str!("../../../docs/training.md")]
+    pub struct Training;
+    #[doc = include_str!("../../../docs/backbones.md")]
+    pub struct Backbones;
+}
