@@ -78,6 +78,14 @@ pub enum PromptError {
         /// The shape that was passed.
         actual: [usize; 4],
     },
+    /// Learned values given to [`Prompt::with_learned`](crate::Prompt::with_learned) have the wrong shape.
+    #[error("the prompt's learned values have shape {expected:?}, got {actual:?}")]
+    LearnedShape {
+        /// The stored shape.
+        expected: [usize; 4],
+        /// The given shape.
+        actual: [usize; 4],
+    },
     /// A prompt config (JSON) could not be parsed.
     #[error("invalid prompt config: {0}")]
     ConfigParse(#[source] serde_json::Error),

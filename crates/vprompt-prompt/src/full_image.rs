@@ -53,7 +53,7 @@ impl FullImagePromptConfig {
 #[derive(Module, Debug)]
 pub struct FullImagePrompt {
     /// Learned values, `[1, C, H, W]`.
-    delta: Param<Tensor<4>>,
+    pub(crate) delta: Param<Tensor<4>>,
     #[module(skip)]
     config: FullImagePromptConfig,
     #[module(skip)]

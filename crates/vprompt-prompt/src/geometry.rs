@@ -89,9 +89,9 @@ pub(crate) fn place_patch(
 #[derive(Module, Debug)]
 pub(crate) struct Frame {
     /// Learned values, `[1, C, H, W]`; only the frame is used.
-    delta: Param<Tensor<4>>,
+    pub(crate) delta: Param<Tensor<4>>,
     /// 1 on the frame, 0 inside, `[1, C, H, W]`.
-    mask: Tensor<4>,
+    pub(crate) mask: Tensor<4>,
 }
 
 impl Frame {

@@ -18,7 +18,8 @@
 //! Every config has `validate(image_size)` and `init(image_size, device)`, which validates before
 //! allocating anything. [`PromptConfig`] and [`Prompt`] hold any template chosen at run time;
 //! [`Prompt::save`] and [`Prompt::load`] keep a prompt and its config in one Burnpack file, and
-//! [`save_png`] shows the learned pixels.
+//! [`save_png`] shows the learned pixels. [`Prompt::learned`] and [`Prompt::with_learned`] read and
+//! replace the learned values for optimisers outside autodiff (black-box training).
 //!
 //! ```
 //! use burn::prelude::*;
@@ -38,6 +39,7 @@ mod error;
 mod file;
 mod full_image;
 mod geometry;
+mod learned;
 mod padding;
 mod patch;
 mod png;

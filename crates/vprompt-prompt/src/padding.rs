@@ -54,7 +54,7 @@ impl PaddingPromptConfig {
 #[derive(Module, Debug)]
 pub struct PaddingPrompt {
     /// The learned frame.
-    frame: Frame,
+    pub(crate) frame: Frame,
     #[module(skip)]
     config: PaddingPromptConfig,
     #[module(skip)]

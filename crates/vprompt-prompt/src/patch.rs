@@ -61,7 +61,7 @@ impl FixedPatchPromptConfig {
 #[derive(Module, Debug)]
 pub struct FixedPatchPrompt {
     /// Learned values, `[1, C, p, p]`.
-    patch: Param<Tensor<4>>,
+    pub(crate) patch: Param<Tensor<4>>,
     #[module(skip)]
     config: FixedPatchPromptConfig,
     #[module(skip)]
@@ -168,7 +168,7 @@ impl RandomPatchPromptConfig {
 #[derive(Module, Debug)]
 pub struct RandomPatchPrompt {
     /// Learned values, `[1, C, p, p]`.
-    patch: Param<Tensor<4>>,
+    pub(crate) patch: Param<Tensor<4>>,
     #[module(skip)]
     config: RandomPatchPromptConfig,
     #[module(skip)]

@@ -83,7 +83,7 @@ impl ShrinkFramePromptConfig {
 #[derive(Module, Debug)]
 pub struct ShrinkFramePrompt {
     /// The learned frame.
-    frame: Frame,
+    pub(crate) frame: Frame,
     #[module(skip)]
     config: ShrinkFramePromptConfig,
     #[module(skip)]

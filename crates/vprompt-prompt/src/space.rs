@@ -81,18 +81,27 @@ pub enum Phase {
     },
 }
 
-/// Adds a perturbation to images in the given space.
-///
-/// # Shapes
-/// - images: `[batch, C, H, W]`
-/// - delta: `[1, C, H, W]`, broadcast over the batch
-/// - output: `[batch, C, H, W]`
-pub(crate) fn add_in_space(images: Tensor<4>, delta: Tensor<4>, space: PromptSpace) -> Tensor<4> {
-    let prompted = images + delta;
-    match space {
-        PromptSpace::Pixel { clamp: true } => prompted.clamp(0.0, 1.0),
-        _ => prompted,
+impl PromptSpace {
+    /// Adds a perturbation to images that are already in this space (`[0, 1]` pixels or
+    /// normalised), clamping to `[0, 1]` for `Pixel { clamp: true }`. Templates use it in
+    /// `apply`; black-box training uses it to prompt one batch with many candidate prompts.
+    ///
+    /// # Shapes
+    /// - images: `[batch, C, H, W]`
+    /// - delta: `[1, C, H, W]`, broadcast over the batch (or `[batch, C, H, W]`)
+    /// - output: `[batch, C, H, W]`
+    pub fn add(self, images: Tensor<4>, delta: Tensor<4>) -> Tensor<4> {
+        let prompted = images + delta;
+        match self {
+            PromptSpace::Pixel { clamp: true } => prompted.clamp(0.0, 1.0),
+            _ => prompted,
+        }
     }
+}
+
+/// [`PromptSpace::add`] with the space last, as the templates call it.
+pub(crate) fn add_in_space(images: Tensor<4>, delta: Tensor<4>, space: PromptSpace) -> Tensor<4> {
+    space.add(images, delta)
 }
 
 /// Checks that an image size has no empty side.
