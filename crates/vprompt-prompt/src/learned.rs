@@ -79,7 +79,9 @@ impl Prompt {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::{PaddingPromptConfig, Phase, PromptConfig, PromptInit, RandomPatchPromptConfig, VisualPrompt};
+    use crate::{
+        PaddingPromptConfig, Phase, PromptConfig, PromptInit, RandomPatchPromptConfig, VisualPrompt,
+    };
     use vprompt_testkit::to_vec;
 
     #[test]

@@ -71,3 +71,16 @@ pub fn assert_close(actual: &[f32], expected: &[f32], atol: f32, rtol: f32) {
         );
     }
 }
+
+/// Brightness added by [`shift_domain`]: `77 / 255`, about 0.3.
+pub const DOMAIN_SHIFT: u8 = 77;
+
+/// The domain shift of the black-box tests and example, on `[0, 255]` pixel bytes: returns the
+/// "clean" images dimmed to `floor(0.7 x)` and the "shifted" ones, `clean + 77`. A frozen model
+/// labels the clean images; prompting it for the shifted ones has a known cure, the constant
+/// prompt `-77 / 255`, which restores the clean images exactly (so 100 % agreement).
+pub fn shift_domain(pixels: &[u8]) -> (Vec<u8>, Vec<u8>) {
+    let clean: Vec<u8> = pixels.iter().map(|&p| (0.7 * p as f32).floor() as u8).collect();
+    let shifted = clean.iter().map(|&p| p + DOMAIN_SHIFT).collect();
+    (clean, shifted)
+}

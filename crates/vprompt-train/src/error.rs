@@ -41,6 +41,9 @@ pub enum TrainError {
         #[source]
         source: std::io::Error,
     },
+    /// A black-box model's query failed or returned the wrong number of scores.
+    #[error("black-box query failed: {0}")]
+    Query(#[source] crate::blackbox::QueryError),
     /// A checkpoint is unreadable or belongs to another run.
     #[error("{path}: {reason}")]
     Checkpoint {

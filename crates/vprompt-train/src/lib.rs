@@ -11,7 +11,12 @@
 //!   ([`RunDir`]), refits of data-driven mappings, metrics and curves.
 //! - [`evaluate`]: top-1, top-5, per-class accuracy, confusion matrix, prompted and unprompted
 //!   ([`Report`]); [`LinearProbeConfig`]: the linear-probe baseline.
+//! - Black-box prompting (paper section 2.3): [`BlackBoxModel`] (images in, scores out; [`LocalModel`]
+//!   for any backbone + mapping), zeroth-order optimisers ([`ZerothOrderConfig`]: RGF and SPSA-GC)
+//!   and [`BlackBoxTrainer`], the same harness with every query counted and an optional budget.
 
+mod black_box_trainer;
+mod blackbox;
 mod classifier;
 mod config;
 mod error;
@@ -22,7 +27,10 @@ mod probe;
 mod run;
 mod schedule;
 mod trainer;
+mod zeroth_order;
 
+pub use black_box_trainer::{BlackBoxConfig, BlackBoxTrained, BlackBoxTrainer};
+pub use blackbox::{BlackBoxModel, BlackBoxReport, LocalModel, QueryError, Scores, evaluate_black_box};
 pub use classifier::PromptedClassifier;
 pub use config::{OptimizerConfig, ScheduleConfig, TrainingConfig};
 pub use error::{Result, TrainError};
@@ -33,3 +41,4 @@ pub use probe::{LinearProbe, LinearProbeConfig};
 pub use run::{Checkpoint, CheckpointState, EpochRecord, RunDir};
 pub use schedule::learning_rate;
 pub use trainer::{Trained, Trainer, evaluate_unprompted, fit_mapping, train_step};
+pub use zeroth_order::{ZerothOrderConfig, ZerothOrderOptimizer};

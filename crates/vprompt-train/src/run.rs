@@ -36,10 +36,17 @@ pub struct CheckpointState {
     pub step: u64,
     /// Best validation top-1 so far and its epoch (1-based).
     pub best: Option<(usize, f64)>,
+    /// Black-box training: queries spent on training steps and on validation so far (0 for
+    /// white-box runs).
+    #[serde(default)]
+    pub queries: u64,
+    /// Black-box training: queries spent on validation so far.
+    #[serde(default)]
+    pub validation_queries: u64,
 }
 
-/// A checkpoint read back: its state, the prompt (on the device it was loaded to), the mapping and
-/// the optimiser's state bytes.
+/// A checkpoint read back: its state, the prompt (on the device it was loaded to), the mapping (none
+/// for black-box runs, whose mapping is inside the model) and the optimiser's state bytes.
 #[derive(Debug, Clone)]
 pub struct Checkpoint {
     /// Epochs, steps, best validation score.
@@ -47,7 +54,7 @@ pub struct Checkpoint {
     /// The prompt.
     pub prompt: Prompt,
     /// The mapping.
-    pub mapping: Mapping,
+    pub mapping: Option<Mapping>,
     /// The optimiser's state.
     pub optimizer: Vec<u8>,
 }
@@ -73,6 +80,9 @@ pub struct EpochRecord {
     pub valid_top5: Option<f64>,
     /// Training images per second in this epoch.
     pub images_per_second: f64,
+    /// Black-box training: training queries spent after this epoch (absent for white-box runs).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub queries: Option<u64>,
 }
 
 /// A run directory.
@@ -147,7 +157,7 @@ impl RunDir {
         &self,
         dir: &Path,
         prompt: &Prompt,
-        mapping: &Mapping,
+        mapping: Option<&Mapping>,
         extra: &[(&str, &[u8])],
     ) -> Result<()> {
         let tmp = dir.with_extension("tmp");
@@ -156,7 +166,9 @@ impl RunDir {
         }
         std::fs::create_dir_all(&tmp).map_err(io(&tmp))?;
         prompt.save(tmp.join("prompt.bpk"))?;
-        mapping.save(tmp.join("mapping.bpk"))?;
+        if let Some(mapping) = mapping {
+            mapping.save(tmp.join("mapping.bpk"))?;
+        }
         for (name, bytes) in extra {
             write_atomic(&tmp.join(name), bytes)?;
         }
@@ -201,7 +213,7 @@ impl RunDir {
         &self,
         state: &CheckpointState,
         prompt: &Prompt,
-        mapping: &Mapping,
+        mapping: Option<&Mapping>,
         optimizer: &[u8],
     ) -> Result<()> {
         let name = format!("epoch-{:05}", state.epochs_done);
@@ -236,7 +248,7 @@ impl RunDir {
             serde_json::from_slice(&std::fs::read(dir.join("state.json")).map_err(io(&dir))?)
                 .map_err(|e| bad(format!("unreadable state: {e}")))?;
         let prompt = Prompt::load(dir.join("prompt.bpk"), device)?;
-        let mapping = Mapping::load(dir.join("mapping.bpk"), device)?;
+        let mapping = load_mapping(&dir, device)?;
         let optimizer = std::fs::read(dir.join("optimizer.bin")).map_err(io(&dir))?;
         Ok(Some(Checkpoint {
             state,
@@ -247,7 +259,7 @@ impl RunDir {
     }
 
     /// Saves the best prompt and mapping so far (selected on the validation split).
-    pub fn save_best(&self, epoch: usize, prompt: &Prompt, mapping: &Mapping) -> Result<()> {
+    pub fn save_best(&self, epoch: usize, prompt: &Prompt, mapping: Option<&Mapping>) -> Result<()> {
         std::fs::create_dir_all(self.root.join("best")).map_err(io(&self.root))?;
         let name = format!("epoch-{epoch:05}");
         let dir = self.root.join("best").join(&name);
@@ -265,13 +277,13 @@ impl RunDir {
     }
 
     /// The best prompt and mapping saved so far, if any.
-    pub fn load_best(&self, device: &Device) -> Result<Option<(Prompt, Mapping)>> {
+    pub fn load_best(&self, device: &Device) -> Result<Option<(Prompt, Option<Mapping>)>> {
         let Some(dir) = self.pointed("best.json")? else {
             return Ok(None);
         };
         Ok(Some((
             Prompt::load(dir.join("prompt.bpk"), device)?,
-            Mapping::load(dir.join("mapping.bpk"), device)?,
+            load_mapping(&dir, device)?,
         )))
     }
 
@@ -336,6 +348,30 @@ impl RunDir {
                 series("train top-1", &|r| Some(r.train_top1)),
                 series("valid top-1", &|r| r.valid_top1),
             ],
-        )
+        )?;
+        if records.iter().any(|r| r.queries.is_some()) {
+            let points = records
+                .iter()
+                .filter_map(|r| Some((r.queries? as f64, r.valid_top1?)))
+                .collect();
+            line_plot(
+                &self.root.join("accuracy-vs-queries.png"),
+                &[Series {
+                    name: "valid top-1 vs training queries".into(),
+                    points,
+                }],
+            )?;
+        }
+        Ok(())
+    }
+}
+
+/// The snapshot's mapping, if it has one.
+fn load_mapping(dir: &Path, device: &Device) -> Result<Option<Mapping>> {
+    let path = dir.join("mapping.bpk");
+    if path.exists() {
+        Ok(Some(Mapping::load(path, device)?))
+    } else {
+        Ok(None)
     }
 }

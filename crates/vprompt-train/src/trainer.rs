@@ -256,7 +256,7 @@ impl Trainer {
                 state.checkpoint.best = Some((epoch + 1, v.top1));
                 state.best_snapshot = Some((state.prompt.valid(), state.mapping.clone()));
                 if let Some(run) = &run {
-                    run.save_best(epoch + 1, &state.prompt, &state.mapping)?;
+                    run.save_best(epoch + 1, &state.prompt, Some(&state.mapping))?;
                 }
             }
             let record = EpochRecord {
@@ -269,6 +269,7 @@ impl Trainer {
                 valid_top1: valid_eval.as_ref().map(|v| v.top1),
                 valid_top5: valid_eval.as_ref().map(|v| v.top5),
                 images_per_second: train_eval.count as f64 / seconds,
+                queries: None,
             };
             self.log(|| {
                 format!(
@@ -288,7 +289,7 @@ impl Trainer {
                 run.save_checkpoint(
                     &state.checkpoint,
                     &state.prompt,
-                    &state.mapping,
+                    Some(&state.mapping),
                     &state.optimizer.state()?,
                 )?;
                 run.append_metrics(&record)?;
@@ -304,7 +305,7 @@ impl Trainer {
                 .transpose()?
                 .flatten()
             {
-                Some(best) if state.checkpoint.best.is_some() => best,
+                Some((prompt, Some(mapping))) if state.checkpoint.best.is_some() => (prompt, mapping),
                 _ => (state.prompt.valid(), state.mapping),
             },
         };
@@ -347,6 +348,10 @@ impl Trainer {
                 optimizer: optimizer_state,
             }) = run.load_checkpoint(ad)?
         {
+            let mapping = mapping.ok_or_else(|| TrainError::Checkpoint {
+                path: run.path().to_path_buf(),
+                reason: "the checkpoint has no mapping (is it a black-box run?)".into(),
+            })?;
             let optimizer =
                 optimizer
                     .with_state(optimizer_state)
@@ -383,6 +388,8 @@ impl Trainer {
                 epochs_done: 0,
                 step: 0,
                 best: None,
+                queries: 0,
+                validation_queries: 0,
             },
             history: Vec::new(),
             best_snapshot: None,

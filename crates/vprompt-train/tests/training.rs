@@ -269,7 +269,7 @@ fn iterative_mapping_is_refitted_and_saved() {
         .load_best(&device)
         .unwrap()
         .unwrap();
-    let reloaded = PromptedClassifier::new(prompt, common::tiny_resnet(&device), mapping).unwrap();
+    let reloaded = PromptedClassifier::new(prompt, common::tiny_resnet(&device), mapping.unwrap()).unwrap();
     let batch = Tensor::<4>::from_data(
         TensorData::new(
             test.pixels[..4 * 1024]

@@ -24,7 +24,8 @@
 //!   FLM, ILM, BLM, BLM+) and the CLIP text-prompt head.
 //! - [`train`]: the prompted classifier, the paper's and follow-ups' training recipes, the training
 //!   loop with validation selection and crash-safe, exactly resumable checkpoints, evaluation, and the
-//!   linear-probe baseline.
+//!   linear-probe baseline, and black-box prompting with zeroth-order optimisers (RGF, SPSA-GC)
+//!   through any [`BlackBoxModel`] (images in, scores out).
 //!
 //! Most programs only need `use vprompt::prelude::*;`.
 
@@ -41,7 +42,9 @@ pub mod run;
 pub use vprompt_backbone::{Backbone, ImageBackbone, Normalization, OutputKind, Preset, TextEncoder};
 pub use vprompt_mapping::{LabelMappingConfig, Mapping, OutputMapping};
 pub use vprompt_train::{
-    LinearProbeConfig, OptimizerConfig, PromptedClassifier, Report, ScheduleConfig, Trainer, TrainingConfig,
+    BlackBoxConfig, BlackBoxModel, BlackBoxReport, BlackBoxTrainer, LinearProbeConfig, LocalModel,
+    OptimizerConfig, PromptedClassifier, QueryError, Report, ScheduleConfig, Scores, Trainer, TrainingConfig,
+    ZerothOrderConfig,
 };
 
 pub use vprompt_prompt::{
@@ -79,9 +82,10 @@ pub mod prelude {
     pub use burn::prelude::*;
 
     pub use crate::{
-        Backbone, ImageBackbone, LabelMappingConfig, LinearProbeConfig, Mapping, Normalization,
-        OptimizerConfig, OutputKind, OutputMapping, Preset, PromptedClassifier, Report, ScheduleConfig,
-        TextEncoder, Trainer, TrainingConfig,
+        Backbone, BlackBoxConfig, BlackBoxModel, BlackBoxTrainer, ImageBackbone, LabelMappingConfig,
+        LinearProbeConfig, LocalModel, Mapping, Normalization, OptimizerConfig, OutputKind, OutputMapping,
+        Preset, PromptedClassifier, Report, ScheduleConfig, TextEncoder, Trainer, TrainingConfig,
+        ZerothOrderConfig,
     };
     pub use crate::{
         EvalLocation, FixedPatchPromptConfig, FullImagePromptConfig, PaddingPromptConfig, Phase, Prompt,
@@ -103,4 +107,6 @@ pub mod guide_doctests {
     pub struct Training;
     #[doc = include_str!("../../../docs/backbones.md")]
     pub struct Backbones;
+    #[doc = include_str!("../../../docs/black-box.md")]
+    pub struct BlackBox;
 }

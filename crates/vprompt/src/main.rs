@@ -315,6 +315,8 @@ fn load_run(dir: &Path, device: &Device) -> anyhow::Result<(RunConfig, PromptedC
     let (prompt, mapping) = RunDir::create(dir)?
         .load_best(device)?
         .with_context(|| format!("{} has no selected prompt yet", dir.display()))?;
+    let mapping =
+        mapping.with_context(|| format!("{} holds no mapping (a black-box run?)", dir.display()))?;
     let classifier = PromptedClassifier::new(prompt, config.backbone(device)?, mapping)?;
     Ok((config, classifier))
 }

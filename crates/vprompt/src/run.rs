@@ -434,6 +434,8 @@ pub fn evaluate_run(dir: impl AsRef<Path>, device: &Device) -> Result<Report> {
             dir.display()
         ))
     })?;
+    let mapping =
+        mapping.ok_or_else(|| invalid(format!("{} holds no mapping (a black-box run?)", dir.display())))?;
     let data = config.prepare_data(prompt.input_size())?;
     let classifier = PromptedClassifier::new(prompt, backbone, mapping)?;
     let batch = config.training.config()?.batch_size;
