@@ -89,14 +89,7 @@ pub struct LocalModel<B: Backbone> {
 impl<B: Backbone> LocalModel<B> {
     /// A local black box, checking that the mapping reads the backbone's outputs.
     pub fn new(backbone: B, mapping: Mapping) -> Result<Self> {
-        if mapping.source_dim() != backbone.output_dim() {
-            return Err(TrainError::InvalidConfig(format!(
-                "the mapping reads {} source outputs, backbone `{}` has {}",
-                mapping.source_dim(),
-                backbone.name(),
-                backbone.output_dim()
-            )));
-        }
+        crate::classifier::check_mapping(&backbone, &mapping)?;
         Ok(Self { backbone, mapping })
     }
 }

@@ -24,6 +24,19 @@ pub struct PromptedClassifier<B: Backbone> {
     pub mapping: Mapping,
 }
 
+/// Checks that `mapping` reads `backbone`'s outputs.
+pub(crate) fn check_mapping<B: Backbone>(backbone: &B, mapping: &Mapping) -> Result<()> {
+    if mapping.source_dim() != backbone.output_dim() {
+        return Err(TrainError::InvalidConfig(format!(
+            "the mapping reads {} source outputs, backbone `{}` has {}",
+            mapping.source_dim(),
+            backbone.name(),
+            backbone.output_dim()
+        )));
+    }
+    Ok(())
+}
+
 impl<B: Backbone> PromptedClassifier<B> {
     /// Assembles a classifier, checking that the pieces fit: the prompt is made for the backbone's
     /// input size with 3 channels, and the mapping reads the backbone's outputs.
@@ -37,14 +50,7 @@ impl<B: Backbone> PromptedClassifier<B> {
                 backbone.input_size()
             )));
         }
-        if mapping.source_dim() != backbone.output_dim() {
-            return Err(TrainError::InvalidConfig(format!(
-                "the mapping reads {} source outputs, backbone `{}` has {}",
-                mapping.source_dim(),
-                backbone.name(),
-                backbone.output_dim()
-            )));
-        }
+        check_mapping(&backbone, &mapping)?;
         Ok(Self {
             prompt,
             backbone,

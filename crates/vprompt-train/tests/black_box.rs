@@ -43,18 +43,6 @@ impl BlackBoxModel for Counting {
     }
 }
 
-fn subset(data: &Arc<PreparedDataset>, n: usize) -> Arc<PreparedDataset> {
-    let bytes = data.image_bytes();
-    Arc::new(PreparedDataset {
-        source: format!("{} (first {n})", data.source),
-        size: data.size,
-        channels: data.channels,
-        pixels: data.pixels[..n * bytes].to_vec(),
-        labels: data.labels[..n].to_vec(),
-        classes: data.classes.clone(),
-    })
-}
-
 /// A domain shift the frozen model has never seen, with a known cure: the images of `data` dimmed
 /// to `0.7 x` ("clean"), labelled with the model's own top-1 prediction on them, then brightened by
 /// `+0.3` (`77 / 255`). Unprompted, the model mislabels many shifted images; the full-image prompt
@@ -66,7 +54,7 @@ fn shifted(
     model: &mut Counting,
     device: &Device,
 ) -> Arc<PreparedDataset> {
-    let data = subset(data, n);
+    let data = common::subset(data, n);
     let (clean, shifted) = vprompt_testkit::shift_domain(&data.pixels);
     let clean = Arc::new(PreparedDataset {
         pixels: clean,
@@ -189,7 +177,7 @@ fn black_box_training_beats_the_unprompted_baseline_and_counts_every_query() {
 fn the_query_budget_stops_the_run_exactly() {
     let device = Device::flex();
     let (train, valid, _) = common::fmnist_32();
-    let (train, valid) = (subset(&train, 320), subset(&valid, 32));
+    let (train, valid) = (common::subset(&train, 320), common::subset(&valid, 32));
     let optimizer = spsa_gc();
     let step_cost = 32 * optimizer.points_per_step() as u64;
     let budget = 3 * step_cost + step_cost / 2;
@@ -222,7 +210,7 @@ fn the_query_budget_stops_the_run_exactly() {
 fn resumed_black_box_runs_end_bit_identical() {
     let device = Device::flex();
     let (train, valid, _) = common::fmnist_32();
-    let (train, valid) = (subset(&train, 128), subset(&valid, 32));
+    let (train, valid) = (common::subset(&train, 128), common::subset(&valid, 32));
     let config = BlackBoxConfig::new(3, spsa_gc()).with_seed(5).with_log_every(0);
     let prompt = || {
         pixel_prompt(
@@ -302,7 +290,7 @@ impl BlackBoxModel for Broken {
 fn bad_prompts_and_bad_replies_are_clear_errors() {
     let device = Device::flex();
     let (train, valid, _) = common::fmnist_32();
-    let (train, valid) = (subset(&train, 32), subset(&valid, 32));
+    let (train, valid) = (common::subset(&train, 32), common::subset(&valid, 32));
     let trainer = BlackBoxTrainer::new(BlackBoxConfig::new(1, ZerothOrderConfig::rgf()), &device).quiet(true);
     let normalized = pixel_prompt(PaddingPromptConfig::new(2), &device);
     let err = trainer

@@ -4,11 +4,8 @@
 
 mod common;
 
-use std::sync::Arc;
-
 use burn::prelude::*;
 use vprompt_backbone::Backbone;
-use vprompt_data::PreparedDataset;
 use vprompt_mapping::{LabelMappingConfig, MappingKind};
 use vprompt_prompt::*;
 use vprompt_testkit::to_vec;
@@ -33,18 +30,6 @@ fn adam(epochs: usize) -> TrainingConfig {
     )
     .with_batch_size(32)
     .with_log_every(0)
-}
-
-fn subset(data: &Arc<PreparedDataset>, n: usize) -> Arc<PreparedDataset> {
-    let bytes = data.image_bytes();
-    Arc::new(PreparedDataset {
-        source: format!("{} (first {n})", data.source),
-        size: data.size,
-        channels: data.channels,
-        pixels: data.pixels[..n * bytes].to_vec(),
-        labels: data.labels[..n].to_vec(),
-        classes: data.classes.clone(),
-    })
 }
 
 /// The stated margin: a full-image prompt lifts test top-1 by at least 15 points over the same
@@ -137,7 +122,7 @@ fn checkpoint_prompt(dir: &std::path::Path, device: &Device) -> Vec<f32> {
 fn resumed_runs_end_bit_identical() {
     let device = Device::flex();
     let (train, valid, _) = common::fmnist_32();
-    let (train, valid) = (subset(&train, 320), subset(&valid, 64));
+    let (train, valid) = (common::subset(&train, 320), common::subset(&valid, 64));
     let config = TrainingConfig::new(
         3,
         2.0,
@@ -203,7 +188,7 @@ fn resumed_runs_end_bit_identical() {
 fn a_non_finite_loss_stops_the_run_and_keeps_the_checkpoint() {
     let device = Device::flex();
     let (train, valid, _) = common::fmnist_32();
-    let (train, valid) = (subset(&train, 96), subset(&valid, 32));
+    let (train, valid) = (common::subset(&train, 96), common::subset(&valid, 32));
     // From epoch 2 the learning rate jumps to 5e37: the prompt overflows within a few steps.
     let config = TrainingConfig::new(
         5,

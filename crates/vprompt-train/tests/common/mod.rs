@@ -37,3 +37,16 @@ pub fn fmnist_32() -> (Arc<PreparedDataset>, Arc<PreparedDataset>, Arc<PreparedD
         Arc::new(prepare(&splits.test, &p).unwrap()),
     )
 }
+
+/// The first `n` images of `data`.
+pub fn subset(data: &Arc<PreparedDataset>, n: usize) -> Arc<PreparedDataset> {
+    let bytes = data.image_bytes();
+    Arc::new(PreparedDataset {
+        source: format!("{} (first {n})", data.source),
+        size: data.size,
+        channels: data.channels,
+        pixels: data.pixels[..n * bytes].to_vec(),
+        labels: data.labels[..n].to_vec(),
+        classes: data.classes.clone(),
+    })
+}
