@@ -36,7 +36,7 @@ pub use config::{OptimizerConfig, ScheduleConfig, TrainingConfig};
 pub use error::{Result, TrainError};
 pub use evaluate::{Evaluation, Report, Tally, evaluate};
 pub use optimizer::PromptOptimizer;
-pub use plot::{Series, line_plot};
+pub use plot::{Series, color_name, line_plot};
 pub use probe::{LinearProbe, LinearProbeConfig};
 pub use run::{Checkpoint, CheckpointState, EpochRecord, RunDir};
 pub use schedule::learning_rate;

@@ -16,6 +16,12 @@ const TOP: u32 = 30;
 const BOTTOM: u32 = 40;
 const COLORS: [[u8; 3]; 4] = [[31, 119, 180], [214, 39, 40], [44, 160, 44], [148, 103, 189]];
 
+/// The colour of the `i`-th series of a [`line_plot`], in words (the PNG has no text legend, so
+/// reports name the lines by colour).
+pub fn color_name(i: usize) -> &'static str {
+    ["blue", "red", "green", "purple"][i % COLORS.len()]
+}
+
 /// One curve: a name and `(x, y)` points (non-finite `y` values are skipped).
 #[derive(Debug, Clone)]
 pub struct Series {

@@ -37,6 +37,7 @@ pub use vprompt_mapping as mapping;
 pub use vprompt_prompt as prompt;
 pub use vprompt_train as train;
 
+pub mod experiment;
 pub mod run;
 
 pub use vprompt_backbone::{Backbone, ImageBackbone, Normalization, OutputKind, Preset, TextEncoder};

@@ -10,6 +10,7 @@ use burn::prelude::*;
 use clap::{Parser, Subcommand};
 use vprompt::backbone::{Backbone, ImageBackbone, Preset, TextEncoder};
 use vprompt::data::{BatchLoader, Preprocess, decode_image, prepare};
+use vprompt::experiment::ExperimentConfig;
 use vprompt::mapping::{IMAGENET_TEMPLATES, OutputMapping, PAPER_TEMPLATE, clip_head};
 use vprompt::prompt::{PaddingPromptConfig, Phase, Prompt, PromptSpace, VisualPrompt};
 use vprompt::run::{RunConfig, evaluate_run};
@@ -52,6 +53,19 @@ enum Command {
         /// PNG or JPEG files.
         #[arg(required = true)]
         images: Vec<PathBuf>,
+    },
+    /// Run an experiment: every dataset x backbone x seed x method of a TOML config (see
+    /// `vprompt::experiment` and `experiments/`), writing `results.json` (every run), `results.md`
+    /// (mean ± std per cell) and the config's plot. An interrupted experiment resumes.
+    Experiment {
+        /// The experiment config.
+        config: PathBuf,
+        /// A profile of the config, e.g. `small` (this CPU) or `full` (the paper's settings).
+        #[arg(long)]
+        profile: Option<String>,
+        /// Output directory (default: `runs/experiments/<config name>[-<profile>]`).
+        #[arg(long)]
+        out: Option<PathBuf>,
     },
     /// CLIP zero-shot accuracy with text prompts (the paper's TP baseline) on a dataset's test split.
     ZeroShot(ZeroShotArgs),
@@ -199,6 +213,7 @@ fn run(command: Command, device: &Device) -> anyhow::Result<()> {
         }
         Command::Apply { run, out, images } => apply(&run, &out, &images, device),
         Command::ZeroShot(args) => zero_shot(args, device),
+        Command::Experiment { config, profile, out } => experiment(&config, profile.as_deref(), out, device),
         Command::Import { preset, onnx, output } => {
             let report = vprompt::backbone::import::import_weights(preset, &onnx, &output)?;
             println!(
@@ -392,6 +407,31 @@ fn write_rgb(image: &Tensor<4>, path: &Path) -> anyhow::Result<()> {
         .expect("sized buffer")
         .save_with_format(path, image::ImageFormat::Png)
         .with_context(|| format!("cannot write {}", path.display()))
+}
+
+fn experiment(
+    path: &Path,
+    profile: Option<&str>,
+    out: Option<PathBuf>,
+    device: &Device,
+) -> anyhow::Result<()> {
+    let text = std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))?;
+    let config: ExperimentConfig = toml::from_str(&text)
+        .with_context(|| format!("{} is not a valid experiment config", path.display()))?;
+    let out = out.unwrap_or_else(|| {
+        let stem = path
+            .file_stem()
+            .map_or("experiment".into(), |s| s.to_string_lossy().into_owned());
+        let name = match profile {
+            Some(p) => format!("{stem}-{p}"),
+            None => stem,
+        };
+        Path::new("runs/experiments").join(name)
+    });
+    let results = config.run(profile, &out, device, |line| eprintln!("{line}"))?;
+    println!("{}", vprompt::experiment::report(&results).0);
+    println!("wrote {}", out.join("results.md").display());
+    Ok(())
 }
 
 fn zero_shot(args: ZeroShotArgs, device: &Device) -> anyhow::Result<()> {

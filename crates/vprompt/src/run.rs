@@ -27,14 +27,14 @@ use std::sync::Arc;
 
 use burn::prelude::*;
 use serde::{Deserialize, Serialize};
-use vprompt_backbone::{Backbone, ImageBackbone, Preset};
+use vprompt_backbone::{Backbone, ImageBackbone, Preset, TextEncoder};
 use vprompt_data::{
     Dataset, Filter, Fit, OnError, PreparedDataset, Preprocess, Splits, cifar10, cifar100, csv_list,
     fashion_mnist, image_folder, mnist, prepare_cached,
 };
-use vprompt_mapping::LabelMappingConfig;
+use vprompt_mapping::{LabelMappingConfig, Mapping, PAPER_TEMPLATE, clip_head};
 use vprompt_prompt::{PaddingPromptConfig, PromptConfig, VisualPrompt};
-use vprompt_train::{PromptedClassifier, Report, Trained, Trainer, TrainingConfig};
+use vprompt_train::{PromptedClassifier, Report, ScheduleConfig, Trained, Trainer, TrainingConfig};
 
 use crate::{Error, Result};
 
@@ -57,9 +57,14 @@ pub struct DataConfig {
     /// Fraction of train held out for validation (selection).
     #[serde(default = "default_validation")]
     pub validation: f64,
-    /// Train on N images per class only (few-shot).
+    /// Train on exactly N images per class (few-shot, the paper's N in {1, 2, 4, 8, 16}), sampled from
+    /// the train split after the validation part is held out of it.
     #[serde(default)]
     pub few_shot: Option<usize>,
+    /// Select on N validation images per class only (default: all of the held-out part, or N = the
+    /// few-shot N in few-shot runs, so that a 1-shot run does not validate on 6000 images).
+    #[serde(default)]
+    pub validation_per_class: Option<usize>,
     /// Evaluate on N test images per class only (quick runs).
     #[serde(default)]
     pub test_per_class: Option<usize>,
@@ -98,6 +103,13 @@ pub struct BackboneConfig {
     /// Its weights file; not needed for the embedded `efficientnet-lite0`.
     #[serde(default)]
     pub weights: Option<PathBuf>,
+    /// CLIP: the text tower's preset (`clip-vit-b32-text`). With it the classes are scored by text
+    /// prompts (the run's `text_template`) instead of a label mapping.
+    #[serde(default)]
+    pub text_preset: Option<String>,
+    /// The text tower's weights file.
+    #[serde(default)]
+    pub text_weights: Option<PathBuf>,
 }
 
 fn default_preset() -> String {
@@ -109,6 +121,8 @@ impl Default for BackboneConfig {
         Self {
             preset: default_preset(),
             weights: None,
+            text_preset: None,
+            text_weights: None,
         }
     }
 }
@@ -135,6 +149,9 @@ pub struct TrainingChoice {
     /// Validate every N epochs.
     #[serde(default)]
     pub eval_every: Option<usize>,
+    /// The learning-rate schedule, e.g. `"CosinePerStep"` or `{WarmupCosine = {warmup = 100}}`.
+    #[serde(default)]
+    pub schedule: Option<ScheduleConfig>,
 }
 
 fn default_recipe() -> String {
@@ -150,6 +167,7 @@ impl Default for TrainingChoice {
             learning_rate: None,
             seed: None,
             eval_every: None,
+            schedule: None,
         }
     }
 }
@@ -182,6 +200,9 @@ impl TrainingChoice {
         if let Some(v) = self.eval_every {
             c = c.with_eval_every(v);
         }
+        if let Some(v) = &self.schedule {
+            c = c.with_schedule(v.clone());
+        }
         c.validate()?;
         Ok(c)
     }
@@ -204,6 +225,10 @@ pub struct RunConfig {
     /// The label mapping (default: the paper's `FirstN`).
     #[serde(default = "default_mapping")]
     pub mapping: serde_json::Value,
+    /// CLIP (a backbone with a `text_preset`): the text prompt, `{}` standing for the class name
+    /// (default: the paper's "This is a photo of a {}").
+    #[serde(default)]
+    pub text_template: Option<String>,
     /// Recipe and overrides.
     #[serde(default)]
     pub training: TrainingChoice,
@@ -259,6 +284,32 @@ impl RunConfig {
         prompt.validate(preset.input_size())?;
         self.mapping_config()?;
         self.training.config()?;
+        match (&self.backbone.text_preset, &self.backbone.text_weights) {
+            (Some(p), Some(_)) => {
+                Preset::from_name(p)?;
+            }
+            (Some(_), None) => {
+                return Err(invalid("backbone.text_preset needs backbone.text_weights".into()));
+            }
+            (None, Some(_)) => {
+                return Err(invalid("backbone.text_weights needs backbone.text_preset".into()));
+            }
+            (None, None) => {
+                if self.text_template.is_some() {
+                    return Err(invalid(
+                        "text_template needs a CLIP text tower (backbone.text_preset and text_weights)"
+                            .into(),
+                    ));
+                }
+            }
+        }
+        if let Some(t) = &self.text_template
+            && !t.contains("{}")
+        {
+            return Err(invalid(format!(
+                "text_template `{t}` has no `{{}}` for the class name"
+            )));
+        }
         if !(self.data.validation > 0.0 && self.data.validation < 1.0) {
             return Err(invalid(format!(
                 "data.validation must be in (0, 1), got {}",
@@ -276,6 +327,31 @@ impl RunConfig {
             (Some(path), preset) => ImageBackbone::load(preset, path, device)?,
             (None, preset) => ImageBackbone::load(preset, format!("{preset}.bpk"), device)?,
         })
+    }
+
+    /// Whether the classes are scored by a CLIP text tower rather than a label mapping.
+    pub fn is_clip(&self) -> bool {
+        self.backbone.text_preset.is_some()
+    }
+
+    /// The class head for `classes` before training: the CLIP text head when the backbone has a text
+    /// tower (computed once here), else the label mapping (`FirstN` standing in for a mapping that
+    /// the trainer fits on the data, see [`Self::mapping_config`]).
+    pub fn head(&self, backbone: &ImageBackbone, classes: &[String], device: &Device) -> Result<Mapping> {
+        if let (Some(preset), Some(weights)) = (&self.backbone.text_preset, &self.backbone.text_weights) {
+            let text = TextEncoder::load(Preset::from_name(preset)?, weights, device)?;
+            let template = self.text_template.as_deref().unwrap_or(PAPER_TEMPLATE);
+            return Ok(clip_head(classes, &[template.to_string()], 32, device, |t| {
+                text.forward(t)
+            })?);
+        }
+        let config = self.mapping_config()?;
+        let config = if config.needs_fit() {
+            LabelMappingConfig::FirstN
+        } else {
+            config
+        };
+        Ok(config.init(backbone.output_dim(), classes.len(), device)?)
     }
 
     fn read(&self) -> Result<Splits> {
@@ -323,11 +399,15 @@ impl RunConfig {
     pub fn prepare_data(&self, size: [usize; 2]) -> Result<PreparedSplits> {
         let d = &self.data;
         let splits = self.read()?;
+        let (pool, valid) = splits.train.split_validation(d.validation, d.seed)?;
         let train = match d.few_shot {
-            Some(n) => splits.train.few_shot(n, d.seed)?,
-            None => splits.train,
+            Some(n) => pool.few_shot(n, d.seed)?,
+            None => pool,
         };
-        let (train, valid) = train.split_validation(d.validation, d.seed)?;
+        let valid = match d.validation_per_class.or(d.few_shot) {
+            Some(n) => valid.few_shot(n, d.seed)?,
+            None => valid,
+        };
         let test = match d.test_per_class {
             Some(n) => splits.test.few_shot(n, d.seed)?,
             None => splits.test,
@@ -369,13 +449,7 @@ impl RunConfig {
         let prompt = self.prompt_config()?.init(backbone.input_size(), device)?;
         let data = self.prepare_data(prompt.input_size())?;
         let mapping_config = self.mapping_config()?;
-        let classes = data.train.classes.len();
-        let mapping = if mapping_config.needs_fit() {
-            // Placeholder until the trainer fits it on the data before the first epoch.
-            LabelMappingConfig::FirstN.init(backbone.output_dim(), classes, device)?
-        } else {
-            mapping_config.init(backbone.output_dim(), classes, device)?
-        };
+        let mapping = self.head(&backbone, &data.train.classes, device)?;
         let classifier = PromptedClassifier::new(prompt, backbone, mapping)?;
         std::fs::create_dir_all(&self.run_dir).map_err(|source| {
             Error::Train(vprompt_train::TrainError::Io {
@@ -394,7 +468,7 @@ impl RunConfig {
         let mut trainer = Trainer::new(self.training.config()?, device)
             .with_run_dir(&self.run_dir)
             .quiet(quiet);
-        if mapping_config.needs_fit() {
+        if mapping_config.needs_fit() && !self.is_clip() {
             trainer = trainer.with_mapping(mapping_config);
         }
         let trained = trainer.train(classifier, data.train.clone(), data.valid.clone())?;

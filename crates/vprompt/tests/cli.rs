@@ -214,3 +214,200 @@ fn bad_input_gives_a_message_and_a_failing_exit_code() {
     );
     fails(&["--device", "cuda", "inspect", "x"], "not compiled");
 }
+
+/// `vprompt experiment` on the fixtures: a grid of 2 backbones (a vision model and a CLIP pair) x 4
+/// methods x 2 seeds through a profile; the JSON of every run, the mean ± std table and the plot; the
+/// consistency of the unprompted numbers; resume after an interruption; a refused mismatch.
+#[test]
+fn experiment_runs_a_grid_writes_its_table_and_resumes() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = |name: &str| dir.path().join(name).display().to_string();
+    ok(&[
+        "import",
+        "tiny-resnet",
+        &fixture("tiny_resnet.onnx"),
+        &path("resnet.bpk"),
+    ]);
+    ok(&["import", "tiny-vit", &fixture("tiny_vit.onnx"), &path("vit.bpk")]);
+    ok(&[
+        "import",
+        "tiny-clip-text",
+        &fixture("tiny_clip_text.onnx"),
+        &path("text.bpk"),
+    ]);
+    let config = format!(
+        r#"title = "Fixture grid"
+seeds = [0, 1, 2]
+
+[[datasets]]
+name = "F-MNIST"
+data = {{ format = "fashion-mnist", path = "{data}", few_shot = 8, validation_per_class = 2, test_per_class = 5 }}
+
+[[backbones]]
+name = "resnet"
+model = {{ preset = "tiny-resnet", weights = "{resnet}" }}
+
+[[backbones]]
+name = "clip"
+model = {{ preset = "tiny-vit", weights = "{vit}", text_preset = "tiny-clip-text", text_weights = "{text}" }}
+
+[training]
+recipe = "ilm-vp"
+learning_rate = 0.05
+batch_size = 16
+
+[[methods]]
+name = "unprompted"
+kind = "unprompted"
+
+[[methods]]
+name = "unprompted, frequency"
+kind = "unprompted"
+mapping = "Frequency"
+
+[[methods]]
+name = "vp"
+kind = "visual-prompt"
+prompt = {{ FullImage = {{ init = "Zeros" }} }}
+text_template = "a photo of a {{}}"
+
+[[methods]]
+name = "vp, ILM"
+kind = "visual-prompt"
+prompt = {{ Padding = {{ pad = 4, init = "Zeros" }} }}
+mapping = {{ Iterative = {{ every = 1 }} }}
+
+[[methods]]
+name = "probe"
+kind = "linear-probe"
+
+[probe]
+epochs = 5
+
+[plot]
+x = "unprompted"
+y = "gain"
+
+[profiles.quick]
+seeds = [0, 1]
+epochs = 1
+methods = ["unprompted", "vp", "probe"]
+"#,
+        data = workspace().join("tests/fixtures/fashion-mnist").display(),
+        resnet = path("resnet.bpk"),
+        vit = path("vit.bpk"),
+        text = path("text.bpk"),
+    );
+    std::fs::write(dir.path().join("grid.toml"), &config).unwrap();
+    let out_dir = dir.path().join("out");
+    let run = || {
+        let out = vprompt(&[
+            "experiment",
+            &path("grid.toml"),
+            "--profile",
+            "quick",
+            "--out",
+            &out_dir.display().to_string(),
+        ]);
+        let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+        assert!(out.status.success(), "experiment failed:\n{stderr}");
+        (String::from_utf8(out.stdout).unwrap(), stderr)
+    };
+    let (stdout, stderr) = run();
+    assert!(stderr.contains("[12/12]"), "{stderr}");
+    assert!(!stderr.contains("skipped"), "{stderr}");
+    let read = || -> serde_json::Value {
+        serde_json::from_str(&std::fs::read_to_string(out_dir.join("results.json")).unwrap()).unwrap()
+    };
+    let results = read();
+    let runs = results["runs"].as_array().unwrap();
+    assert_eq!(runs.len(), 12, "1 dataset x 2 backbones x 2 seeds x 3 methods");
+    assert_eq!(results["profile"], "quick");
+    let find = |backbone: &str, method: &str, seed: u64| {
+        runs.iter()
+            .find(|r| r["backbone"] == backbone && r["method"] == method && r["seed"] == seed)
+            .unwrap_or_else(|| panic!("no run {backbone} / {method} / {seed}"))
+            .clone()
+    };
+    for r in runs {
+        let top1 = r["top1"].as_f64().unwrap();
+        assert!((0.0..=1.0).contains(&top1), "{r}");
+        assert_eq!(r["test_images"], 50);
+        assert_eq!(r["train_images"], 80, "exactly few_shot images per class");
+    }
+    for backbone in ["resnet", "clip"] {
+        for seed in [0, 1] {
+            // The visual-prompt run's "unprompted" is its head without the prompt: for first-N and for
+            // a CLIP text head that is exactly the unprompted method's accuracy on the same test images
+            // (the CLIP row differs only by the text template, so compare the resnet only).
+            let vp = find(backbone, "vp", seed);
+            assert!(vp["unprompted_top1"].is_number(), "{vp}");
+            if backbone == "resnet" {
+                assert_eq!(vp["unprompted_top1"], find(backbone, "unprompted", seed)["top1"]);
+            }
+            assert!(find(backbone, "probe", seed)["unprompted_top1"].is_null());
+        }
+    }
+    let md = std::fs::read_to_string(out_dir.join("results.md")).unwrap();
+    assert!(md.starts_with("# Fixture grid"), "{md}");
+    assert!(
+        md.contains("| method | F-MNIST / resnet | F-MNIST / clip |"),
+        "{md}"
+    );
+    for method in ["| unprompted |", "| vp |", "| probe |"] {
+        assert!(md.contains(method), "{md}");
+    }
+    assert!(!md.contains("| vp, ILM |"), "the profile runs 3 of the 5 methods");
+    assert!(md.contains(" ± "), "{md}");
+    assert!(stdout.contains("# Fixture grid"), "{stdout}");
+    let png = image::open(out_dir.join("plot.png")).unwrap();
+    assert_eq!((png.width(), png.height()), (640, 400));
+
+    // Everything done: a rerun trains nothing.
+    let (_, stderr) = run();
+    assert_eq!(stderr.matches("done before, skipped").count(), 12, "{stderr}");
+    // An interruption after 11 runs (the last run's record lost): only that run runs again.
+    let mut cut = read();
+    let last = cut["runs"].as_array_mut().unwrap().pop().unwrap();
+    std::fs::write(out_dir.join("results.json"), cut.to_string()).unwrap();
+    let (_, stderr) = run();
+    assert_eq!(stderr.matches("done before, skipped").count(), 11, "{stderr}");
+    let again = read();
+    assert_eq!(again["runs"].as_array().unwrap().len(), 12);
+    let redone = again["runs"].as_array().unwrap().last().unwrap().clone();
+    assert_eq!(
+        (&redone["method"], &redone["seed"]),
+        (&last["method"], &last["seed"])
+    );
+    assert_eq!(
+        redone["top1"], last["top1"],
+        "a rerun of a seeded run gives the same accuracy"
+    );
+
+    // The same output directory with another profile's grid is refused, not mixed.
+    std::fs::write(
+        dir.path().join("grid2.toml"),
+        config.replace("seeds = [0, 1]\nepochs = 1", "seeds = [0]\nepochs = 1"),
+    )
+    .unwrap();
+    fails(
+        &[
+            "experiment",
+            &path("grid2.toml"),
+            "--profile",
+            "quick",
+            "--out",
+            &out_dir.display().to_string(),
+        ],
+        "different config",
+    );
+    fails(
+        &["experiment", &path("grid.toml"), "--profile", "huge"],
+        "no profile `huge`",
+    );
+    std::fs::write(dir.path().join("bad.toml"), "title = 3").unwrap();
+    fails(
+        &["experiment", &path("bad.toml")],
+        "not a valid experiment config",
+    );
+}

@@ -1,0 +1,1068 @@
+//! Experiments: the paper's comparisons and ablations from one config (what `vprompt experiment
+//! CONFIG --profile small` runs). A config lists datasets, backbones, methods and seeds; every
+//! (dataset, backbone, seed, method) cell is one run. The runner writes, in its output directory:
+//!
+//! - `results.json`: the effective config and every run (accuracy, unprompted accuracy with the same
+//!   head, image counts, seconds), rewritten atomically after each run, so an interrupted experiment
+//!   resumes where it stopped (finished runs are skipped, an interrupted training resumes from its
+//!   checkpoint in `runs/`);
+//! - `results.md`: mean ± std test top-1 over seeds per method and dataset/backbone column;
+//! - with a `[plot]` section, a PNG (`plot.png`) and the plotted points as a table.
+//!
+//! Methods: `unprompted` (the backbone and head alone: first-N / random / a fitted mapping, or a CLIP
+//! text prompt), `visual-prompt` (any template, any label mapping, any recipe), `linear-probe`.
+//! Profiles (`[profiles.small]`) override seeds, epochs and image counts, so one config serves both
+//! this CPU and the paper's full runs.
+//!
+//! ```toml
+//! title = "Fashion-MNIST on EfficientNet-Lite0"
+//! seeds = [0, 1, 2]
+//!
+//! [[datasets]]
+//! name = "Fashion-MNIST"
+//! data = { format = "fashion-mnist", path = "/usr/share/datasets/fashion-mnist" }
+//!
+//! [[backbones]]
+//! name = "Lite0"
+//! model = { preset = "efficientnet-lite0" }
+//!
+//! [training]
+//! recipe = "paper"
+//!
+//! [[methods]]
+//! name = "unprompted (first-N)"
+//! kind = "unprompted"
+//!
+//! [[methods]]
+//! name = "VP padding p=30"
+//! kind = "visual-prompt"
+//! prompt = { Padding = { pad = 30 } }
+//!
+//! [[methods]]
+//! name = "linear probe"
+//! kind = "linear-probe"
+//!
+//! [profiles.small]
+//! seeds = [0]
+//! epochs = 2
+//! train_per_class = 10
+//! test_per_class = 20
+//! ```
+
+use std::collections::{BTreeMap, HashSet};
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use burn::prelude::*;
+use serde::{Deserialize, Serialize};
+use vprompt_backbone::Backbone;
+use vprompt_mapping::LabelMappingConfig;
+use vprompt_prompt::{PaddingPromptConfig, PromptInit};
+use vprompt_train::{LinearProbeConfig, PromptedClassifier, Series, evaluate_unprompted, fit_mapping};
+
+use crate::run::{BackboneConfig, DataConfig, RunConfig, TrainingChoice};
+use crate::{Error, Result};
+
+/// One experiment: the grid of datasets x backbones x methods x seeds, and how to plot it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ExperimentConfig {
+    /// The table's heading.
+    pub title: String,
+    /// A paragraph under the heading (what the paper reports for the same experiment, say).
+    #[serde(default)]
+    pub description: String,
+    /// Seeds: of the few-shot sample, the validation split, the batch order and the probe.
+    #[serde(default = "default_seeds")]
+    pub seeds: Vec<u64>,
+    /// The datasets (table columns).
+    pub datasets: Vec<DatasetEntry>,
+    /// The frozen models (more table columns); default: the embedded EfficientNet-Lite0.
+    #[serde(default = "default_backbones")]
+    pub backbones: Vec<BackboneEntry>,
+    /// The methods (table rows).
+    pub methods: Vec<MethodEntry>,
+    /// The recipe of every visual-prompt run (`vprompt::run::TrainingChoice`).
+    #[serde(default)]
+    pub training: TrainingChoice,
+    /// Linear-probe overrides.
+    #[serde(default)]
+    pub probe: ProbeChoice,
+    /// Optional figure.
+    #[serde(default)]
+    pub plot: Option<PlotConfig>,
+    /// Named overrides, e.g. `small` for this CPU and `full` for the paper's settings.
+    #[serde(default)]
+    pub profiles: BTreeMap<String, Profile>,
+}
+
+fn default_seeds() -> Vec<u64> {
+    vec![0]
+}
+
+fn default_backbones() -> Vec<BackboneEntry> {
+    vec![BackboneEntry {
+        name: "EfficientNet-Lite0".into(),
+        model: BackboneConfig::default(),
+    }]
+}
+
+/// A dataset column.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DatasetEntry {
+    /// Column name.
+    pub name: String,
+    /// Where the images come from (`vprompt::run::DataConfig`; `seed` is set per run).
+    pub data: DataConfig,
+    /// The x value of this dataset in a `[plot]` with `x = "dataset"` (e.g. shots per class).
+    #[serde(default)]
+    pub x: Option<f64>,
+}
+
+/// A backbone column.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BackboneEntry {
+    /// Column name.
+    pub name: String,
+    /// Preset and weights (and a CLIP text tower).
+    pub model: BackboneConfig,
+}
+
+/// What a method does.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum MethodKind {
+    /// The frozen model and its head, no training (random / first-N mapping accuracy, or CLIP's
+    /// text-prompt zero-shot accuracy). A mapping that is fitted (frequency, ILM, BLM) is fitted on the
+    /// training split's unprompted outputs.
+    Unprompted,
+    /// A visual prompt trained with the experiment's recipe.
+    VisualPrompt,
+    /// A linear classifier on the frozen features.
+    LinearProbe,
+}
+
+/// A method row.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MethodEntry {
+    /// Row name.
+    pub name: String,
+    /// What it does.
+    pub kind: MethodKind,
+    /// The prompt template (`visual-prompt`), e.g. `{Padding = {pad = 30}}`; default: padding 30.
+    #[serde(default)]
+    pub prompt: Option<serde_json::Value>,
+    /// The label mapping, e.g. `"FirstN"`, `{Random = {seed = 0}}`, `"Frequency"`,
+    /// `{Iterative = {every = 1}}`; default first-N. Ignored by CLIP backbones and linear probes.
+    #[serde(default)]
+    pub mapping: Option<serde_json::Value>,
+    /// CLIP backbones: the text prompt (default: the paper's).
+    #[serde(default)]
+    pub text_template: Option<String>,
+    /// Plot with `x = "method"`: the line this method belongs to (e.g. the template).
+    #[serde(default)]
+    pub series: Option<String>,
+    /// Plot with `x = "method"`: its x value (e.g. the prompt size).
+    #[serde(default)]
+    pub x: Option<f64>,
+}
+
+/// Linear-probe settings (defaults: [`LinearProbeConfig`]'s).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ProbeChoice {
+    /// Epochs over the cached features.
+    #[serde(default)]
+    pub epochs: Option<usize>,
+    /// Adam learning rate.
+    #[serde(default)]
+    pub learning_rate: Option<f64>,
+}
+
+/// Overrides applied by `--profile NAME`.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Profile {
+    /// Run only these methods (by name), e.g. fewer prompt sizes on a CPU.
+    #[serde(default)]
+    pub methods: Option<Vec<String>>,
+    /// The recipe (`paper`, `ilm-vp`, `evp`).
+    #[serde(default)]
+    pub recipe: Option<String>,
+    /// The learning-rate schedule.
+    #[serde(default)]
+    pub schedule: Option<vprompt_train::ScheduleConfig>,
+    /// Seeds.
+    #[serde(default)]
+    pub seeds: Option<Vec<u64>>,
+    /// Visual-prompt epochs.
+    #[serde(default)]
+    pub epochs: Option<usize>,
+    /// Batch size.
+    #[serde(default)]
+    pub batch_size: Option<usize>,
+    /// Base learning rate.
+    #[serde(default)]
+    pub learning_rate: Option<f64>,
+    /// Training images per class, for datasets that do not set their own `few_shot`.
+    #[serde(default)]
+    pub train_per_class: Option<usize>,
+    /// Validation images per class.
+    #[serde(default)]
+    pub validation_per_class: Option<usize>,
+    /// Test images per class.
+    #[serde(default)]
+    pub test_per_class: Option<usize>,
+    /// Validation fraction.
+    #[serde(default)]
+    pub validation: Option<f64>,
+    /// Linear-probe epochs.
+    #[serde(default)]
+    pub probe_epochs: Option<usize>,
+}
+
+/// The x axis of the figure.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum PlotX {
+    /// Each method's `x`; one line per method `series` (template x size sweeps).
+    Method,
+    /// Each dataset's `x`; one line per method (few-shot curves).
+    Dataset,
+    /// The unprompted accuracy of each visual-prompt run (the same head without the prompt); one
+    /// point per visual-prompt method (text-prompt quality against the gain of a visual prompt).
+    Unprompted,
+}
+
+/// The y axis of the figure.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum PlotY {
+    /// Mean test top-1 (%).
+    #[default]
+    Accuracy,
+    /// Mean (prompted - unprompted) test top-1 (percentage points), visual-prompt methods only.
+    Gain,
+}
+
+/// A figure: mean over seeds, one PNG.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PlotConfig {
+    /// The x axis.
+    pub x: PlotX,
+    /// The y axis.
+    #[serde(default)]
+    pub y: PlotY,
+    /// Axis description written beside the figure.
+    #[serde(default)]
+    pub x_label: String,
+    /// File name in the output directory.
+    #[serde(default = "default_plot_file")]
+    pub file: String,
+}
+
+fn default_plot_file() -> String {
+    "plot.png".into()
+}
+
+/// One finished run.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RunRecord {
+    /// Dataset name.
+    pub dataset: String,
+    /// Backbone name.
+    pub backbone: String,
+    /// Method name.
+    pub method: String,
+    /// Seed.
+    pub seed: u64,
+    /// Test top-1 in [0, 1].
+    pub top1: f64,
+    /// Test top-1 of the same head without the prompt (visual-prompt runs).
+    pub unprompted_top1: Option<f64>,
+    /// Training images (after the validation split).
+    pub train_images: usize,
+    /// Test images.
+    pub test_images: usize,
+    /// Wall-clock seconds of the run (data, training, evaluation).
+    pub seconds: f64,
+}
+
+impl RunRecord {
+    fn key(&self) -> (String, String, String, u64) {
+        (
+            self.dataset.clone(),
+            self.backbone.clone(),
+            self.method.clone(),
+            self.seed,
+        )
+    }
+}
+
+/// What `results.json` holds.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Results {
+    /// The effective config (profile applied).
+    pub config: ExperimentConfig,
+    /// The profile's name, if any.
+    pub profile: Option<String>,
+    /// Every finished run, in the order they ran.
+    pub runs: Vec<RunRecord>,
+}
+
+/// Mean and spread of one table cell.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Cell {
+    /// Mean test top-1 in [0, 1].
+    pub mean: f64,
+    /// Sample standard deviation over seeds (0 for one seed).
+    pub std: f64,
+    /// Mean unprompted top-1 of the same runs, when recorded.
+    pub unprompted: Option<f64>,
+    /// Runs.
+    pub n: usize,
+}
+
+fn invalid(message: String) -> Error {
+    Error::Train(vprompt_train::TrainError::InvalidConfig(message))
+}
+
+fn io(path: &Path, source: std::io::Error) -> Error {
+    Error::Train(vprompt_train::TrainError::Io {
+        path: path.to_path_buf(),
+        source,
+    })
+}
+
+fn unique<'a>(what: &str, names: impl Iterator<Item = &'a str>) -> Result<()> {
+    let mut seen = HashSet::new();
+    for name in names {
+        if name.trim().is_empty() {
+            return Err(invalid(format!("every {what} needs a non-empty name")));
+        }
+        if !seen.insert(name) {
+            return Err(invalid(format!("two {what}s are named `{name}`")));
+        }
+    }
+    Ok(())
+}
+
+impl ExperimentConfig {
+    /// The config with profile `name`'s overrides applied (and no profiles left).
+    pub fn with_profile(&self, name: &str) -> Result<Self> {
+        let profile = self.profiles.get(name).ok_or_else(|| {
+            let known: Vec<&str> = self.profiles.keys().map(String::as_str).collect();
+            invalid(format!(
+                "no profile `{name}` in this experiment (it has: {})",
+                if known.is_empty() {
+                    "none".into()
+                } else {
+                    known.join(", ")
+                }
+            ))
+        })?;
+        let mut c = self.clone();
+        c.profiles.clear();
+        if let Some(names) = &profile.methods {
+            if let Some(n) = names.iter().find(|n| !self.methods.iter().any(|m| &m.name == *n)) {
+                return Err(invalid(format!("profile `{name}` lists an unknown method `{n}`")));
+            }
+            c.methods.retain(|m| names.contains(&m.name));
+        }
+        if let Some(seeds) = &profile.seeds {
+            c.seeds = seeds.clone();
+        }
+        let t = &mut c.training;
+        if let Some(r) = &profile.recipe {
+            t.recipe = r.clone();
+        }
+        t.schedule = profile.schedule.clone().or(t.schedule.take());
+        t.epochs = profile.epochs.or(t.epochs);
+        t.batch_size = profile.batch_size.or(t.batch_size);
+        t.learning_rate = profile.learning_rate.or(t.learning_rate);
+        c.probe.epochs = profile.probe_epochs.or(c.probe.epochs);
+        for d in &mut c.datasets {
+            if d.data.few_shot.is_none() {
+                d.data.few_shot = profile.train_per_class;
+            }
+            d.data.test_per_class = profile.test_per_class.or(d.data.test_per_class);
+            d.data.validation_per_class = profile.validation_per_class.or(d.data.validation_per_class);
+            d.data.validation = profile.validation.unwrap_or(d.data.validation);
+        }
+        Ok(c)
+    }
+
+    /// The run config of one cell (the visual-prompt runs train through it; the other methods use
+    /// its data, backbone and head).
+    pub fn run_config(
+        &self,
+        dataset: &DatasetEntry,
+        backbone: &BackboneEntry,
+        method: &MethodEntry,
+        seed: u64,
+        out: &Path,
+    ) -> RunConfig {
+        let mut data = dataset.data.clone();
+        data.seed = seed;
+        if data.cache_dir.is_none() {
+            data.cache_dir = Some(out.join(".cache"));
+        }
+        let mut training = self.training.clone();
+        training.seed = Some(seed);
+        let clip = backbone.model.text_preset.is_some();
+        RunConfig {
+            run_dir: out.join("runs").join(slug(&format!(
+                "{}-{}-{}-seed{seed}",
+                dataset.name, backbone.name, method.name
+            ))),
+            data,
+            backbone: backbone.model.clone(),
+            // Methods without a prompt get the smallest frame, valid for any image size (unused).
+            prompt: method.prompt.clone().unwrap_or_else(|| {
+                let pad = if method.kind == MethodKind::VisualPrompt {
+                    30
+                } else {
+                    1
+                };
+                serde_json::to_value(vprompt_prompt::PromptConfig::from(PaddingPromptConfig::new(pad)))
+                    .expect("configs serialise")
+            }),
+            mapping: method.mapping.clone().unwrap_or_else(|| {
+                serde_json::to_value(LabelMappingConfig::FirstN).expect("configs serialise")
+            }),
+            text_template: if clip { method.text_template.clone() } else { None },
+            training,
+        }
+    }
+
+    /// Checks the whole grid without reading data or weights: names, every cell's run config, and
+    /// what the plot needs.
+    pub fn validate(&self) -> Result<()> {
+        if self.seeds.is_empty()
+            || self.datasets.is_empty()
+            || self.backbones.is_empty()
+            || self.methods.is_empty()
+        {
+            return Err(invalid(
+                "an experiment needs at least one seed, dataset, backbone and method".into(),
+            ));
+        }
+        unique("dataset", self.datasets.iter().map(|d| d.name.as_str()))?;
+        unique("backbone", self.backbones.iter().map(|b| b.name.as_str()))?;
+        unique("method", self.methods.iter().map(|m| m.name.as_str()))?;
+        let out = Path::new(".");
+        for d in &self.datasets {
+            for b in &self.backbones {
+                for m in &self.methods {
+                    let rc = self.run_config(d, b, m, self.seeds[0], out);
+                    rc.validate()
+                        .map_err(|e| invalid(format!("{} / {} / {}: {e}", d.name, b.name, m.name)))?;
+                }
+            }
+        }
+        if let Some(m) = self.methods.iter().find(|m| m.text_template.is_some())
+            && !self.backbones.iter().any(|b| b.model.text_preset.is_some())
+        {
+            return Err(invalid(format!(
+                "method `{}` sets text_template but no backbone has a CLIP text tower",
+                m.name
+            )));
+        }
+        let probe = self.probe_config(0);
+        if probe.epochs == 0 || probe.learning_rate.is_nan() || probe.learning_rate <= 0.0 {
+            return Err(invalid(
+                "probe.epochs and probe.learning_rate must be positive".into(),
+            ));
+        }
+        if let Some(plot) = &self.plot {
+            if plot.file.is_empty() || plot.file.contains(['/', '\\']) {
+                return Err(invalid(format!(
+                    "plot.file `{}` must be a plain file name",
+                    plot.file
+                )));
+            }
+            match plot.x {
+                PlotX::Method => {
+                    if let Some(m) = self.methods.iter().find(|m| m.x.is_none() || m.series.is_none()) {
+                        return Err(invalid(format!(
+                            "plot x = \"method\" needs `x` and `series` on every method; `{}` lacks one",
+                            m.name
+                        )));
+                    }
+                }
+                PlotX::Dataset => {
+                    if let Some(d) = self.datasets.iter().find(|d| d.x.is_none()) {
+                        return Err(invalid(format!(
+                            "plot x = \"dataset\" needs `x` on every dataset; `{}` has none",
+                            d.name
+                        )));
+                    }
+                }
+                PlotX::Unprompted => {}
+            }
+            if (plot.y == PlotY::Gain || plot.x == PlotX::Unprompted)
+                && !self.methods.iter().any(|m| m.kind == MethodKind::VisualPrompt)
+            {
+                return Err(invalid(
+                    "a plot of gains or against unprompted accuracy needs a visual-prompt method".into(),
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    fn probe_config(&self, seed: u64) -> LinearProbeConfig {
+        let mut c = LinearProbeConfig::new().with_seed(seed);
+        if let Some(e) = self.probe.epochs {
+            c = c.with_epochs(e);
+        }
+        if let Some(lr) = self.probe.learning_rate {
+            c = c.with_learning_rate(lr);
+        }
+        c
+    }
+
+    /// Runs every cell not yet in `out/results.json`, then writes `results.md` and the plot. `log`
+    /// receives one line per run (and per skipped run).
+    pub fn run(
+        &self,
+        profile: Option<&str>,
+        out: &Path,
+        device: &Device,
+        mut log: impl FnMut(&str),
+    ) -> Result<Results> {
+        let config = match profile {
+            Some(p) => self.with_profile(p)?,
+            None => self.clone(),
+        };
+        config.validate()?;
+        std::fs::create_dir_all(out).map_err(|e| io(out, e))?;
+        let path = out.join("results.json");
+        let mut results = match std::fs::read_to_string(&path) {
+            Ok(text) => {
+                let old: Results =
+                    serde_json::from_str(&text).map_err(|e| invalid(format!("{}: {e}", path.display())))?;
+                if old.config != config || old.profile.as_deref() != profile {
+                    return Err(invalid(format!(
+                        "{} holds results of a different config or profile; choose another output \
+                         directory or delete it",
+                        path.display()
+                    )));
+                }
+                old
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Results {
+                config: config.clone(),
+                profile: profile.map(String::from),
+                runs: Vec::new(),
+            },
+            Err(e) => return Err(io(&path, e)),
+        };
+        let done: HashSet<_> = results.runs.iter().map(RunRecord::key).collect();
+        let total =
+            config.datasets.len() * config.backbones.len() * config.seeds.len() * config.methods.len();
+        let started = Instant::now();
+        let mut ran = 0usize;
+        let mut k = 0usize;
+        for d in &config.datasets {
+            for b in &config.backbones {
+                for &seed in &config.seeds {
+                    for m in &config.methods {
+                        k += 1;
+                        let key = (d.name.clone(), b.name.clone(), m.name.clone(), seed);
+                        let what = format!("{} / {} / {} / seed {seed}", d.name, b.name, m.name);
+                        if done.contains(&key) {
+                            log(&format!("[{k}/{total}] {what}: done before, skipped"));
+                            continue;
+                        }
+                        let record = config.run_cell(d, b, m, seed, out, device)?;
+                        ran += 1;
+                        let left = total - k;
+                        let eta = started.elapsed().as_secs_f64() / ran as f64 * left as f64;
+                        log(&format!(
+                            "[{k}/{total}] {what}: top-1 {:.1} %{} ({:.0} s; about {:.0} min left)",
+                            100.0 * record.top1,
+                            record
+                                .unprompted_top1
+                                .map_or(String::new(), |u| format!(" (unprompted {:.1} %)", 100.0 * u)),
+                            record.seconds,
+                            eta / 60.0
+                        ));
+                        results.runs.push(record);
+                        write_atomic(
+                            &path,
+                            &serde_json::to_string_pretty(&results).expect("results serialise"),
+                        )?;
+                    }
+                }
+            }
+        }
+        write_atomic(
+            &path,
+            &serde_json::to_string_pretty(&results).expect("results serialise"),
+        )?;
+        let (markdown, series) = report(&results);
+        if let (Some(plot), Some(series)) = (&config.plot, series) {
+            vprompt_train::line_plot(&out.join(&plot.file), &series)?;
+        }
+        write_atomic(&out.join("results.md"), &markdown)?;
+        Ok(results)
+    }
+
+    fn run_cell(
+        &self,
+        d: &DatasetEntry,
+        b: &BackboneEntry,
+        m: &MethodEntry,
+        seed: u64,
+        out: &Path,
+        device: &Device,
+    ) -> Result<RunRecord> {
+        let started = Instant::now();
+        let rc = self.run_config(d, b, m, seed, out);
+        let batch = rc.training.config()?.batch_size;
+        let (top1, unprompted_top1, train_images, test_images) = match m.kind {
+            MethodKind::VisualPrompt => {
+                let (trained, data) = rc.train(device, true)?;
+                let report = trained.evaluate(data.test.clone(), batch)?;
+                (
+                    report.prompted.top1,
+                    Some(report.unprompted.top1),
+                    data.train.len(),
+                    data.test.len(),
+                )
+            }
+            MethodKind::Unprompted => {
+                let backbone = rc.backbone(device)?;
+                let data = rc.prepare_data(backbone.input_size())?;
+                let head = rc.head(&backbone, &data.train.classes, device)?;
+                // A zero prompt: the prompted path equals the unprompted one, which is what a fitted
+                // mapping must be fitted on here.
+                let zero = PaddingPromptConfig::new(1)
+                    .with_init(PromptInit::Zeros)
+                    .init(backbone.input_size(), device)?;
+                let mut classifier = PromptedClassifier::new(zero.into(), backbone, head)?;
+                let mapping = rc.mapping_config()?;
+                if mapping.needs_fit() && !rc.is_clip() {
+                    let loader = vprompt_data::BatchLoader::new(data.train.clone(), batch)?;
+                    classifier.mapping = fit_mapping(&classifier, &mapping, &loader, device)?;
+                }
+                let eval = evaluate_unprompted(&classifier, data.test.clone(), batch, device)?;
+                (eval.top1, None, data.train.len(), data.test.len())
+            }
+            MethodKind::LinearProbe => {
+                let backbone = rc.backbone(device)?;
+                let data = rc.prepare_data(backbone.input_size())?;
+                let probe = self.probe_config(seed);
+                let eval = probe
+                    .fit(&backbone, &data.train, &data.valid, device)?
+                    .evaluate(&backbone, &data.test, device)?;
+                (eval.top1, None, data.train.len(), data.test.len())
+            }
+        };
+        Ok(RunRecord {
+            dataset: d.name.clone(),
+            backbone: b.name.clone(),
+            method: m.name.clone(),
+            seed,
+            top1,
+            unprompted_top1,
+            train_images,
+            test_images,
+            seconds: started.elapsed().as_secs_f64(),
+        })
+    }
+}
+
+/// A file-system-safe name: letters, digits, `-`, `_`, `.`; anything else becomes `_`.
+fn slug(s: &str) -> String {
+    s.chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || "-_.".contains(c) {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect()
+}
+
+fn write_atomic(path: &Path, text: &str) -> Result<()> {
+    let tmp: PathBuf = path.with_extension("tmp");
+    std::fs::write(&tmp, text).map_err(|e| io(&tmp, e))?;
+    std::fs::rename(&tmp, path).map_err(|e| io(path, e))
+}
+
+/// The cells of `runs`: (dataset, backbone, method) -> mean, std over seeds.
+pub fn cells(runs: &[RunRecord]) -> BTreeMap<(String, String, String), Cell> {
+    let mut groups: BTreeMap<(String, String, String), Vec<&RunRecord>> = BTreeMap::new();
+    for r in runs {
+        groups
+            .entry((r.dataset.clone(), r.backbone.clone(), r.method.clone()))
+            .or_default()
+            .push(r);
+    }
+    groups
+        .into_iter()
+        .map(|(key, rs)| {
+            let n = rs.len();
+            let mean = rs.iter().map(|r| r.top1).sum::<f64>() / n as f64;
+            let std = if n > 1 {
+                (rs.iter().map(|r| (r.top1 - mean).powi(2)).sum::<f64>() / (n - 1) as f64).sqrt()
+            } else {
+                0.0
+            };
+            let unprompted: Vec<f64> = rs.iter().filter_map(|r| r.unprompted_top1).collect();
+            let unprompted =
+                (!unprompted.is_empty()).then(|| unprompted.iter().sum::<f64>() / unprompted.len() as f64);
+            (
+                key,
+                Cell {
+                    mean,
+                    std,
+                    unprompted,
+                    n,
+                },
+            )
+        })
+        .collect()
+}
+
+/// The Markdown report of `results` and, with a plot section, its series (in legend order).
+pub fn report(results: &Results) -> (String, Option<Vec<Series>>) {
+    let c = &results.config;
+    let cells = cells(&results.runs);
+    let mut md = format!("# {}\n\n", c.title);
+    if !c.description.trim().is_empty() {
+        md += &format!("{}\n\n", c.description.trim());
+    }
+    let seeds: Vec<String> = c.seeds.iter().map(u64::to_string).collect();
+    md += &format!(
+        "Profile: {} · seeds {} · test top-1 (%), mean ± std over seeds{}\n\n",
+        results.profile.as_deref().unwrap_or("(none)"),
+        seeds.join(", "),
+        if c.methods.iter().any(|m| m.kind == MethodKind::VisualPrompt) {
+            "; for visual prompts, the same head without the prompt in brackets"
+        } else {
+            ""
+        }
+    );
+    let columns: Vec<(&DatasetEntry, &BackboneEntry)> = c
+        .datasets
+        .iter()
+        .flat_map(|d| c.backbones.iter().map(move |b| (d, b)))
+        .collect();
+    md += "| method |";
+    for (d, b) in &columns {
+        md += &if c.backbones.len() > 1 {
+            format!(" {} / {} |", d.name, b.name)
+        } else {
+            format!(" {} |", d.name)
+        };
+    }
+    md += "\n|---|";
+    md += &"---:|".repeat(columns.len());
+    md += "\n";
+    for m in &c.methods {
+        md += &format!("| {} |", m.name);
+        for (d, b) in &columns {
+            md += &match cells.get(&(d.name.clone(), b.name.clone(), m.name.clone())) {
+                None => " – |".to_string(),
+                Some(cell) => format!(
+                    " {:.1}{}{} |",
+                    100.0 * cell.mean,
+                    // One seed has no spread to show.
+                    if cell.n > 1 {
+                        format!(" ± {:.1}", 100.0 * cell.std)
+                    } else {
+                        String::new()
+                    },
+                    cell.unprompted
+                        .map_or(String::new(), |u| format!(" ({:.1})", 100.0 * u))
+                ),
+            };
+        }
+        md += "\n";
+    }
+    let images: Vec<String> = columns
+        .iter()
+        .filter_map(|(d, b)| {
+            let r = results
+                .runs
+                .iter()
+                .find(|r| r.dataset == d.name && r.backbone == b.name)?;
+            Some(format!(
+                "{}: {} train / {} test",
+                d.name, r.train_images, r.test_images
+            ))
+        })
+        .collect();
+    let seconds: f64 = results.runs.iter().map(|r| r.seconds).sum();
+    md += &format!(
+        "\nImages per run: {}. {} runs, {:.1} min in all.\n",
+        images.join("; "),
+        results.runs.len(),
+        seconds / 60.0
+    );
+    let Some(plot) = &c.plot else {
+        return (md, None);
+    };
+    let series = plot_series(c, plot, &cells);
+    md += &format!(
+        "\n## Figure\n\n![{}]({})\n\nx: {}; y: {}. Lines: {}.\n\n| line | x | y |\n|---|---:|---:|\n",
+        c.title,
+        plot.file,
+        if plot.x_label.is_empty() {
+            "see the table"
+        } else {
+            &plot.x_label
+        },
+        match plot.y {
+            PlotY::Accuracy => "mean test top-1 (%)",
+            PlotY::Gain => "mean gain of the visual prompt over the same head unprompted (points)",
+        },
+        series
+            .iter()
+            .enumerate()
+            .map(|(i, s)| format!("{} = {}", vprompt_train::color_name(i), s.name))
+            .collect::<Vec<_>>()
+            .join(", ")
+    );
+    for s in &series {
+        for (x, y) in &s.points {
+            md += &format!("| {} | {x} | {y:.1} |\n", s.name);
+        }
+    }
+    (md, Some(series))
+}
+
+fn plot_series(
+    c: &ExperimentConfig,
+    plot: &PlotConfig,
+    cells: &BTreeMap<(String, String, String), Cell>,
+) -> Vec<Series> {
+    let y = |cell: &Cell| match plot.y {
+        PlotY::Accuracy => Some(100.0 * cell.mean),
+        PlotY::Gain => cell.unprompted.map(|u| 100.0 * (cell.mean - u)),
+    };
+    let columns: Vec<(&DatasetEntry, &BackboneEntry)> = c
+        .datasets
+        .iter()
+        .flat_map(|d| c.backbones.iter().map(move |b| (d, b)))
+        .collect();
+    let suffix = |d: &DatasetEntry, b: &BackboneEntry| {
+        if columns.len() > 1 {
+            format!(" ({} / {})", d.name, b.name)
+        } else {
+            String::new()
+        }
+    };
+    let mut series: Vec<Series> = Vec::new();
+    let mut push = |name: String, point: (f64, f64)| match series.iter_mut().find(|s| s.name == name) {
+        Some(s) => s.points.push(point),
+        None => series.push(Series {
+            name,
+            points: vec![point],
+        }),
+    };
+    let cell = |d: &DatasetEntry, b: &BackboneEntry, m: &MethodEntry| {
+        cells.get(&(d.name.clone(), b.name.clone(), m.name.clone()))
+    };
+    match plot.x {
+        PlotX::Method => {
+            for (d, b) in &columns {
+                for m in &c.methods {
+                    if let (Some(cell), Some(x), Some(s)) = (cell(d, b, m), m.x, &m.series)
+                        && let Some(y) = y(cell)
+                    {
+                        push(format!("{s}{}", suffix(d, b)), (x, y));
+                    }
+                }
+            }
+        }
+        PlotX::Dataset => {
+            for b in &c.backbones {
+                for m in &c.methods {
+                    for d in &c.datasets {
+                        if let (Some(cell), Some(x)) = (cell(d, b, m), d.x)
+                            && let Some(y) = y(cell)
+                        {
+                            let name = if c.backbones.len() > 1 {
+                                format!("{} ({})", m.name, b.name)
+                            } else {
+                                m.name.clone()
+                            };
+                            push(name, (x, y));
+                        }
+                    }
+                }
+            }
+        }
+        PlotX::Unprompted => {
+            for (d, b) in &columns {
+                for m in &c.methods {
+                    if let Some(cell) = cell(d, b, m)
+                        && let (Some(u), Some(y)) = (cell.unprompted, y(cell))
+                    {
+                        push(format!("visual prompt{}", suffix(d, b)), (100.0 * u, y));
+                    }
+                }
+            }
+        }
+    }
+    for s in &mut series {
+        s.points.sort_by(|a, b| a.0.total_cmp(&b.0));
+    }
+    series
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn record(method: &str, seed: u64, top1: f64, unprompted: Option<f64>) -> RunRecord {
+        RunRecord {
+            dataset: "D".into(),
+            backbone: "B".into(),
+            method: method.into(),
+            seed,
+            top1,
+            unprompted_top1: unprompted,
+            train_images: 9,
+            test_images: 5,
+            seconds: 30.0,
+        }
+    }
+
+    #[test]
+    fn cells_are_mean_and_sample_std_over_seeds() {
+        let runs = [
+            record("vp", 0, 0.5, Some(0.1)),
+            record("vp", 1, 0.7, Some(0.3)),
+            record("vp", 2, 0.6, Some(0.2)),
+            record("lp", 0, 0.4, None),
+        ];
+        let cells = cells(&runs);
+        let vp = &cells[&("D".into(), "B".into(), "vp".into())];
+        assert_eq!(vp.n, 3);
+        assert!((vp.mean - 0.6).abs() < 1e-12);
+        assert!((vp.std - 0.1).abs() < 1e-12, "sample std of 0.5, 0.7, 0.6 is 0.1");
+        assert!((vp.unprompted.unwrap() - 0.2).abs() < 1e-12);
+        let lp = &cells[&("D".into(), "B".into(), "lp".into())];
+        assert_eq!((lp.n, lp.std, lp.unprompted), (1, 0.0, None));
+    }
+
+    #[test]
+    fn report_has_one_row_per_method_and_the_plot_points() {
+        let config: ExperimentConfig = serde_json::from_value(serde_json::json!({
+            "title": "T",
+            "datasets": [{"name": "D", "data": {"format": "mnist", "path": "/nowhere"}}],
+            "backbones": [{"name": "B", "model": {}}],
+            "methods": [
+                {"name": "vp", "kind": "visual-prompt", "series": "pad", "x": 30.0},
+                {"name": "lp", "kind": "linear-probe", "series": "probe", "x": 0.0},
+                {"name": "never ran", "kind": "unprompted", "series": "u", "x": 1.0}
+            ],
+            "plot": {"x": "method", "y": "gain"}
+        }))
+        .unwrap();
+        config.validate().unwrap();
+        let results = Results {
+            config,
+            profile: Some("small".into()),
+            runs: vec![
+                record("vp", 0, 0.5, Some(0.1)),
+                record("vp", 1, 0.7, Some(0.3)),
+                record("lp", 0, 0.4, None),
+            ],
+        };
+        let (md, series) = report(&results);
+        assert!(md.contains("| vp | 60.0 ± 14.1 (20.0) |"), "{md}");
+        assert!(md.contains("| lp | 40.0 |"), "one seed: no ± 0.0");
+        assert!(md.contains("| never ran | – |"), "{md}");
+        assert!(md.contains("D: 9 train / 5 test"), "{md}");
+        // Gains exist only where an unprompted accuracy was recorded.
+        let series = series.unwrap();
+        assert_eq!(series.len(), 1);
+        assert_eq!(series[0].name, "pad");
+        assert_eq!(series[0].points.len(), 1);
+        assert!((series[0].points[0].0 - 30.0).abs() < 1e-12 && (series[0].points[0].1 - 40.0).abs() < 1e-9);
+        assert!(md.contains("blue = pad"), "{md}");
+    }
+
+    #[test]
+    fn profiles_override_and_bad_configs_are_refused() {
+        let base = serde_json::json!({
+            "title": "T",
+            "datasets": [
+                {"name": "all", "data": {"format": "mnist", "path": "/nowhere"}},
+                {"name": "4-shot", "data": {"format": "mnist", "path": "/nowhere", "few_shot": 4}}
+            ],
+            "methods": [
+                {"name": "a", "kind": "unprompted"},
+                {"name": "b", "kind": "visual-prompt", "prompt": {"Padding": {"pad": 4}}}
+            ],
+            "profiles": {"small": {"seeds": [3], "epochs": 2, "train_per_class": 20, "methods": ["b"],
+                                   "recipe": "ilm-vp", "schedule": "CosinePerStep"}}
+        });
+        let config: ExperimentConfig = serde_json::from_value(base.clone()).unwrap();
+        let small = config.with_profile("small").unwrap();
+        assert_eq!(small.seeds, vec![3]);
+        assert_eq!(small.methods.len(), 1);
+        assert_eq!(small.training.epochs, Some(2));
+        assert_eq!(small.training.recipe, "ilm-vp");
+        assert_eq!(small.datasets[0].data.few_shot, Some(20));
+        assert_eq!(
+            small.datasets[1].data.few_shot,
+            Some(4),
+            "a dataset's own few_shot wins"
+        );
+        assert!(small.profiles.is_empty());
+        let tc = small.training.config().unwrap();
+        assert_eq!(
+            (tc.epochs, tc.schedule.clone()),
+            (2, vprompt_train::ScheduleConfig::CosinePerStep)
+        );
+        let err = config.with_profile("huge").unwrap_err().to_string();
+        assert!(
+            err.contains("no profile `huge`") && err.contains("small"),
+            "{err}"
+        );
+
+        let refuse = |patch: serde_json::Value, needle: &str| {
+            let mut v = base.clone();
+            for (k, x) in patch.as_object().unwrap() {
+                v[k] = x.clone();
+            }
+            let c: ExperimentConfig = serde_json::from_value(v).unwrap();
+            let err = c.validate().unwrap_err().to_string();
+            assert!(err.contains(needle), "expected `{needle}` in `{err}`");
+        };
+        refuse(serde_json::json!({"seeds": []}), "at least one seed");
+        refuse(
+            serde_json::json!({"methods": [{"name": "a", "kind": "unprompted"}, {"name": "a", "kind": "linear-probe"}]}),
+            "two methods are named `a`",
+        );
+        refuse(
+            serde_json::json!({"methods": [{"name": "p", "kind": "visual-prompt", "prompt": {"Padding": {"pad": 200}}}]}),
+            "all / EfficientNet-Lite0 / p",
+        );
+        refuse(
+            serde_json::json!({"plot": {"x": "method"}}),
+            "needs `x` and `series`",
+        );
+        refuse(
+            serde_json::json!({"plot": {"x": "dataset"}}),
+            "needs `x` on every dataset",
+        );
+        refuse(
+            serde_json::json!({"methods": [{"name": "u", "kind": "unprompted", "text_template": "a {}"}]}),
+            "no backbone has a CLIP text tower",
+        );
+        refuse(serde_json::json!({"probe": {"epochs": 0}}), "probe.epochs");
+    }
+}
