@@ -77,7 +77,14 @@ impl Prompt {
             )));
         }
         let mut prompt = header.config.init(header.image_size, device)?;
-        let mut store = BurnpackStore::from_file(path).auto_extension(false);
+        // Read the whole file now: a store over the file reads tensor bytes lazily, and on an
+        // asynchronous backend (wgpu) that read ran after `load` returned, so a file replaced or
+        // deleted meanwhile failed at the first use of the prompt (found by the wgpu tests).
+        let bytes = std::fs::read(path).map_err(|source| PromptError::Io {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        let mut store = BurnpackStore::from_bytes(Some(burn::tensor::Bytes::from_bytes_vec(bytes)));
         let applied = prompt
             .load_from(&mut store)
             .map_err(|e| invalid(format!("cannot read tensors ({e})")))?;
