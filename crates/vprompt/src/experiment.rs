@@ -515,6 +515,14 @@ impl ExperimentConfig {
         Ok(())
     }
 
+    /// The table's columns: every dataset with every backbone, datasets outermost.
+    fn columns(&self) -> Vec<(&DatasetEntry, &BackboneEntry)> {
+        self.datasets
+            .iter()
+            .flat_map(|d| self.backbones.iter().map(move |b| (d, b)))
+            .collect()
+    }
+
     fn probe_config(&self, seed: u64) -> LinearProbeConfig {
         let mut c = LinearProbeConfig::new().with_seed(seed);
         if let Some(e) = self.probe.epochs {
@@ -601,10 +609,6 @@ impl ExperimentConfig {
                 }
             }
         }
-        write_atomic(
-            &path,
-            &serde_json::to_string_pretty(&results).expect("results serialise"),
-        )?;
         let (markdown, series) = report(&results);
         if let (Some(plot), Some(series)) = (&config.plot, series) {
             vprompt_train::line_plot(&out.join(&plot.file), &series)?;
@@ -646,8 +650,7 @@ impl ExperimentConfig {
                     .with_init(PromptInit::Zeros)
                     .init(backbone.input_size(), device)?;
                 let mut classifier = PromptedClassifier::new(zero.into(), backbone, head)?;
-                let mapping = rc.mapping_config()?;
-                if mapping.needs_fit() && !rc.is_clip() {
+                if let Some(mapping) = rc.mapping_to_fit()? {
                     let loader = vprompt_data::BatchLoader::new(data.train.clone(), batch)?;
                     classifier.mapping = fit_mapping(&classifier, &mapping, &loader, device)?;
                 }
@@ -751,11 +754,7 @@ pub fn report(results: &Results) -> (String, Option<Vec<Series>>) {
             ""
         }
     );
-    let columns: Vec<(&DatasetEntry, &BackboneEntry)> = c
-        .datasets
-        .iter()
-        .flat_map(|d| c.backbones.iter().map(move |b| (d, b)))
-        .collect();
+    let columns = c.columns();
     md += "| method |";
     for (d, b) in &columns {
         md += &if c.backbones.len() > 1 {
@@ -849,11 +848,7 @@ fn plot_series(
         PlotY::Accuracy => Some(100.0 * cell.mean),
         PlotY::Gain => cell.unprompted.map(|u| 100.0 * (cell.mean - u)),
     };
-    let columns: Vec<(&DatasetEntry, &BackboneEntry)> = c
-        .datasets
-        .iter()
-        .flat_map(|d| c.backbones.iter().map(move |b| (d, b)))
-        .collect();
+    let columns = c.columns();
     let suffix = |d: &DatasetEntry, b: &BackboneEntry| {
         if columns.len() > 1 {
             format!(" ({} / {})", d.name, b.name)

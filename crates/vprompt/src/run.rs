@@ -336,7 +336,7 @@ impl RunConfig {
 
     /// The class head for `classes` before training: the CLIP text head when the backbone has a text
     /// tower (computed once here), else the label mapping (`FirstN` standing in for a mapping that
-    /// the trainer fits on the data, see [`Self::mapping_config`]).
+    /// the trainer fits on the data, see [`Self::mapping_to_fit`]).
     pub fn head(&self, backbone: &ImageBackbone, classes: &[String], device: &Device) -> Result<Mapping> {
         if let (Some(preset), Some(weights)) = (&self.backbone.text_preset, &self.backbone.text_weights) {
             let text = TextEncoder::load(Preset::from_name(preset)?, weights, device)?;
@@ -345,13 +345,18 @@ impl RunConfig {
                 text.forward(t)
             })?);
         }
-        let config = self.mapping_config()?;
-        let config = if config.needs_fit() {
-            LabelMappingConfig::FirstN
-        } else {
-            config
+        let config = match self.mapping_to_fit()? {
+            Some(_) => LabelMappingConfig::FirstN,
+            None => self.mapping_config()?,
         };
         Ok(config.init(backbone.output_dim(), classes.len(), device)?)
+    }
+
+    /// The label mapping that must be fitted on the data (frequency, ILM, BLM), if any; never for
+    /// CLIP, whose text head is the mapping.
+    pub fn mapping_to_fit(&self) -> Result<Option<LabelMappingConfig>> {
+        let config = self.mapping_config()?;
+        Ok((config.needs_fit() && !self.is_clip()).then_some(config))
     }
 
     fn read(&self) -> Result<Splits> {
@@ -448,7 +453,6 @@ impl RunConfig {
         let backbone = self.backbone(device)?;
         let prompt = self.prompt_config()?.init(backbone.input_size(), device)?;
         let data = self.prepare_data(prompt.input_size())?;
-        let mapping_config = self.mapping_config()?;
         let mapping = self.head(&backbone, &data.train.classes, device)?;
         let classifier = PromptedClassifier::new(prompt, backbone, mapping)?;
         std::fs::create_dir_all(&self.run_dir).map_err(|source| {
@@ -468,8 +472,8 @@ impl RunConfig {
         let mut trainer = Trainer::new(self.training.config()?, device)
             .with_run_dir(&self.run_dir)
             .quiet(quiet);
-        if mapping_config.needs_fit() && !self.is_clip() {
-            trainer = trainer.with_mapping(mapping_config);
+        if let Some(config) = self.mapping_to_fit()? {
+            trainer = trainer.with_mapping(config);
         }
         let trained = trainer.train(classifier, data.train.clone(), data.valid.clone())?;
         Ok((trained, data))
