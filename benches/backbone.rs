@@ -12,6 +12,7 @@ use vprompt_examples::compiled_devices;
 const BATCH: usize = 32;
 
 fn main() -> vprompt::Result<()> {
+    vprompt::tune_allocator(); // keep freed tensor memory for reuse (see its docs)
     let mut rows = Vec::new();
     for (backend, device) in compiled_devices() {
         let backbone = ImageBackbone::efficientnet_lite0(&device)?;

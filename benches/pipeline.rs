@@ -13,6 +13,7 @@ use vprompt_examples::bench::{measure, print_table};
 use vprompt_examples::compiled_devices;
 
 fn main() -> anyhow::Result<()> {
+    vprompt::tune_allocator(); // keep freed tensor memory for reuse (see its docs)
     let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/fashion-mnist");
     let test = fashion_mnist(dir)?.test;
     let preprocess = Preprocess::stretch([224, 224]);

@@ -32,6 +32,7 @@ fn templates() -> Vec<(&'static str, PromptConfig, [usize; 2])> {
 }
 
 fn main() {
+    vprompt::tune_allocator(); // keep freed tensor memory for reuse (see its docs)
     let mut rows: Vec<Measurement> = Vec::new();
     for (backend, device) in compiled_devices() {
         for (name, config, input) in templates() {

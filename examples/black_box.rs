@@ -24,6 +24,7 @@ use vprompt::prelude::*;
 use vprompt::train::{BlackBoxTrained, Series, line_plot};
 
 fn main() -> anyhow::Result<()> {
+    vprompt::tune_allocator(); // keep freed tensor memory for reuse (see its docs)
     let epochs: usize = std::env::args()
         .nth(1)
         .map(|a| a.parse())

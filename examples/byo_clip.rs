@@ -20,6 +20,7 @@ use vprompt::mapping::{PAPER_TEMPLATE, clip_head};
 use vprompt::prelude::*;
 
 fn main() -> anyhow::Result<()> {
+    vprompt::tune_allocator(); // keep freed tensor memory for reuse (see its docs)
     let args: Vec<String> = std::env::args().skip(1).collect();
     let (image_weights, text_weights) = (
         args.first()

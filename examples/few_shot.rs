@@ -9,6 +9,7 @@ use vprompt::data::{Preprocess, fashion_mnist, prepare};
 use vprompt::prelude::*;
 
 fn main() -> anyhow::Result<()> {
+    vprompt::tune_allocator(); // keep freed tensor memory for reuse (see its docs)
     let epochs: usize = std::env::args()
         .nth(1)
         .map(|a| a.parse())

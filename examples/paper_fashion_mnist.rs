@@ -12,6 +12,7 @@ use vprompt::data::{Preprocess, fashion_mnist, prepare_cached};
 use vprompt::prelude::*;
 
 fn main() -> anyhow::Result<()> {
+    vprompt::tune_allocator(); // keep freed tensor memory for reuse (see its docs)
     let mut args = std::env::args().skip(1);
     let epochs: usize = args.next().map(|a| a.parse()).transpose()?.unwrap_or(1000);
     let run_dir = args.next().unwrap_or_else(|| "runs/paper-fashion-mnist".into());

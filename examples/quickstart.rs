@@ -11,6 +11,7 @@ use vprompt::data::{Preprocess, fashion_mnist, prepare};
 use vprompt::prelude::*;
 
 fn main() -> anyhow::Result<()> {
+    vprompt::tune_allocator(); // keep freed tensor memory for reuse (see its docs)
     let run_dir = "runs/quickstart";
     let _ = std::fs::remove_dir_all(run_dir); // a fresh run each time (a kept dir would resume)
     let device = Device::flex();

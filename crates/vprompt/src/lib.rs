@@ -37,9 +37,11 @@ pub use vprompt_mapping as mapping;
 pub use vprompt_prompt as prompt;
 pub use vprompt_train as train;
 
+pub mod allocator;
 pub mod experiment;
 pub mod run;
 
+pub use allocator::tune_allocator;
 pub use vprompt_backbone::{Backbone, ImageBackbone, Normalization, OutputKind, Preset, TextEncoder};
 pub use vprompt_mapping::{LabelMappingConfig, Mapping, OutputMapping};
 pub use vprompt_train::{

@@ -177,6 +177,7 @@ struct ZeroShotArgs {
 fn main() -> ExitCode {
     // burn-onnx logs every graph node at DEBUG level unless a subscriber is already installed.
     let _ = tracing::subscriber::set_global_default(tracing::subscriber::NoSubscriber::default());
+    vprompt::tune_allocator();
     let cli = Cli::parse();
     let result = device(&cli.device).and_then(|device| run(cli.command, &device));
     match result {
