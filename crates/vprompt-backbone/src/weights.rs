@@ -68,7 +68,15 @@ pub(crate) fn load_checked<M: Module>(model: &mut M, source: &WeightsFile, prese
                     found: found.clone(),
                 });
             }
-            BurnpackStore::from_file(path).auto_extension(false)
+            // Read the whole file now rather than through a lazily-reading file store: on an
+            // asynchronous backend (wgpu) the lazy reads ran after loading had returned, so a
+            // file replaced or deleted meanwhile broke the model later (found by the wgpu tests
+            // of `Prompt::load`, which had the same pattern). Costs one transient copy of the file.
+            let bytes = std::fs::read(path).map_err(|source| BackboneError::Io {
+                path: path.clone(),
+                source,
+            })?;
+            BurnpackStore::from_bytes(Some(burn::tensor::Bytes::from_bytes_vec(bytes)))
         }
         // Embedded weights are vprompt's own, written for their preset.
         WeightsFile::Static(bytes) => BurnpackStore::from_static(bytes),

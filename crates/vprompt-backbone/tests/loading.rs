@@ -194,3 +194,27 @@ fn normalization_matches_its_formula() {
         vprompt_testkit::assert_close(&back, &pixels, 1e-6, 1e-6);
     }
 }
+
+/// A loaded backbone no longer needs its file: replacing or deleting the weights file after
+/// `load` changes nothing (a lazily-reading store once read tensors after `load` had returned on
+/// wgpu). Run on wgpu by `scripts/test-wgpu.sh`.
+fn a_loaded_backbone_does_not_need_its_file(device: &Device) {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("tiny.bpk");
+    let original = ImageBackbone::with_random_weights(Preset::TinyResNet, 1, 0.1, &Device::flex()).unwrap();
+    original.save(&path).unwrap();
+    let loaded = ImageBackbone::load(Preset::TinyResNet, &path, device).unwrap();
+    // Replace the file by other weights, then delete it, before the loaded model is first used.
+    ImageBackbone::with_random_weights(Preset::TinyResNet, 2, 0.1, &Device::flex())
+        .unwrap()
+        .save(&path)
+        .unwrap();
+    std::fs::remove_file(&path).unwrap();
+    let [h, w] = loaded.input_size();
+    let x = Tensor::<4>::random([2, 3, h, w], burn::tensor::Distribution::Default, &Device::flex());
+    let got = vprompt_testkit::to_vec(loaded.forward(Tensor::from_data(x.to_data(), device)).unwrap());
+    let want = vprompt_testkit::to_vec(original.forward(x).unwrap());
+    vprompt_testkit::assert_close(&got, &want, 1e-4, 1e-4);
+}
+
+vprompt_testkit::device_tests!(a_loaded_backbone_does_not_need_its_file);
