@@ -1,57 +1,77 @@
-//! A visual-prompting training step (forward, backward to the prompt, SGD update) on the frozen,
-//! embedded EfficientNet-Lite0 at batch 32, 224 x 224, with the paper's padding prompt (p = 30) and
-//! optimiser, on every compiled backend. The backbone lives on the plain device, the prompt on the
-//! autodiff device, as in `Trainer`. Also: the same step with the backbone on the autodiff device
+//! A visual-prompting training step (forward, backward to the prompt, SGD update) on a frozen
+//! backbone at 224 x 224 with the paper's padding prompt (p = 30) and optimiser, on every compiled
+//! backend. The backbone lives on the plain device, the prompt on the autodiff device, as in
+//! `Trainer`. For EfficientNet-Lite0 also: the same step with the backbone on the autodiff device
 //! (frozen), to show what keeping it off the tape is worth.
+//!
+//! Models (`VPROMPT_BENCH_MODELS`, comma-separated, default `efficientnet-lite0,resnet50`): any
+//! image preset name. Lite0 has its embedded ImageNet weights; the others get seeded random
+//! weights (the step costs the same). `resnet50` is the ResNet-family fixture: the workspace has
+//! generated code for ResNet-50, not ResNet-18, so compare it with PyTorch's `resnet50`.
+//! `clip-vit-b32-image` is the CLIP ViT-B/32-size model.
+//!
+//! Batch size: `VPROMPT_BENCH_BATCH` (default 32). Peak memory is the process's, so for a scaling
+//! table run one process per batch size: `scripts/bench-scaling.sh`.
 //!
 //! Run: `cargo bench --bench train_step` (`--features wgpu` / `cuda` / `cpu` for other backends).
 
 use burn::tensor::Distribution;
 use vprompt::prelude::*;
 use vprompt::train::{PromptOptimizer, train_step};
-use vprompt_examples::bench::{measure, print_table};
+use vprompt_examples::bench::{env_usize, measure, print_table};
 use vprompt_examples::compiled_devices;
-
-const BATCH: usize = 32;
 
 fn main() -> vprompt::Result<()> {
     vprompt::tune_allocator(); // keep freed tensor memory for reuse (see its docs)
+    let batch = env_usize("VPROMPT_BENCH_BATCH", 32);
+    let models =
+        std::env::var("VPROMPT_BENCH_MODELS").unwrap_or_else(|_| "efficientnet-lite0,resnet50".into());
     let mut rows = Vec::new();
     for (backend, device) in compiled_devices() {
         let ad = device.clone().autodiff();
-        for (name, weights_device) in [
-            ("weights on plain device", &device),
-            ("weights on autodiff device", &ad),
-        ] {
-            let backbone = ImageBackbone::efficientnet_lite0(weights_device)?;
-            let mapping = LabelMappingConfig::FirstN.init(1000, 10, &device)?;
-            let prompt = PaddingPromptConfig::new(30).init([224, 224], &ad)?.into();
-            let mut model = PromptedClassifier::new(prompt, backbone, mapping)?;
-            let mut optimizer = PromptOptimizer::new(&TrainingConfig::paper().optimizer);
-            let images = Tensor::<4>::random([BATCH, 3, 224, 224], Distribution::Default, &ad);
-            let labels = Tensor::<1, Int>::from_data(
-                TensorData::new((0..BATCH as i64).map(|i| i % 10).collect::<Vec<_>>(), [BATCH]),
-                &ad,
-            );
-            let mut step = 0;
-            rows.push(measure(
-                &format!("train step lite0, {name}"),
-                backend,
-                BATCH,
-                &device,
-                || {
-                    train_step(
-                        &mut model,
-                        &mut optimizer,
-                        images.clone(),
-                        labels.clone(),
-                        1.0,
-                        step,
-                    )
-                    .expect("finite loss");
-                    step += 1;
-                },
-            ));
+        for model in models.split(',').map(str::trim).filter(|m| !m.is_empty()) {
+            let preset = Preset::from_name(model)?;
+            let mut cases = vec![("weights on plain device", device.clone())];
+            if preset == Preset::EfficientNetLite0 {
+                cases.push(("weights on autodiff device", ad.clone()));
+            }
+            for (placement, weights_device) in cases {
+                let backbone = if preset == Preset::EfficientNetLite0 {
+                    ImageBackbone::efficientnet_lite0(&weights_device)?
+                } else {
+                    ImageBackbone::with_random_weights(preset, 0, 0.02, &weights_device)?
+                };
+                let mapping = LabelMappingConfig::FirstN.init(backbone.output_dim(), 10, &device)?;
+                let prompt = PaddingPromptConfig::new(30)
+                    .init(backbone.input_size(), &ad)?
+                    .into();
+                let mut classifier = PromptedClassifier::new(prompt, backbone, mapping)?;
+                let mut optimizer = PromptOptimizer::new(&TrainingConfig::paper().optimizer);
+                let images = Tensor::<4>::random([batch, 3, 224, 224], Distribution::Default, &ad);
+                let labels = Tensor::<1, Int>::from_data(
+                    TensorData::new((0..batch as i64).map(|i| i % 10).collect::<Vec<_>>(), [batch]),
+                    &ad,
+                );
+                let mut step = 0;
+                rows.push(measure(
+                    &format!("train step {model}, batch {batch}, {placement}"),
+                    backend,
+                    batch,
+                    &device,
+                    || {
+                        train_step(
+                            &mut classifier,
+                            &mut optimizer,
+                            images.clone(),
+                            labels.clone(),
+                            1.0,
+                            step,
+                        )
+                        .expect("finite loss");
+                        step += 1;
+                    },
+                ));
+            }
         }
     }
     print_table(&rows);

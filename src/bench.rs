@@ -40,6 +40,22 @@ impl Measurement {
     }
 }
 
+/// A positive integer from the environment variable `name`, or `default` when it is unset.
+///
+/// # Panics
+/// If the variable is set to anything but a positive integer (benchmarks are run by hand, and a
+/// typo must not silently measure the default).
+pub fn env_usize(name: &str, default: usize) -> usize {
+    match std::env::var(name) {
+        Err(_) => default,
+        Ok(value) => value
+            .parse()
+            .ok()
+            .filter(|&n| n > 0)
+            .unwrap_or_else(|| panic!("{name}={value:?} is not a positive integer")),
+    }
+}
+
 fn budget() -> Duration {
     let seconds = std::env::var("VPROMPT_BENCH_SECONDS")
         .ok()

@@ -1,0 +1,25 @@
+#!/usr/bin/env bash
+# vprompt and PyTorch on the same work, in one run on this machine: the training step (batch 32,
+# 224 x 224, padding prompt, SGD, frozen backbone) on EfficientNet-Lite0 and ResNet-50, evaluation
+# throughput, and a whole epoch with the data pipeline. Interleaves the two so that both see the
+# same machine load.
+#
+#   scripts/bench-vs-torch.sh [PYTHON]
+#
+# PYTHON must have torch, torchvision and timm (default: python3). Tools: shared/tools/torch_vp_bench.py
+# (the step) is looked for at ../shared/tools or $TORCH_VP_BENCH; scripts/torch_vp_epoch.py (the epoch).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+py="${1:-python3}"
+step_py="${TORCH_VP_BENCH:-../shared/tools/torch_vp_bench.py}"
+cargo bench --bench train_step --bench epoch --no-run >/dev/null 2>&1
+echo "== vprompt: training step"
+cargo bench -q --bench train_step 2>/dev/null | grep -E "^\| (benchmark|---|train)"
+echo "== PyTorch: training step and forward (eval), batch 32"
+for m in timm:efficientnet_lite0 resnet50; do
+  "$py" "$step_py" "$m" 32 5 | grep -E "model=|images_per_s"
+done
+echo "== vprompt: evaluation and epoch"
+cargo bench -q --bench epoch 2>/dev/null | grep -E "^\| (benchmark|---|eval|train)"
+echo "== PyTorch: epoch"
+"$py" scripts/torch_vp_epoch.py timm:efficientnet_lite0 0 | grep -E "model=|epoch_"
