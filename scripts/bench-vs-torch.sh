@@ -14,12 +14,12 @@ py="${1:-python3}"
 step_py="${TORCH_VP_BENCH:-../shared/tools/torch_vp_bench.py}"
 cargo bench --bench train_step --bench epoch --no-run >/dev/null 2>&1
 echo "== vprompt: training step"
-cargo bench -q --bench train_step 2>/dev/null | grep -E "^\| (benchmark|---|train)"
+cargo bench -q --bench train_step 2>/dev/null | grep "^|"
 echo "== PyTorch: training step and forward (eval), batch 32"
 for m in timm:efficientnet_lite0 resnet50; do
   "$py" "$step_py" "$m" 32 5 | grep -E "model=|images_per_s"
 done
 echo "== vprompt: evaluation and epoch"
-cargo bench -q --bench epoch 2>/dev/null | grep -E "^\| (benchmark|---|eval|train)"
+cargo bench -q --bench epoch 2>/dev/null | grep "^|"
 echo "== PyTorch: epoch"
 "$py" scripts/torch_vp_epoch.py timm:efficientnet_lite0 0 | grep -E "model=|epoch_"
