@@ -7,9 +7,9 @@
 //! machine `perf` put page faults and page clearing at ~15 % of a Lite0 training step.
 //! [`tune_allocator`] raises the `mmap` threshold to its maximum (32 MiB) and stops trimming, so
 //! freed blocks stay in the heap and are reused. Measured (`cargo bench --bench train_step`,
-//! interleaved runs): 4.9 -> 6.6 images/s (+35 %), peak resident memory unchanged (1.28 GB),
-//! because the step reaches that peak anyway. Both settings alone made it slower; jemalloc and
-//! mimalloc (preloaded) made it slower too.
+//! interleaved runs with and without this call): 4.8 -> 7.0 images/s (+45 %), peak resident
+//! memory unchanged (1.28 GB), because the step reaches that peak anyway. Either setting alone
+//! (through `GLIBC_TUNABLES`) made it slower; jemalloc and mimalloc (preloaded) made it slower too.
 //!
 //! It changes a process-wide setting, so the library never calls it on its own: the `vprompt`
 //! tool, the examples and the benchmarks call it first thing, and programs that train should too.
