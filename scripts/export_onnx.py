@@ -4,6 +4,7 @@
     python scripts/export_onnx.py MODEL OUT.onnx [--random-weights]
 
 MODEL                 weights (downloaded by torchvision / open_clip)         outputs
+resnet18              torchvision ResNet18_Weights.IMAGENET1K_V1               features [B,512], logits [B,1000]
 resnet50-v1           torchvision ResNet50_Weights.IMAGENET1K_V1 (the paper)  features [B,2048], logits [B,1000]
 resnet50-v2           torchvision ResNet50_Weights.IMAGENET1K_V2 (ILM-VP)     features [B,2048], logits [B,1000]
 resnext101-32x8d      torchvision ResNeXt101_32X8D_Weights.IMAGENET1K_V1      features [B,2048], logits [B,1000]
@@ -93,6 +94,9 @@ def export(model, example_inputs, path, input_names, output_names):
 def build(name, random_weights):
     import torchvision
 
+    if name == "resnet18":
+        w = None if random_weights else torchvision.models.ResNet18_Weights.IMAGENET1K_V1
+        return ResNetWithFeatures(torchvision.models.resnet18(weights=w)), "image"
     if name == "resnet50-v1":
         w = None if random_weights else torchvision.models.ResNet50_Weights.IMAGENET1K_V1
         return ResNetWithFeatures(torchvision.models.resnet50(weights=w)), "image"

@@ -34,7 +34,16 @@ pub struct ImageBackbone {
     preset: Preset,
     #[module(skip)]
     normalization: Normalization,
+    /// `[height, width]` of the images `forward` takes: the preset's, unless changed by
+    /// [`with_input_size`](Self::with_input_size).
+    #[module(skip)]
+    input_size: [usize; 2],
 }
+
+/// The side lengths [`ImageBackbone::with_input_size`] accepts: at least one pixel after the
+/// ResNets' and EfficientNet's total stride of 32, and at most 1024, where one training image
+/// already takes about 0.8 GB (docs/performance.md, "Scaling").
+pub const INPUT_SIDE_RANGE: std::ops::RangeInclusive<usize> = 32..=1024;
 
 impl ImageBackbone {
     /// EfficientNet-Lite0 with its ImageNet-1k weights, embedded in the library: no network, no
@@ -74,8 +83,42 @@ impl ImageBackbone {
             model,
             preset,
             normalization: preset.normalization(),
+            input_size: preset.input_size(),
         }
         .freeze()
+    }
+
+    /// The same backbone, taking `[height, width]` images instead of the preset's 224 x 224.
+    ///
+    /// Only the convolutional presets ([`Preset::is_resizable`]) allow it: global average pooling
+    /// makes their output size independent of the input size, while a ViT's position embeddings
+    /// fix its size. Prompts, data and training follow [`Backbone::input_size`], so a backbone
+    /// built this way trains prompts at the new size. Pretrained weights are most accurate at the
+    /// size they were trained at; other sizes cost compute quadratically in the side length.
+    ///
+    /// # Errors
+    /// [`BackboneError::InvalidArgument`] for a ViT preset, or a side outside
+    /// [`INPUT_SIDE_RANGE`].
+    pub fn with_input_size(mut self, size: [usize; 2]) -> Result<Self> {
+        if size == self.input_size {
+            return Ok(self);
+        }
+        if !self.preset.is_resizable() {
+            return Err(BackboneError::InvalidArgument(format!(
+                "preset `{}` takes only {:?} images (its position embeddings fix the size), not {size:?}",
+                self.preset,
+                self.preset.input_size()
+            )));
+        }
+        if !size.iter().all(|side| INPUT_SIDE_RANGE.contains(side)) {
+            return Err(BackboneError::InvalidArgument(format!(
+                "input size {size:?}: each side must be in {}..={}",
+                INPUT_SIDE_RANGE.start(),
+                INPUT_SIDE_RANGE.end()
+            )));
+        }
+        self.input_size = size;
+        Ok(self)
     }
 
     /// The preset this backbone was built from.
@@ -104,7 +147,7 @@ impl Backbone for ImageBackbone {
     }
 
     fn input_size(&self) -> [usize; 2] {
-        self.preset.input_size()
+        self.input_size
     }
 
     fn normalization(&self) -> &Normalization {

@@ -40,7 +40,7 @@ pub mod import;
 
 pub use backbone::{Backbone, check_image_input};
 pub use error::{BackboneError, Result};
-pub use image::ImageBackbone;
+pub use image::{INPUT_SIDE_RANGE, ImageBackbone};
 pub use normalization::Normalization;
 pub use preset::{Modality, OutputKind, Preset};
 pub use text::TextEncoder;

@@ -8,6 +8,7 @@ use crate::normalization::Normalization;
 /// | preset | input | outputs | weights |
 /// |---|---|---|---|
 /// | `efficientnet-lite0` | 224 | 1280 features, 1000 ImageNet logits | embedded (Apache-2.0) |
+/// | `resnet18` | 224 | 512 features, 1000 ImageNet logits | bring your own (torchvision V1) |
 /// | `resnet50` | 224 | 2048 features, 1000 ImageNet logits | bring your own (torchvision V1 or V2) |
 /// | `resnext101-32x8d` | 224 | 2048 features, 1000 ImageNet logits | bring your own (torchvision or Instagram WSL) |
 /// | `clip-vit-b32-image` | 224 | 512 image embedding | bring your own (OpenAI CLIP) |
@@ -21,6 +22,8 @@ use crate::normalization::Normalization;
 pub enum Preset {
     /// EfficientNet-Lite0, ImageNet-1k (the embedded default).
     EfficientNetLite0,
+    /// ResNet-18, ImageNet-1k (torchvision V1): the small ResNet, and the benchmarks' ResNet.
+    ResNet18,
     /// ResNet-50, ImageNet-1k (torchvision; V1 weights in the paper, V2 in ILM-VP).
     ResNet50,
     /// ResNeXt-101 32x8d (torchvision ImageNet, or the paper's Instagram-pretrained WSL model).
@@ -64,6 +67,9 @@ pub(crate) struct Spec {
     pub modality: Modality,
     /// `[height, width]` for images, `[1, context_length]` for text.
     pub input_size: [usize; 2],
+    /// Whether the architecture takes other image sizes: convolutions with global average pooling
+    /// (ResNets, EfficientNet) do; a ViT's position embeddings fix its size.
+    pub resizable: bool,
     pub normalization: Normalization,
     pub output: OutputKind,
     pub output_dim: usize,
@@ -74,8 +80,9 @@ pub(crate) struct Spec {
 
 impl Preset {
     /// Every preset.
-    pub const ALL: [Preset; 8] = [
+    pub const ALL: [Preset; 9] = [
         Preset::EfficientNetLite0,
+        Preset::ResNet18,
         Preset::ResNet50,
         Preset::ResNeXt101_32x8d,
         Preset::ClipVitB32Image,
@@ -93,6 +100,8 @@ impl Preset {
             export_name,
             modality: Image,
             input_size: [224, 224],
+            // The convolutional presets; the ViTs below say otherwise.
+            resizable: true,
             normalization,
             output,
             output_dim,
@@ -107,6 +116,7 @@ impl Preset {
                 1000,
                 1280,
             ),
+            Preset::ResNet18 => image("resnet18", "resnet18", Normalization::IMAGENET, Logits, 1000, 512),
             Preset::ResNet50 => image(
                 "resnet50",
                 "resnet50-v1",
@@ -123,19 +133,23 @@ impl Preset {
                 1000,
                 2048,
             ),
-            Preset::ClipVitB32Image => image(
-                "clip-vit-b32-image",
-                "clip-vit-b32-image",
-                Normalization::CLIP,
-                Embedding,
-                512,
-                512,
-            ),
+            Preset::ClipVitB32Image => Spec {
+                resizable: false,
+                ..image(
+                    "clip-vit-b32-image",
+                    "clip-vit-b32-image",
+                    Normalization::CLIP,
+                    Embedding,
+                    512,
+                    512,
+                )
+            },
             Preset::ClipVitB32Text => Spec {
                 name: "clip-vit-b32-text",
                 export_name: "clip-vit-b32-text",
                 modality: Text,
                 input_size: [1, 77],
+                resizable: false,
                 normalization: Normalization::CLIP,
                 output: Embedding,
                 output_dim: 512,
@@ -147,6 +161,7 @@ impl Preset {
             },
             Preset::TinyVit => Spec {
                 input_size: [32, 32],
+                resizable: false,
                 ..image("tiny-vit", "tiny_vit", Normalization::CLIP, Embedding, 16, 16)
             },
             Preset::TinyClipText => Spec {
@@ -154,6 +169,7 @@ impl Preset {
                 export_name: "tiny_clip_text",
                 modality: Text,
                 input_size: [1, 77],
+                resizable: false,
                 normalization: Normalization::CLIP,
                 output: Embedding,
                 output_dim: 16,
@@ -195,6 +211,13 @@ impl Preset {
         self.spec().input_size
     }
 
+    /// Whether [`ImageBackbone::with_input_size`](crate::ImageBackbone::with_input_size) accepts
+    /// other sizes than [`input_size`](Self::input_size): true for the convolutional image presets
+    /// (global average pooling), false for the ViTs and the text towers.
+    pub fn is_resizable(self) -> bool {
+        self.spec().resizable
+    }
+
     /// The input normalisation the weights were trained with.
     pub fn normalization(self) -> Normalization {
         self.spec().normalization
@@ -221,7 +244,7 @@ impl Preset {
         static IMAGENET: OnceLock<Vec<String>> = OnceLock::new();
         static TINY: OnceLock<Vec<String>> = OnceLock::new();
         match self {
-            Preset::EfficientNetLite0 | Preset::ResNet50 | Preset::ResNeXt101_32x8d => {
+            Preset::EfficientNetLite0 | Preset::ResNet18 | Preset::ResNet50 | Preset::ResNeXt101_32x8d => {
                 Some(IMAGENET.get_or_init(|| {
                     include_str!("imagenet_classes.txt")
                         .lines()

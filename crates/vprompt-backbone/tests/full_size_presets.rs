@@ -9,6 +9,7 @@ use vprompt_backbone::*;
 fn image_presets_run_with_random_weights() {
     let device = Device::flex();
     for preset in [
+        Preset::ResNet18,
         Preset::ResNet50,
         Preset::ResNeXt101_32x8d,
         Preset::ClipVitB32Image,

@@ -5,7 +5,7 @@
 //! VPROMPT_WEIGHTS_DIR=/path/to/bpks cargo test --release -p vprompt-backbone --test real_weights -- --ignored
 //! ```
 //!
-//! `VPROMPT_WEIGHTS_DIR` holds `resnet50.bpk`, `resnext101-32x8d.bpk`, `clip-vit-b32-image.bpk` and
+//! `VPROMPT_WEIGHTS_DIR` holds `resnet18.bpk`, `resnet50.bpk`, `resnext101-32x8d.bpk`, `clip-vit-b32-image.bpk` and
 //! `clip-vit-b32-text.bpk` (as written by `vprompt import <preset> <onnx> <preset>.bpk`); a test
 //! whose file is absent fails with the path it looked for.
 
@@ -42,7 +42,7 @@ fn top1(backbone: &ImageBackbone, pixels: Tensor<4>) -> Vec<String> {
 #[ignore = "needs user-supplied ImageNet ResNet weights; see the file's doc"]
 fn imagenet_resnets_recognise_the_photos() {
     let device = Device::flex();
-    for preset in [Preset::ResNet50, Preset::ResNeXt101_32x8d] {
+    for preset in [Preset::ResNet18, Preset::ResNet50, Preset::ResNeXt101_32x8d] {
         let backbone = ImageBackbone::load(preset, weights(preset), &device).unwrap();
         let top = top1(&backbone, photos(&device));
         assert!(top[0].contains("cat"), "{preset}: {top:?}");

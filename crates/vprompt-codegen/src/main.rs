@@ -9,7 +9,7 @@
 //! For each preset, the ONNX file is `<DIR>/<export name>.onnx`: `tiny_resnet.onnx`,
 //! `tiny_vit.onnx`, `tiny_clip_text.onnx` (committed in `crates/vprompt-backbone/tests/fixtures`,
 //! the default directory), `efficientnet-lite0.onnx` (made by `models/efficientnet-lite0/make_weights.sh`),
-//! and `resnet50-v1.onnx`, `resnext101-32x8d.onnx`, `clip-vit-b32-image.onnx`,
+//! and `resnet18.onnx`, `resnet50-v1.onnx`, `resnext101-32x8d.onnx`, `clip-vit-b32-image.onnx`,
 //! `clip-vit-b32-text.onnx` (made by `scripts/export_onnx.py NAME OUT --random-weights`). Presets
 //! whose file is absent are skipped and listed.
 

@@ -273,6 +273,46 @@ fn iterative_mapping_is_refitted_and_saved() {
     );
 }
 
+/// A backbone resized with `with_input_size` trains a prompt at its new size, end to end; data and
+/// prompts made for the preset's size are refused with the sizes in the message.
+#[test]
+fn a_resized_backbone_trains_prompts_at_its_size() {
+    let device = Device::flex();
+    let backbone = common::tiny_resnet(&device).with_input_size([48, 48]).unwrap();
+    let mapping = || LabelMappingConfig::FirstN.init(10, 10, &device).unwrap();
+    let small = PaddingPromptConfig::new(4).init([32, 32], &device).unwrap();
+    let err = PromptedClassifier::new(small.into(), backbone.clone(), mapping()).unwrap_err();
+    assert!(err.to_string().contains("[48, 48]"), "{err}");
+
+    let prompt = PaddingPromptConfig::new(4)
+        .init(backbone.input_size(), &device)
+        .unwrap();
+    let model = PromptedClassifier::new(prompt.into(), backbone, mapping()).unwrap();
+    let splits =
+        vprompt_data::fashion_mnist(common::workspace().join("tests/fixtures/fashion-mnist")).unwrap();
+    let at = |size| {
+        std::sync::Arc::new(
+            vprompt_data::prepare(&splits.test, &vprompt_data::Preprocess::stretch(size)).unwrap(),
+        )
+    };
+    let (data_48, data_32) = (
+        common::subset(&at([48, 48]), 64),
+        common::subset(&at([32, 32]), 64),
+    );
+    let trainer = Trainer::new(adam(1), &device).quiet(true);
+    let err = trainer
+        .train(model.clone(), data_32.clone(), data_32)
+        .unwrap_err();
+    assert!(
+        err.to_string().contains("[32, 32]") && err.to_string().contains("[48, 48]"),
+        "{err}"
+    );
+    let trained = trainer.train(model, data_48.clone(), data_48).unwrap();
+    assert_eq!(trained.history.len(), 1);
+    assert!(trained.history[0].train_loss.is_finite());
+    assert_eq!(trained.classifier.input_size(), [48, 48]);
+}
+
 #[test]
 fn normalized_gradient_steps_have_the_learning_rate_as_length() {
     let device = Device::flex();

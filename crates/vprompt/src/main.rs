@@ -72,7 +72,7 @@ enum Command {
     /// Convert an exported ONNX file into a preset's weights file, after checking that its graph is
     /// the preset's and that every tensor is present with the right shape.
     Import {
-        /// The preset: efficientnet-lite0, resnet50, resnext101-32x8d, clip-vit-b32-image,
+        /// The preset: efficientnet-lite0, resnet18, resnet50, resnext101-32x8d, clip-vit-b32-image,
         /// clip-vit-b32-text (or a tiny-* test fixture).
         preset: Preset,
         /// The ONNX file (from `scripts/export_onnx.py`).

@@ -23,6 +23,7 @@ macro_rules! generated_modules {
 
 generated_modules!(
     efficientnet_lite0,
+    resnet18,
     resnet50,
     resnext101_32x8d,
     clip_vit_b32_image,
@@ -37,6 +38,7 @@ generated_modules!(
 pub(crate) fn source(preset: Preset) -> &'static str {
     match preset {
         Preset::EfficientNetLite0 => include_str!("efficientnet_lite0.rs"),
+        Preset::ResNet18 => include_str!("resnet18.rs"),
         Preset::ResNet50 => include_str!("resnet50.rs"),
         Preset::ResNeXt101_32x8d => include_str!("resnext101_32x8d.rs"),
         Preset::ClipVitB32Image => include_str!("clip_vit_b32_image.rs"),
@@ -54,6 +56,7 @@ pub(crate) fn source(preset: Preset) -> &'static str {
 #[allow(clippy::large_enum_variant)]
 pub(crate) enum ImageModel {
     EfficientNetLite0(efficientnet_lite0::Model),
+    ResNet18(resnet18::Model),
     ResNet50(resnet50::Model),
     ResNeXt101_32x8d(resnext101_32x8d::Model),
     ClipVitB32Image(clip_vit_b32_image::Model),
@@ -75,6 +78,7 @@ macro_rules! each_variant {
     ($value:expr, ImageModel, $m:ident => $body:expr) => {
         match $value {
             ImageModel::EfficientNetLite0($m) => $body,
+            ImageModel::ResNet18($m) => $body,
             ImageModel::ResNet50($m) => $body,
             ImageModel::ResNeXt101_32x8d($m) => $body,
             ImageModel::ClipVitB32Image($m) => $body,
@@ -96,6 +100,7 @@ impl ImageModel {
     pub(crate) fn new(preset: Preset, device: &Device) -> Option<Self> {
         Some(match preset {
             Preset::EfficientNetLite0 => Self::EfficientNetLite0(efficientnet_lite0::Model::new(device)),
+            Preset::ResNet18 => Self::ResNet18(resnet18::Model::new(device)),
             Preset::ResNet50 => Self::ResNet50(resnet50::Model::new(device)),
             Preset::ResNeXt101_32x8d => Self::ResNeXt101_32x8d(resnext101_32x8d::Model::new(device)),
             Preset::ClipVitB32Image => Self::ClipVitB32Image(clip_vit_b32_image::Model::new(device)),
@@ -111,6 +116,7 @@ impl ImageModel {
     pub(crate) fn forward(&self, input: Tensor<4>) -> (Tensor<2>, Tensor<2>) {
         match self {
             Self::EfficientNetLite0(m) => m.forward(input),
+            Self::ResNet18(m) => m.forward(input),
             Self::ResNet50(m) => m.forward(input),
             Self::ResNeXt101_32x8d(m) => m.forward(input),
             Self::TinyResNet(m) => m.forward(input),

@@ -8,7 +8,8 @@ use burn::prelude::*;
 use vprompt_backbone::{ImageBackbone, Preset};
 use vprompt_data::{PreparedDataset, Preprocess, fashion_mnist, prepare};
 
-fn workspace() -> PathBuf {
+/// The workspace root.
+pub fn workspace() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
 }
 
