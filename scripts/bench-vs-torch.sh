@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # vprompt and PyTorch on the same work, in one run on this machine: the training step (batch 32,
-# 224 x 224, padding prompt, SGD, frozen backbone) on EfficientNet-Lite0 and ResNet-50, evaluation
+# 224 x 224, padding prompt, SGD, frozen backbone) on EfficientNet-Lite0 and ResNet-18, evaluation
 # throughput, and a whole epoch with the data pipeline. Interleaves the two so that both see the
 # same machine load.
 #
@@ -16,7 +16,7 @@ cargo bench --bench train_step --bench epoch --no-run >/dev/null 2>&1
 echo "== vprompt: training step"
 cargo bench -q --bench train_step 2>/dev/null | grep "^|"
 echo "== PyTorch: training step and forward (eval), batch 32"
-for m in timm:efficientnet_lite0 resnet50; do
+for m in timm:efficientnet_lite0 resnet18; do
   "$py" "$step_py" "$m" 32 5 | grep -E "model=|images_per_s"
 done
 echo "== vprompt: evaluation and epoch"
