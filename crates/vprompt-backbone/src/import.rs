@@ -70,10 +70,42 @@ pub fn generate(onnx: &Path) -> Result<Generated> {
     })?;
     let body = code.split_once('\n').map_or("", |(_, rest)| rest);
     Ok(Generated {
-        code: format!("{GENERATED_HEADER}\n{body}"),
+        code: format!("{GENERATED_HEADER}\n{}", relu6_as_relu_then_min(body)),
         weights: out_dir.join("model.bpk"),
         _dir: dir,
     })
+}
+
+/// Rewrites burn-onnx's ReLU6, `let y = x.clamp(0f64, 6f64);`, as
+/// `let y = burn::tensor::activation::relu(x).clamp_max(6f64);`: the same values and, away from
+/// exact ties at 0 and 6, the same gradient.
+///
+/// Why: Burn's autodiff has no clamp of its own, so `clamp` records `clamp_min` and `clamp_max`,
+/// each a comparison plus a single-threaded `mask_fill` forward and another `mask_fill` backward,
+/// while `relu` has a fused, parallel forward and backward. On EfficientNet-Lite0 (33 ReLU6s) the
+/// rewrite makes the prompt-training step ~35 % faster, for ~45 % more peak memory (relu keeps its
+/// output for the backward pass where clamp kept a byte mask); docs/performance.md has the numbers.
+/// Every other line is left as burn-onnx wrote it.
+pub fn relu6_as_relu_then_min(code: &str) -> String {
+    const CLAMP: &str = ".clamp(0f64, 6f64);";
+    let mut out = String::with_capacity(code.len() + 1024);
+    for line in code.split_inclusive('\n') {
+        let text = line.trim_end_matches('\n');
+        let rewritten = text.strip_suffix(CLAMP).and_then(|head| {
+            let (binding, input) = head.rsplit_once(" = ")?;
+            let simple = !input.is_empty() && input.chars().all(|c| c.is_ascii_alphanumeric() || c == '_');
+            (simple && binding.trim_start().starts_with("let "))
+                .then(|| format!("{binding} = burn::tensor::activation::relu({input}).clamp_max(6f64);"))
+        });
+        match rewritten {
+            Some(new) => {
+                out.push_str(&new);
+                out.push_str(&line[text.len()..]);
+            }
+            None => out.push_str(line),
+        }
+    }
+    out
 }
 
 fn link_or_copy(from: &Path, to: &Path) -> std::io::Result<()> {
@@ -144,4 +176,21 @@ pub(crate) fn first_difference<'a>(a: &'a str, b: &'a str) -> Option<(usize, &'a
         }
     }
     unreachable!()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::relu6_as_relu_then_min;
+
+    #[test]
+    fn only_relu6_clamps_of_a_variable_are_rewritten() {
+        let code = "fn f() {\n        let clip1_out1 = conv2d1_out1.clamp(0f64, 6f64);\n        \
+                    let a = b.clamp(0f64, 1f64);\n        let c = (d + e).clamp(0f64, 6f64);\n}\n";
+        assert_eq!(
+            relu6_as_relu_then_min(code),
+            "fn f() {\n        let clip1_out1 = burn::tensor::activation::relu(conv2d1_out1).clamp_max(6f64);\n        \
+             let a = b.clamp(0f64, 1f64);\n        let c = (d + e).clamp(0f64, 6f64);\n}\n"
+        );
+        assert_eq!(relu6_as_relu_then_min("no newline at the end"), "no newline at the end");
+    }
 }
