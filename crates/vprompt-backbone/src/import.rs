@@ -191,6 +191,9 @@ mod tests {
             "fn f() {\n        let clip1_out1 = burn::tensor::activation::relu(conv2d1_out1).clamp_max(6f64);\n        \
              let a = b.clamp(0f64, 1f64);\n        let c = (d + e).clamp(0f64, 6f64);\n}\n"
         );
-        assert_eq!(relu6_as_relu_then_min("no newline at the end"), "no newline at the end");
+        assert_eq!(
+            relu6_as_relu_then_min("no newline at the end"),
+            "no newline at the end"
+        );
     }
 }
