@@ -41,8 +41,8 @@ pub struct ImageBackbone {
 }
 
 /// The side lengths [`ImageBackbone::with_input_size`] accepts: at least one pixel after the
-/// ResNets' and EfficientNet's total stride of 32, and at most 1024, where one training image
-/// already takes about 0.8 GB (docs/performance.md, "Scaling").
+/// ResNets' and EfficientNet's total stride of 32, and at most 1024, where one EfficientNet-Lite0
+/// training image already takes over 1 GB (docs/performance.md, "Scaling").
 pub const INPUT_SIDE_RANGE: std::ops::RangeInclusive<usize> = 32..=1024;
 
 impl ImageBackbone {
@@ -88,7 +88,8 @@ impl ImageBackbone {
         .freeze()
     }
 
-    /// The same backbone, taking `[height, width]` images instead of the preset's 224 x 224.
+    /// The same backbone, taking `[height, width]` images instead of the preset's size (224 x 224
+    /// for the full-size presets).
     ///
     /// Only the convolutional presets ([`Preset::is_resizable`]) allow it: global average pooling
     /// makes their output size independent of the input size, while a ViT's position embeddings
