@@ -99,25 +99,9 @@ impl ImageBackbone {
     ///
     /// # Errors
     /// [`BackboneError::InvalidArgument`] for a ViT preset, or a side outside
-    /// [`INPUT_SIDE_RANGE`].
+    /// [`INPUT_SIDE_RANGE`] ([`Preset::check_input_size`]).
     pub fn with_input_size(mut self, size: [usize; 2]) -> Result<Self> {
-        if size == self.input_size {
-            return Ok(self);
-        }
-        if !self.preset.is_resizable() {
-            return Err(BackboneError::InvalidArgument(format!(
-                "preset `{}` takes only {:?} images (its position embeddings fix the size), not {size:?}",
-                self.preset,
-                self.preset.input_size()
-            )));
-        }
-        if !size.iter().all(|side| INPUT_SIDE_RANGE.contains(side)) {
-            return Err(BackboneError::InvalidArgument(format!(
-                "input size {size:?}: each side must be in {}..={}",
-                INPUT_SIDE_RANGE.start(),
-                INPUT_SIDE_RANGE.end()
-            )));
-        }
+        self.preset.check_input_size(size)?;
         self.input_size = size;
         Ok(self)
     }

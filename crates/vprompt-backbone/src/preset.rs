@@ -218,6 +218,38 @@ impl Preset {
         self.spec().resizable
     }
 
+    /// Checks that an image backbone of this preset can take `[height, width]` inputs: the
+    /// preset's own size, or for a [resizable](Self::is_resizable) preset any size with both sides
+    /// in [`INPUT_SIDE_RANGE`](crate::INPUT_SIDE_RANGE). Allocates nothing, so configs can be
+    /// validated before a model is built.
+    ///
+    /// # Errors
+    /// [`BackboneError::InvalidArgument`], naming the preset and the allowed sizes.
+    pub fn check_input_size(self, size: [usize; 2]) -> Result<()> {
+        if size == self.input_size() {
+            return Ok(());
+        }
+        if !self.is_resizable() {
+            return Err(BackboneError::InvalidArgument(format!(
+                "preset `{self}` takes only {:?} inputs{}, not {size:?}",
+                self.input_size(),
+                match self.modality() {
+                    Modality::Image => " (its position embeddings fix the size)",
+                    Modality::Text => "",
+                }
+            )));
+        }
+        let range = crate::INPUT_SIDE_RANGE;
+        if !size.iter().all(|side| range.contains(side)) {
+            return Err(BackboneError::InvalidArgument(format!(
+                "input size {size:?} for preset `{self}`: each side must be in {}..={}",
+                range.start(),
+                range.end()
+            )));
+        }
+        Ok(())
+    }
+
     /// The input normalisation the weights were trained with.
     pub fn normalization(self) -> Normalization {
         self.spec().normalization

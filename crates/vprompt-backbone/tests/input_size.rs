@@ -97,6 +97,13 @@ fn bad_sizes_and_vits_are_refused() {
         matches!(&err, BackboneError::InvalidArgument(m) if m.contains("tiny-vit") && m.contains("position embeddings")),
         "{err}"
     );
+    // The same check, without a model: what configs are validated with.
+    assert!(Preset::ResNet50.check_input_size([320, 256]).is_ok());
+    assert!(Preset::ClipVitB32Image.check_input_size([224, 224]).is_ok());
+    assert!(Preset::ClipVitB32Image.check_input_size([256, 256]).is_err());
+    assert!(Preset::TinyClipText.check_input_size([1, 77]).is_ok());
+    let err = Preset::TinyClipText.check_input_size([1, 78]).unwrap_err();
+    assert!(!err.to_string().contains("position embeddings"), "{err}");
     // Asking for the size it already has is not a change.
     assert_eq!(vit.with_input_size([32, 32]).unwrap().input_size(), [32, 32]);
     let resizable: Vec<_> = Preset::ALL.into_iter().filter(|p| p.is_resizable()).collect();

@@ -12,6 +12,7 @@
 //!
 //! [backbone]
 //! preset = "efficientnet-lite0"       # weights = "resnet50.bpk" for bring-your-own presets
+//! # input_size = [288, 288]           # other sizes: convolutional presets only
 //!
 //! [prompt]
 //! Padding = { pad = 30 }              # any template, omitted fields take their defaults
@@ -110,6 +111,11 @@ pub struct BackboneConfig {
     /// The text tower's weights file.
     #[serde(default)]
     pub text_weights: Option<PathBuf>,
+    /// `[height, width]` of the images the backbone takes, when not the preset's (224 x 224): only
+    /// the convolutional presets (EfficientNet, ResNets) run at other sizes, each side in
+    /// 32..=1024. Data and prompt follow it.
+    #[serde(default)]
+    pub input_size: Option<[usize; 2]>,
 }
 
 fn default_preset() -> String {
@@ -123,6 +129,7 @@ impl Default for BackboneConfig {
             weights: None,
             text_preset: None,
             text_weights: None,
+            input_size: None,
         }
     }
 }
@@ -277,11 +284,18 @@ impl RunConfig {
         Ok(Preset::from_name(&self.backbone.preset)?)
     }
 
+    /// The `[height, width]` the backbone takes: `backbone.input_size`, or the preset's.
+    pub fn input_size(&self) -> Result<[usize; 2]> {
+        let preset = self.preset()?;
+        let size = self.backbone.input_size.unwrap_or(preset.input_size());
+        preset.check_input_size(size)?;
+        Ok(size)
+    }
+
     /// Checks everything that can be checked without reading data or weights.
     pub fn validate(&self) -> Result<()> {
-        let preset = self.preset()?;
         let prompt = self.prompt_config()?;
-        prompt.validate(preset.input_size())?;
+        prompt.validate(self.input_size()?)?;
         self.mapping_config()?;
         self.training.config()?;
         match (&self.backbone.text_preset, &self.backbone.text_weights) {
@@ -322,11 +336,13 @@ impl RunConfig {
     /// Loads the frozen backbone on `device`.
     pub fn backbone(&self, device: &Device) -> Result<ImageBackbone> {
         let preset = self.preset()?;
-        Ok(match (&self.backbone.weights, preset) {
+        let size = self.input_size()?;
+        let backbone = match (&self.backbone.weights, preset) {
             (None, Preset::EfficientNetLite0) => ImageBackbone::efficientnet_lite0(device)?,
             (Some(path), preset) => ImageBackbone::load(preset, path, device)?,
             (None, preset) => ImageBackbone::load(preset, format!("{preset}.bpk"), device)?,
-        })
+        };
+        Ok(backbone.with_input_size(size)?)
     }
 
     /// Whether the classes are scored by a CLIP text tower rather than a label mapping.

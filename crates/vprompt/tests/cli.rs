@@ -68,6 +68,7 @@ test_per_class = 20
 [backbone]
 preset = "tiny-resnet"
 weights = "{weights}"
+input_size = [40, 40]  # not the preset's 32: eval, apply and inspect must read it back from the run
 
 [prompt]
 FullImage = {{ init = "Zeros" }}
@@ -113,10 +114,10 @@ batch_size = 32
     let out = ok(&["apply", "--run", &path("run"), "--out", &path("applied"), &image]);
     assert!(out.contains("cat0.png:") && out.contains('%'), "{out}");
     let png = image::open(dir.path().join("applied/cat0.png")).unwrap();
-    assert_eq!((png.width(), png.height()), (32, 32));
+    assert_eq!((png.width(), png.height()), (40, 40));
 
     let out = ok(&["inspect", &path("run"), "--png", &path("prompt.png")]);
-    assert!(out.contains("parameters    3072"), "{out}");
+    assert!(out.contains("parameters    4800"), "{out}"); // 3 x 40 x 40
     assert!(dir.path().join("prompt.png").exists());
 }
 
@@ -206,6 +207,20 @@ fn bad_input_gives_a_message_and_a_failing_exit_code() {
         ],
         "scripts/export_onnx.py",
     );
+    for (backbone, needle) in [
+        (
+            "preset = \"clip-vit-b32-image\"\nweights = \"x.bpk\"\ninput_size = [288, 288]",
+            "position embeddings",
+        ),
+        ("input_size = [16, 224]", "32..=1024"),
+    ] {
+        let config = format!(
+            "run_dir = \"{}\"\n[data]\nformat = \"fashion-mnist\"\npath = \".\"\n[backbone]\n{backbone}\n",
+            path("r")
+        );
+        std::fs::write(dir.path().join("size.toml"), config).unwrap();
+        fails(&["train", "--config", &path("size.toml")], needle);
+    }
     fails(&["eval", "--run", &path("nothing")], "run.json");
     fails(&["inspect", &path("nothing.bpk")], "nothing.bpk");
     fails(
