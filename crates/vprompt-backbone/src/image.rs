@@ -40,11 +40,6 @@ pub struct ImageBackbone {
     input_size: [usize; 2],
 }
 
-/// The side lengths [`ImageBackbone::with_input_size`] accepts: at least one pixel after the
-/// ResNets' and EfficientNet's total stride of 32, and at most 1024, where one EfficientNet-Lite0
-/// training image already takes over 1 GB (docs/performance.md, "Scaling").
-pub const INPUT_SIDE_RANGE: std::ops::RangeInclusive<usize> = 32..=1024;
-
 impl ImageBackbone {
     /// EfficientNet-Lite0 with its ImageNet-1k weights, embedded in the library: no network, no
     /// file outside the binary. 224 x 224 input, `(x - 0.5) / 0.5`, 1000 logits with class names.
@@ -99,7 +94,7 @@ impl ImageBackbone {
     ///
     /// # Errors
     /// [`BackboneError::InvalidArgument`] for a ViT preset, or a side outside
-    /// [`INPUT_SIDE_RANGE`] ([`Preset::check_input_size`]).
+    /// [`INPUT_SIDE_RANGE`](crate::INPUT_SIDE_RANGE) ([`Preset::check_input_size`]).
     pub fn with_input_size(mut self, size: [usize; 2]) -> Result<Self> {
         self.preset.check_input_size(size)?;
         self.input_size = size;

@@ -40,8 +40,8 @@ pub mod import;
 
 pub use backbone::{Backbone, check_image_input};
 pub use error::{BackboneError, Result};
-pub use image::{INPUT_SIDE_RANGE, ImageBackbone};
+pub use image::ImageBackbone;
 pub use normalization::Normalization;
-pub use preset::{Modality, OutputKind, Preset};
+pub use preset::{INPUT_SIDE_RANGE, Modality, OutputKind, Preset};
 pub use text::TextEncoder;
 pub use weights::{PRESET_KEY, WeightsFile};

@@ -3,6 +3,11 @@ use std::sync::OnceLock;
 use crate::error::{BackboneError, Result};
 use crate::normalization::Normalization;
 
+/// The side lengths [`ImageBackbone::with_input_size`](crate::ImageBackbone::with_input_size) accepts: at least one pixel after the
+/// ResNets' and EfficientNet's total stride of 32, and at most 1024, where one EfficientNet-Lite0
+/// training image already takes over 1 GB (docs/performance.md, "Scaling").
+pub const INPUT_SIDE_RANGE: std::ops::RangeInclusive<usize> = 32..=1024;
+
 /// The architectures vprompt has generated code for.
 ///
 /// | preset | input | outputs | weights |
@@ -220,7 +225,7 @@ impl Preset {
 
     /// Checks that an image backbone of this preset can take `[height, width]` inputs: the
     /// preset's own size, or for a [resizable](Self::is_resizable) preset any size with both sides
-    /// in [`INPUT_SIDE_RANGE`](crate::INPUT_SIDE_RANGE). Allocates nothing, so configs can be
+    /// in [`INPUT_SIDE_RANGE`]. Allocates nothing, so configs can be
     /// validated before a model is built.
     ///
     /// # Errors
@@ -239,7 +244,7 @@ impl Preset {
                 }
             )));
         }
-        let range = crate::INPUT_SIDE_RANGE;
+        let range = INPUT_SIDE_RANGE;
         if !size.iter().all(|side| range.contains(side)) {
             return Err(BackboneError::InvalidArgument(format!(
                 "input size {size:?} for preset `{self}`: each side must be in {}..={}",
