@@ -3,9 +3,10 @@ use std::sync::OnceLock;
 use crate::error::{BackboneError, Result};
 use crate::normalization::Normalization;
 
-/// The side lengths [`ImageBackbone::with_input_size`](crate::ImageBackbone::with_input_size) accepts: at least one pixel after the
-/// ResNets' and EfficientNet's total stride of 32, and at most 1024, where one EfficientNet-Lite0
-/// training image already takes over 1 GB (docs/performance.md, "Scaling").
+/// The side lengths [`ImageBackbone::with_input_size`](crate::ImageBackbone::with_input_size)
+/// accepts: at least one pixel after the ResNets' and EfficientNet's total stride of 32, and at
+/// most 1024, where one EfficientNet-Lite0 training image already takes over 1 GB
+/// (docs/performance.md, "Scaling").
 pub const INPUT_SIDE_RANGE: std::ops::RangeInclusive<usize> = 32..=1024;
 
 /// The architectures vprompt has generated code for.
@@ -225,8 +226,8 @@ impl Preset {
 
     /// Checks that an image backbone of this preset can take `[height, width]` inputs: the
     /// preset's own size, or for a [resizable](Self::is_resizable) preset any size with both sides
-    /// in [`INPUT_SIDE_RANGE`]. Allocates nothing, so configs can be
-    /// validated before a model is built.
+    /// in [`INPUT_SIDE_RANGE`]. Allocates nothing, so configs can be validated before a model is
+    /// built.
     ///
     /// # Errors
     /// [`BackboneError::InvalidArgument`], naming the preset and the allowed sizes.
