@@ -70,23 +70,26 @@ pub fn generate(onnx: &Path) -> Result<Generated> {
     })?;
     let body = code.split_once('\n').map_or("", |(_, rest)| rest);
     Ok(Generated {
-        code: format!("{GENERATED_HEADER}\n{}", relu6_as_relu_then_min(body)),
+        code: format!(
+            "{GENERATED_HEADER}\n{}",
+            depthwise_through_direct_backward(&relu6_as_one_op(body))
+        ),
         weights: out_dir.join("model.bpk"),
         _dir: dir,
     })
 }
 
 /// Rewrites burn-onnx's ReLU6, `let y = x.clamp(0f64, 6f64);`, as
-/// `let y = burn::tensor::activation::relu(x).clamp_max(6f64);`: the same values and, away from
-/// exact ties at 0 and 6, the same gradient.
+/// `let y = crate::kernels::relu6(x);`: the same values and, away from exact ties at 0 and 6, the
+/// same gradient.
 ///
 /// Why: Burn's autodiff has no clamp of its own, so `clamp` records `clamp_min` and `clamp_max`,
-/// each a comparison plus a single-threaded `mask_fill` forward and another `mask_fill` backward,
-/// while `relu` has a fused, parallel forward and backward. On EfficientNet-Lite0 (33 ReLU6s) the
-/// rewrite makes the prompt-training step ~35 % faster, for ~45 % more peak memory (relu keeps its
-/// output for the backward pass where clamp kept a byte mask); docs/performance.md has the numbers.
-/// Every other line is left as burn-onnx wrote it.
-pub fn relu6_as_relu_then_min(code: &str) -> String {
+/// each a comparison plus a single-threaded `mask_fill` forward and another `mask_fill` backward.
+/// `relu(x).clamp_max(6)`, what this rewrite emitted before, made Lite0's step ~35 % faster; the
+/// one-op ReLU6 (`crate::kernels`) makes its backward a single parallel pass on flex and is
+/// `relu(x).clamp_max(6)` elsewhere. docs/performance.md has the numbers. Every other line is left
+/// as burn-onnx wrote it.
+pub fn relu6_as_one_op(code: &str) -> String {
     const CLAMP: &str = ".clamp(0f64, 6f64);";
     let mut out = String::with_capacity(code.len() + 1024);
     for line in code.split_inclusive('\n') {
@@ -95,7 +98,7 @@ pub fn relu6_as_relu_then_min(code: &str) -> String {
             let (binding, input) = head.rsplit_once(" = ")?;
             let simple = !input.is_empty() && input.chars().all(|c| c.is_ascii_alphanumeric() || c == '_');
             (simple && binding.trim_start().starts_with("let "))
-                .then(|| format!("{binding} = burn::tensor::activation::relu({input}).clamp_max(6f64);"))
+                .then(|| format!("{binding} = crate::kernels::relu6({input});"))
         });
         match rewritten {
             Some(new) => {
@@ -104,6 +107,47 @@ pub fn relu6_as_relu_then_min(code: &str) -> String {
             }
             None => out.push_str(line),
         }
+    }
+    out
+}
+
+/// Rewrites the call of every canonical depthwise convolution (`Conv2dConfig::new([c, c], ..)` with
+/// `.with_groups(c)`, `c > 1`) from `self.convN.forward(x)` to
+/// `crate::kernels::depthwise::forward(&self.convN, x)`: the same values, with the input gradient computed
+/// by vprompt's direct kernel on `flex` instead of burn-flex's grouped transposed convolution
+/// (2.47 s against 1.27 s in PyTorch for Lite0's 16 depthwise layers at batch 32; see
+/// `crate::kernels`). The modules and their weights are untouched.
+pub fn depthwise_through_direct_backward(code: &str) -> String {
+    let mut depthwise = Vec::new();
+    let mut current: Option<(&str, usize)> = None;
+    for line in code.lines().map(str::trim) {
+        if let Some((name, rest)) = line
+            .strip_prefix("let ")
+            .and_then(|l| l.split_once(" = Conv2dConfig::new(["))
+        {
+            let channels = rest.split_once(']').and_then(|(pair, _)| {
+                let (a, b) = pair.split_once(", ")?;
+                let (a, b) = (a.parse::<usize>().ok()?, b.parse::<usize>().ok()?);
+                (a == b).then_some(a)
+            });
+            current = channels.map(|c| (name, c));
+        } else if let Some(groups) = line.strip_prefix(".with_groups(").and_then(|g| g.strip_suffix(')')) {
+            if let Some((name, channels)) = current.take()
+                && channels > 1
+                && groups.parse() == Ok(channels)
+            {
+                depthwise.push(name);
+            }
+        } else if !line.starts_with('.') {
+            current = None;
+        }
+    }
+    let mut out = code.to_string();
+    for name in depthwise {
+        out = out.replace(
+            &format!("self.{name}.forward("),
+            &format!("crate::kernels::depthwise::forward(&self.{name}, "),
+        );
     }
     out
 }
@@ -180,19 +224,36 @@ pub(crate) fn first_difference<'a>(a: &'a str, b: &'a str) -> Option<(usize, &'a
 
 #[cfg(test)]
 mod tests {
-    use super::relu6_as_relu_then_min;
+    use super::{depthwise_through_direct_backward, relu6_as_one_op};
+
+    #[test]
+    fn only_canonical_depthwise_convolutions_are_rerouted() {
+        let code = "        let conv2d1 = Conv2dConfig::new([32, 32], [3, 3])\n            .with_groups(32)\n            .init(device);\n\
+                    let conv2d2 = Conv2dConfig::new([32, 64], [3, 3])\n            .with_groups(32)\n            .init(device);\n\
+                    let conv2d3 = Conv2dConfig::new([16, 16], [1, 1])\n            .with_groups(1)\n            .init(device);\n\
+                    let conv2d4 = Conv2dConfig::new([8, 8], [3, 3])\n            .with_groups(4)\n            .init(device);\n\
+                    let a = self.conv2d1.forward(x);\n        let b = self.conv2d2.forward(a);\n\
+                    let c = self.conv2d3.forward(b);\n        let d = self.conv2d4.forward(c);\n\
+                    let e = self.conv2d11.forward(d);\n";
+        let out = depthwise_through_direct_backward(code);
+        assert!(out.contains("let a = crate::kernels::depthwise::forward(&self.conv2d1, x);"));
+        for kept in ["self.conv2d2.forward(a)", "self.conv2d3.forward(b)", "self.conv2d4.forward(c)", "self.conv2d11.forward(d)"] {
+            assert!(out.contains(kept), "{kept} was rewritten");
+        }
+        assert_eq!(out.matches("crate::kernels::depthwise").count(), 1);
+    }
 
     #[test]
     fn only_relu6_clamps_of_a_variable_are_rewritten() {
         let code = "fn f() {\n        let clip1_out1 = conv2d1_out1.clamp(0f64, 6f64);\n        \
                     let a = b.clamp(0f64, 1f64);\n        let c = (d + e).clamp(0f64, 6f64);\n}\n";
         assert_eq!(
-            relu6_as_relu_then_min(code),
-            "fn f() {\n        let clip1_out1 = burn::tensor::activation::relu(conv2d1_out1).clamp_max(6f64);\n        \
+            relu6_as_one_op(code),
+            "fn f() {\n        let clip1_out1 = crate::kernels::relu6(conv2d1_out1);\n        \
              let a = b.clamp(0f64, 1f64);\n        let c = (d + e).clamp(0f64, 6f64);\n}\n"
         );
         assert_eq!(
-            relu6_as_relu_then_min("no newline at the end"),
+            relu6_as_one_op("no newline at the end"),
             "no newline at the end"
         );
     }

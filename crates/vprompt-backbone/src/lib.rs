@@ -27,6 +27,7 @@
 //! ```
 
 mod backbone;
+mod kernels;
 mod error;
 mod generated;
 mod image;

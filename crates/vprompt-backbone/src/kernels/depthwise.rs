@@ -1,0 +1,479 @@
+//! Depthwise convolutions (`groups == channels_in == channels_out`) whose input gradient runs on
+//! a direct kernel on `flex`.
+//!
+//! Measured one layer at a time (`cargo bench --bench conv_layers`), burn-flex took 2.47 s for the
+//! input gradients of Lite0's 16 depthwise layers at batch 32 against PyTorch's 1.27 s, while
+//! every forward pass and every dense layer was at or ahead of PyTorch: burn runs the gradient as a
+//! grouped transposed convolution, one single-column gemm plus a scalar col2im per (image,
+//! channel), almost all overhead for one channel. [`forward`] runs a backend extension whose
+//! forward is burn-flex's depthwise convolution and whose backward scatters each output-gradient
+//! row into the input rows it was read from ([`input_grad_f32`]): a plane stays in cache, stride-1
+//! rows are contiguous `axpy`s, and there is no im2col, gemm or col2im. The weight and bias
+//! gradients, only needed when the backbone is not frozen, stay burn-flex's. On every other device
+//! and for layers the kernel does not cover (`Same` padding, no bias, not `f32`), [`forward`] is
+//! exactly [`Conv2d::forward`].
+
+use burn::nn::PaddingConfig2d;
+use burn::nn::conv::Conv2d;
+use burn::tensor::Tensor;
+
+/// Runs `conv` on `input` (`[batch, channels, height, width]`), through the direct depthwise
+/// backward where it applies (see the module docs), else through [`Conv2d::forward`]. The values
+/// are the same either way; only the speed of the input gradient differs.
+pub fn forward(conv: &Conv2d, input: Tensor<4>) -> Tensor<4> {
+    #[cfg(feature = "flex")]
+    if let Some(options) = flex::options(conv, &input) {
+        return flex::forward(conv, input, options);
+    }
+    conv.forward(input)
+}
+
+/// Shapes of one depthwise convolution, as the direct input-gradient kernel needs them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Geometry {
+    /// Images in the batch.
+    pub batch: usize,
+    /// Channels (= groups).
+    pub channels: usize,
+    /// Input plane `[height, width]`.
+    pub input: [usize; 2],
+    /// Output plane `[height, width]`.
+    pub output: [usize; 2],
+    /// Kernel `[height, width]`.
+    pub kernel: [usize; 2],
+    /// Stride `[vertical, horizontal]`, non-zero.
+    pub stride: [usize; 2],
+    /// Dilation `[vertical, horizontal]`, non-zero.
+    pub dilation: [usize; 2],
+    /// Padding before the first row and column; the padding after them does not change the
+    /// input gradient (it only decides how many output positions exist).
+    pub pad_begin: [usize; 2],
+}
+
+/// The input gradient of a depthwise convolution:
+/// `grad_in[n, c, oy*sy + ky*dy - py, ox*sx + kx*dx - px] += grad_out[n, c, oy, ox] * weight[c, ky, kx]`
+/// over every output position and kernel tap that lands inside the input.
+///
+/// `grad_out` is `[batch, channels, out_h, out_w]`, `weight` `[channels, 1, k_h, k_w]`, both
+/// contiguous; the result is `[batch, channels, in_h, in_w]`. Planes are independent and run in
+/// parallel.
+pub(crate) fn input_grad_f32(grad_out: &[f32], weight: &[f32], geometry: &Geometry) -> Vec<f32> {
+    use rayon::prelude::*;
+    let [in_h, in_w] = geometry.input;
+    let [out_h, out_w] = geometry.output;
+    let [k_h, k_w] = geometry.kernel;
+    let (in_plane, out_plane, taps) = (in_h * in_w, out_h * out_w, k_h * k_w);
+    debug_assert_eq!(grad_out.len(), geometry.batch * geometry.channels * out_plane);
+    debug_assert_eq!(weight.len(), geometry.channels * taps);
+    let mut grad_in = vec![0f32; geometry.batch * geometry.channels * in_plane];
+    if in_plane == 0 || out_plane == 0 {
+        return grad_in;
+    }
+    grad_in
+        .par_chunks_mut(in_plane)
+        .zip(grad_out.par_chunks(out_plane))
+        .enumerate()
+        .for_each(|(plane, (grad_in, grad_out))| {
+            let channel = plane % geometry.channels;
+            let weight = &weight[channel * taps..(channel + 1) * taps];
+            scatter_plane(grad_out, weight, geometry, grad_in);
+        });
+    grad_in
+}
+
+/// One (image, channel) plane of [`input_grad_f32`]: for each output row and kernel tap, adds the
+/// weighted output-gradient row into the input row it was read from.
+#[inline(never)] // a frame of its own in profiles
+fn scatter_plane(grad_out: &[f32], weight: &[f32], geometry: &Geometry, grad_in: &mut [f32]) {
+    let [in_h, in_w] = geometry.input;
+    let [out_h, out_w] = geometry.output;
+    let [k_h, k_w] = geometry.kernel;
+    let [s_y, s_x] = geometry.stride;
+    let [d_y, d_x] = geometry.dilation;
+    let [p_y, p_x] = geometry.pad_begin;
+    // Per horizontal tap: the first input column it writes and the output columns that land
+    // inside the input (`0 <= ox*s_x + offset < in_w`).
+    let columns: Vec<(isize, usize, usize)> = (0..k_w)
+        .map(|kx| {
+            let offset = (kx * d_x) as isize - p_x as isize;
+            let first = if offset >= 0 { 0 } else { (-offset as usize).div_ceil(s_x) };
+            let end = if offset >= in_w as isize {
+                0
+            } else {
+                ((in_w as isize - offset) as usize).div_ceil(s_x).min(out_w)
+            };
+            (offset, first, end.max(first))
+        })
+        .collect();
+    for oy in 0..out_h {
+        let out_row = &grad_out[oy * out_w..(oy + 1) * out_w];
+        for ky in 0..k_h {
+            let Some(iy) = (oy * s_y + ky * d_y).checked_sub(p_y).filter(|&iy| iy < in_h) else {
+                continue;
+            };
+            let in_row = &mut grad_in[iy * in_w..(iy + 1) * in_w];
+            for (kx, &(offset, first, end)) in columns.iter().enumerate() {
+                let w = weight[ky * k_w + kx];
+                if first == end {
+                    continue;
+                }
+                let start = (first * s_x) as isize + offset;
+                let source = &out_row[first..end];
+                if s_x == 1 {
+                    let target = &mut in_row[start as usize..start as usize + source.len()];
+                    for (t, &g) in target.iter_mut().zip(source) {
+                        *t += w * g;
+                    }
+                } else {
+                    for (t, &g) in in_row[start as usize..].iter_mut().step_by(s_x).zip(source) {
+                        *t += w * g;
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// Where the output sits: `(begin, end)` padding pairs for an explicit or valid padding, `None`
+/// for `Same` (which depends on the input size and is left to [`Conv2d::forward`]).
+fn padding_pairs(padding: &PaddingConfig2d) -> Option<[(usize, usize); 2]> {
+    match *padding {
+        PaddingConfig2d::Valid => Some([(0, 0), (0, 0)]),
+        PaddingConfig2d::Explicit(top, left, bottom, right) => Some([(top, bottom), (left, right)]),
+        PaddingConfig2d::Same => None,
+    }
+}
+
+#[cfg(feature = "flex")]
+mod flex {
+    //! The backend extension: forward through burn-flex, backward through [`input_grad_f32`].
+    use super::{Geometry, input_grad_f32, padding_pairs};
+    use burn::backend::autodiff::checkpoint::{base::Checkpointer, strategy::CheckpointStrategy};
+    use burn::backend::autodiff::grads::Gradients;
+    use burn::backend::autodiff::ops::{Backward, Ops, OpsKind};
+    use burn::backend::ops::{ConvOptions, FloatTensorOps, ModuleOps};
+    use burn::backend::tensor::FloatTensor;
+    use burn::backend::{Autodiff, Backend, Dispatch, Flex, TensorMetadata, backend_extension};
+    use burn::nn::conv::Conv2d;
+    use burn::tensor::{DType, Shape, Tensor, TensorData};
+
+    /// A depthwise convolution with a bias, as one differentiable operation.
+    #[backend_extension(Flex, Autodiff)]
+    pub trait DepthwiseConvBackend: Backend {
+        /// `x` `[batch, channels, h, w]`, `weight` `[channels, 1, k_h, k_w]`, `bias` `[channels]`,
+        /// `options.groups == channels`; returns `[batch, channels, out_h, out_w]`.
+        fn depthwise_conv2d(
+            x: FloatTensor<Self>,
+            weight: FloatTensor<Self>,
+            bias: FloatTensor<Self>,
+            options: ConvOptions<2>,
+        ) -> FloatTensor<Self>;
+    }
+
+    impl DepthwiseConvBackend for Flex {
+        fn depthwise_conv2d(
+            x: FloatTensor<Self>,
+            weight: FloatTensor<Self>,
+            bias: FloatTensor<Self>,
+            options: ConvOptions<2>,
+        ) -> FloatTensor<Self> {
+            Flex::conv2d(x, weight, Some(bias), options)
+        }
+    }
+
+    /// What the backward pass keeps: the input only when the weight or bias needs a gradient
+    /// (never for a frozen backbone), the weight, the options and the input's dims.
+    type State = (Option<FloatTensor<Flex>>, FloatTensor<Flex>, ConvOptions<2>, [usize; 4]);
+
+    #[derive(Debug)]
+    struct DepthwiseConvBackward;
+
+    impl Backward<Flex, 3> for DepthwiseConvBackward {
+        type State = State;
+
+        fn backward(self, ops: Ops<State, 3>, grads: &mut Gradients, _checkpointer: &mut Checkpointer) {
+            let [node_x, node_weight, node_bias] = ops.parents;
+            let grad = grads.consume::<Flex>(&ops.node);
+            let (x, weight, options, x_dims) = ops.state;
+            if let Some(node) = node_weight {
+                let x = x.clone().expect("the input is kept when the weight is tracked");
+                let g = Flex::conv2d_weight_backward(x, weight.clone(), grad.clone(), options.clone());
+                grads.register::<Flex>(node.id, g);
+            }
+            if let Some(node) = node_bias {
+                let g = Flex::float_sum_dim(Flex::float_sum_dim(Flex::float_sum_dim(grad.clone(), 0), 2), 3);
+                let channels = x_dims[1];
+                grads.register::<Flex>(node.id, Flex::float_reshape(g, Shape::new([channels])));
+            }
+            if let Some(node) = node_x {
+                grads.register::<Flex>(node.id, input_grad(grad, weight, &options, x_dims));
+            }
+        }
+    }
+
+    /// The input gradient on burn-flex: [`input_grad_f32`] for `f32`, burn's own otherwise.
+    fn input_grad(
+        grad: FloatTensor<Flex>,
+        weight: FloatTensor<Flex>,
+        options: &ConvOptions<2>,
+        x_dims: [usize; 4],
+    ) -> FloatTensor<Flex> {
+        let out_dims = grad.shape().dims::<4>();
+        let weight_dims = weight.shape().dims::<4>();
+        if grad.dtype() != DType::F32 || weight.dtype() != DType::F32 {
+            let x = Flex::float_zeros(Shape::new(x_dims), &Default::default(), grad.dtype().into());
+            return Flex::conv2d_x_backward(x, weight, grad, options.clone());
+        }
+        let geometry = Geometry {
+            batch: x_dims[0],
+            channels: x_dims[1],
+            input: [x_dims[2], x_dims[3]],
+            output: [out_dims[2], out_dims[3]],
+            kernel: [weight_dims[2], weight_dims[3]],
+            stride: options.stride,
+            dilation: options.dilation,
+            pad_begin: options.padding_begin(),
+        };
+        let grad = grad.to_contiguous();
+        let weight = weight.to_contiguous();
+        let values = input_grad_f32(
+            grad.as_slice::<f32>().expect("contiguous f32"),
+            weight.as_slice::<f32>().expect("contiguous f32"),
+            &geometry,
+        );
+        FloatTensor::<Flex>::from_data(TensorData::new(values, x_dims))
+    }
+
+    impl<C: CheckpointStrategy> DepthwiseConvBackend for Autodiff<Flex, C> {
+        fn depthwise_conv2d(
+            x: FloatTensor<Self>,
+            weight: FloatTensor<Self>,
+            bias: FloatTensor<Self>,
+            options: ConvOptions<2>,
+        ) -> FloatTensor<Self> {
+            let keep_x = weight.is_tracked() || bias.is_tracked();
+            let x_dims = x.primitive().shape().dims::<4>();
+            match DepthwiseConvBackward
+                .prepare::<C>([x.node(), weight.node(), bias.node()])
+                .compute_bound()
+                .stateful()
+            {
+                OpsKind::Tracked(prep) => {
+                    let (x, weight, bias) = (x.into_primitive(), weight.into_primitive(), bias.into_primitive());
+                    let kept = keep_x.then(|| x.clone());
+                    let output = Flex::conv2d(x, weight.clone(), Some(bias), options.clone());
+                    prep.finish((kept, weight, options, x_dims), output)
+                }
+                OpsKind::UnTracked(prep) => prep.finish(Flex::conv2d(
+                    x.into_primitive(),
+                    weight.into_primitive(),
+                    Some(bias.into_primitive()),
+                    options,
+                )),
+            }
+        }
+    }
+
+    /// The options for `conv` on `input` when the direct path applies: a `flex` device (with or
+    /// without autodiff), `f32`, a canonical depthwise layer with a bias and explicit or valid
+    /// padding. `None` sends the call to [`Conv2d::forward`].
+    pub(super) fn options(conv: &Conv2d, input: &Tensor<4>) -> Option<ConvOptions<2>> {
+        let [_, channels, _, _] = input.dims();
+        let [out_channels, per_group, _, _] = conv.weight.dims();
+        let depthwise = conv.groups > 1 && conv.groups == channels && out_channels == channels && per_group == 1;
+        if !depthwise || conv.bias.is_none() || !super::super::on_flex_f32(input) {
+            return None;
+        }
+        let padding = padding_pairs(&conv.padding)?;
+        Some(ConvOptions::new_with_padding(conv.stride, padding, conv.dilation, conv.groups))
+    }
+
+    /// [`super::forward`] on the direct path; `options` comes from [`options`].
+    pub(super) fn forward(conv: &Conv2d, input: Tensor<4>, options: ConvOptions<2>) -> Tensor<4> {
+        let bias = conv.bias.as_ref().expect("options() checked the bias").val();
+        let output = <Dispatch as DepthwiseConvBackend>::depthwise_conv2d(
+            input.into_dispatch(),
+            conv.weight.val().into_dispatch(),
+            bias.into_dispatch(),
+            options,
+        );
+        Tensor::from_dispatch(output)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use burn::nn::conv::Conv2dConfig;
+    use burn::module::Module;
+    use burn::tensor::{Distribution, TensorData};
+
+    /// The input gradient by definition: every (output position, tap) pair, bounds-checked.
+    fn naive_input_grad(grad_out: &[f32], weight: &[f32], g: &Geometry) -> Vec<f32> {
+        let ([ih, iw], [oh, ow], [kh, kw]) = (g.input, g.output, g.kernel);
+        let mut grad_in = vec![0f32; g.batch * g.channels * ih * iw];
+        for n in 0..g.batch {
+            for c in 0..g.channels {
+                for oy in 0..oh {
+                    for ox in 0..ow {
+                        for ky in 0..kh {
+                            for kx in 0..kw {
+                                let iy = (oy * g.stride[0] + ky * g.dilation[0]) as isize - g.pad_begin[0] as isize;
+                                let ix = (ox * g.stride[1] + kx * g.dilation[1]) as isize - g.pad_begin[1] as isize;
+                                if iy < 0 || ix < 0 || iy >= ih as isize || ix >= iw as isize {
+                                    continue;
+                                }
+                                let plane = n * g.channels + c;
+                                grad_in[(plane * ih + iy as usize) * iw + ix as usize] +=
+                                    grad_out[(plane * oh + oy) * ow + ox] * weight[(c * kh + ky) * kw + kx];
+                            }
+                        }
+                    }
+                }
+            }
+        }
+        grad_in
+    }
+
+    /// Deterministic values in [-1, 1).
+    fn values(len: usize, seed: u32) -> Vec<f32> {
+        (0..len as u32)
+            .map(|i| ((i.wrapping_mul(2_654_435_761).wrapping_add(seed.wrapping_mul(40_503)) >> 8) % 2000) as f32 / 1000.0 - 1.0)
+            .collect()
+    }
+
+    fn out_size(input: usize, kernel: usize, stride: usize, dilation: usize, pad: (usize, usize)) -> usize {
+        (input + pad.0 + pad.1 - dilation * (kernel - 1) - 1) / stride + 1
+    }
+
+    #[test]
+    fn direct_input_gradient_equals_the_definition() {
+        // (input, kernel, stride, dilation, padding (begin, end) per axis)
+        let cases = [
+            ([9, 9], [3, 3], [1, 1], [1, 1], [(1, 1), (1, 1)]),
+            ([10, 11], [3, 3], [2, 2], [1, 1], [(0, 1), (0, 1)]), // Lite0's stride-2 3x3
+            ([11, 10], [5, 5], [2, 2], [1, 1], [(1, 2), (1, 2)]), // Lite0's stride-2 5x5
+            ([7, 7], [5, 5], [1, 1], [1, 1], [(2, 2), (2, 2)]),
+            ([9, 8], [3, 2], [3, 1], [2, 1], [(2, 0), (0, 1)]),
+            ([4, 4], [3, 3], [1, 2], [1, 1], [(0, 0), (0, 0)]),
+            ([3, 3], [5, 5], [1, 1], [1, 1], [(2, 2), (2, 2)]), // kernel wider than the input
+        ];
+        for (input, kernel, stride, dilation, padding) in cases {
+            let output = [0, 1].map(|a| out_size(input[a], kernel[a], stride[a], dilation[a], padding[a]));
+            let g = Geometry {
+                batch: 2,
+                channels: 3,
+                input,
+                output,
+                kernel,
+                stride,
+                dilation,
+                pad_begin: [padding[0].0, padding[1].0],
+            };
+            let grad_out = values(2 * 3 * output[0] * output[1], 1);
+            let weight = values(3 * kernel[0] * kernel[1], 2);
+            let direct = input_grad_f32(&grad_out, &weight, &g);
+            let naive = naive_input_grad(&grad_out, &weight, &g);
+            assert_eq!(direct.len(), naive.len());
+            for (i, (a, b)) in direct.iter().zip(&naive).enumerate() {
+                assert!((a - b).abs() <= 1e-5, "{g:?}: element {i}: {a} vs {b}");
+            }
+        }
+    }
+
+    /// `conv` with deterministic weights and bias.
+    fn depthwise_conv(channels: usize, kernel: usize, stride: usize, padding: PaddingConfig2d, device: &burn::tensor::Device) -> Conv2d {
+        let mut conv = Conv2dConfig::new([channels, channels], [kernel, kernel])
+            .with_stride([stride, stride])
+            .with_padding(padding)
+            .with_groups(channels)
+            .with_bias(true)
+            .init(device);
+        let weight = values(channels * kernel * kernel, 3);
+        conv.weight = burn::module::Param::from_tensor(Tensor::from_data(
+            TensorData::new(weight, [channels, 1, kernel, kernel]),
+            device,
+        ));
+        conv.bias = Some(burn::module::Param::from_tensor(Tensor::from_data(
+            TensorData::new(values(channels, 4), [channels]),
+            device,
+        )));
+        conv
+    }
+
+    fn assert_same(a: Tensor<4>, b: Tensor<4>, what: &str) {
+        let (a, b) = (a.into_data().try_to_vec::<f32>().unwrap(), b.into_data().try_to_vec::<f32>().unwrap());
+        assert_eq!(a.len(), b.len(), "{what}");
+        let worst = a.iter().zip(&b).map(|(x, y)| (x - y).abs()).fold(0f32, f32::max);
+        assert!(worst <= 1e-4, "{what}: max difference {worst}");
+    }
+
+    /// On flex with autodiff the rerouted layer gives burn's values and input gradient, and with a
+    /// trainable weight and bias their gradients too.
+    #[cfg(feature = "flex")]
+    #[test]
+    fn rerouted_layer_matches_burns_convolution_and_gradients() {
+        let device = burn::tensor::Device::flex().autodiff();
+        for (kernel, stride, padding) in [
+            (3, 1, PaddingConfig2d::Explicit(1, 1, 1, 1)),
+            (3, 2, PaddingConfig2d::Explicit(0, 0, 1, 1)),
+            (5, 2, PaddingConfig2d::Explicit(1, 1, 2, 2)),
+            (3, 1, PaddingConfig2d::Valid),
+        ] {
+            let conv = depthwise_conv(6, kernel, stride, padding.clone(), &device);
+            assert!(flex::options(&conv, &Tensor::zeros([1, 6, 13, 13], &device)).is_some());
+            let x = Tensor::<4>::random([2, 6, 13, 13], Distribution::Uniform(-1.0, 1.0), &device);
+            let upstream = Tensor::<4>::random(conv.forward(x.clone()).dims(), Distribution::Default, &device);
+            let run = |direct: bool| {
+                let x = x.clone().detach().require_grad();
+                let y = if direct { forward(&conv, x.clone()) } else { conv.forward(x.clone()) };
+                let grads = (y.clone() * upstream.clone()).sum().backward();
+                let x_grad = x.grad(&grads).unwrap();
+                let w_grad = conv.weight.val().grad(&grads).unwrap();
+                let b_grad = conv.bias.as_ref().unwrap().val().grad(&grads).unwrap();
+                (y.inner(), x_grad, w_grad, b_grad)
+            };
+            let (y, x_grad, w_grad, b_grad) = run(true);
+            let (y_ref, x_grad_ref, w_grad_ref, b_grad_ref) = run(false);
+            let what = format!("kernel {kernel}, stride {stride}, {padding:?}");
+            assert_same(y, y_ref, &format!("{what}: output"));
+            assert_same(x_grad, x_grad_ref, &format!("{what}: input gradient"));
+            assert_same(w_grad, w_grad_ref, &format!("{what}: weight gradient"));
+            assert_eq!(b_grad.dims(), b_grad_ref.dims());
+            assert_same(b_grad.reshape([1, 1, 1, 6]), b_grad_ref.reshape([1, 1, 1, 6]), &format!("{what}: bias gradient"));
+        }
+    }
+
+    /// A frozen layer (no weight gradient wanted) still passes the input gradient, and layers the
+    /// direct path does not cover go to `Conv2d::forward`.
+    #[cfg(feature = "flex")]
+    #[test]
+    fn frozen_layers_and_uncovered_shapes() {
+        let device = burn::tensor::Device::flex().autodiff();
+        let conv = depthwise_conv(4, 3, 1, PaddingConfig2d::Explicit(1, 1, 1, 1), &device).no_grad();
+        let x = Tensor::<4>::random([1, 4, 8, 8], Distribution::Default, &device).require_grad();
+        let grads = forward(&conv, x.clone()).sum().backward();
+        let reference = {
+            let x = x.clone().detach().require_grad();
+            let grads = conv.forward(x.clone()).sum().backward();
+            x.grad(&grads).unwrap()
+        };
+        assert_same(x.grad(&grads).unwrap(), reference.clone(), "frozen layer: input gradient");
+        assert!(conv.weight.val().grad(&grads).is_none());
+
+        // How `Trainer` runs a backbone: weights on the plain device, the input on the autodiff one.
+        let plain = depthwise_conv(4, 3, 1, PaddingConfig2d::Explicit(1, 1, 1, 1), &burn::tensor::Device::flex());
+        let grads = forward(&plain, x.clone()).sum().backward();
+        assert_same(x.grad(&grads).unwrap(), reference, "weights on the plain device: input gradient");
+
+        let input = Tensor::<4>::zeros([1, 4, 8, 8], &device);
+        let same = depthwise_conv(4, 3, 1, PaddingConfig2d::Same, &device);
+        assert!(flex::options(&same, &input).is_none(), "Same padding");
+        let mut no_bias = depthwise_conv(4, 3, 1, PaddingConfig2d::Valid, &device);
+        no_bias.bias = None;
+        assert!(flex::options(&no_bias, &input).is_none(), "no bias");
+        let dense = Conv2dConfig::new([4, 4], [3, 3]).init(&device);
+        assert!(flex::options(&dense, &input).is_none(), "dense");
+        assert_same(forward(&dense, input.clone()), dense.forward(input), "dense passes through");
+    }
+}
