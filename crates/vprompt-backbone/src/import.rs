@@ -131,7 +131,10 @@ pub fn depthwise_through_direct_backward(code: &str) -> String {
                 (a == b).then_some(a)
             });
             current = channels.map(|c| (name, c));
-        } else if let Some(groups) = line.strip_prefix(".with_groups(").and_then(|g| g.strip_suffix(')')) {
+        } else if let Some(groups) = line
+            .strip_prefix(".with_groups(")
+            .and_then(|g| g.strip_suffix(')'))
+        {
             if let Some((name, channels)) = current.take()
                 && channels > 1
                 && groups.parse() == Ok(channels)
@@ -237,7 +240,12 @@ mod tests {
                     let e = self.conv2d11.forward(d);\n";
         let out = depthwise_through_direct_backward(code);
         assert!(out.contains("let a = crate::kernels::depthwise::forward(&self.conv2d1, x);"));
-        for kept in ["self.conv2d2.forward(a)", "self.conv2d3.forward(b)", "self.conv2d4.forward(c)", "self.conv2d11.forward(d)"] {
+        for kept in [
+            "self.conv2d2.forward(a)",
+            "self.conv2d3.forward(b)",
+            "self.conv2d4.forward(c)",
+            "self.conv2d11.forward(d)",
+        ] {
             assert!(out.contains(kept), "{kept} was rewritten");
         }
         assert_eq!(out.matches("crate::kernels::depthwise").count(), 1);
@@ -252,9 +260,6 @@ mod tests {
             "fn f() {\n        let clip1_out1 = crate::kernels::relu6(conv2d1_out1);\n        \
              let a = b.clamp(0f64, 1f64);\n        let c = (d + e).clamp(0f64, 6f64);\n}\n"
         );
-        assert_eq!(
-            relu6_as_one_op("no newline at the end"),
-            "no newline at the end"
-        );
+        assert_eq!(relu6_as_one_op("no newline at the end"), "no newline at the end");
     }
 }

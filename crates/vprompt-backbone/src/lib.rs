@@ -27,10 +27,10 @@
 //! ```
 
 mod backbone;
-mod kernels;
 mod error;
 mod generated;
 mod image;
+mod kernels;
 mod normalization;
 mod preset;
 mod text;

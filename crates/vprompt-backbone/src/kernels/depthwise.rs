@@ -96,7 +96,11 @@ fn scatter_plane(grad_out: &[f32], weight: &[f32], geometry: &Geometry, grad_in:
     let columns: Vec<(isize, usize, usize)> = (0..k_w)
         .map(|kx| {
             let offset = (kx * d_x) as isize - p_x as isize;
-            let first = if offset >= 0 { 0 } else { (-offset as usize).div_ceil(s_x) };
+            let first = if offset >= 0 {
+                0
+            } else {
+                (-offset as usize).div_ceil(s_x)
+            };
             let end = if offset >= in_w as isize {
                 0
             } else {
@@ -183,7 +187,12 @@ mod flex {
 
     /// What the backward pass keeps: the input only when the weight or bias needs a gradient
     /// (never for a frozen backbone), the weight, the options and the input's dims.
-    type State = (Option<FloatTensor<Flex>>, FloatTensor<Flex>, ConvOptions<2>, [usize; 4]);
+    type State = (
+        Option<FloatTensor<Flex>>,
+        FloatTensor<Flex>,
+        ConvOptions<2>,
+        [usize; 4],
+    );
 
     #[derive(Debug)]
     struct DepthwiseConvBackward;
@@ -259,7 +268,8 @@ mod flex {
                 .stateful()
             {
                 OpsKind::Tracked(prep) => {
-                    let (x, weight, bias) = (x.into_primitive(), weight.into_primitive(), bias.into_primitive());
+                    let (x, weight, bias) =
+                        (x.into_primitive(), weight.into_primitive(), bias.into_primitive());
                     let kept = keep_x.then(|| x.clone());
                     let output = Flex::conv2d(x, weight.clone(), Some(bias), options.clone());
                     prep.finish((kept, weight, options, x_dims), output)
@@ -280,12 +290,18 @@ mod flex {
     pub(super) fn options(conv: &Conv2d, input: &Tensor<4>) -> Option<ConvOptions<2>> {
         let [_, channels, _, _] = input.dims();
         let [out_channels, per_group, _, _] = conv.weight.dims();
-        let depthwise = conv.groups > 1 && conv.groups == channels && out_channels == channels && per_group == 1;
+        let depthwise =
+            conv.groups > 1 && conv.groups == channels && out_channels == channels && per_group == 1;
         if !depthwise || conv.bias.is_none() || !super::super::on_flex_f32(input) {
             return None;
         }
         let padding = padding_pairs(&conv.padding)?;
-        Some(ConvOptions::new_with_padding(conv.stride, padding, conv.dilation, conv.groups))
+        Some(ConvOptions::new_with_padding(
+            conv.stride,
+            padding,
+            conv.dilation,
+            conv.groups,
+        ))
     }
 
     /// [`super::forward`] on the direct path; `options` comes from [`options`].
@@ -304,8 +320,8 @@ mod flex {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use burn::nn::conv::Conv2dConfig;
     use burn::module::Module;
+    use burn::nn::conv::Conv2dConfig;
     use burn::tensor::{Distribution, TensorData};
 
     /// The input gradient by definition: every (output position, tap) pair, bounds-checked.
@@ -318,8 +334,10 @@ mod tests {
                     for ox in 0..ow {
                         for ky in 0..kh {
                             for kx in 0..kw {
-                                let iy = (oy * g.stride[0] + ky * g.dilation[0]) as isize - g.pad_begin[0] as isize;
-                                let ix = (ox * g.stride[1] + kx * g.dilation[1]) as isize - g.pad_begin[1] as isize;
+                                let iy = (oy * g.stride[0] + ky * g.dilation[0]) as isize
+                                    - g.pad_begin[0] as isize;
+                                let ix = (ox * g.stride[1] + kx * g.dilation[1]) as isize
+                                    - g.pad_begin[1] as isize;
                                 if iy < 0 || ix < 0 || iy >= ih as isize || ix >= iw as isize {
                                     continue;
                                 }
@@ -338,7 +356,14 @@ mod tests {
     /// Deterministic values in [-1, 1).
     fn values(len: usize, seed: u32) -> Vec<f32> {
         (0..len as u32)
-            .map(|i| ((i.wrapping_mul(2_654_435_761).wrapping_add(seed.wrapping_mul(40_503)) >> 8) % 2000) as f32 / 1000.0 - 1.0)
+            .map(|i| {
+                ((i.wrapping_mul(2_654_435_761)
+                    .wrapping_add(seed.wrapping_mul(40_503))
+                    >> 8)
+                    % 2000) as f32
+                    / 1000.0
+                    - 1.0
+            })
             .collect()
     }
 
@@ -382,7 +407,13 @@ mod tests {
     }
 
     /// `conv` with deterministic weights and bias.
-    fn depthwise_conv(channels: usize, kernel: usize, stride: usize, padding: PaddingConfig2d, device: &burn::tensor::Device) -> Conv2d {
+    fn depthwise_conv(
+        channels: usize,
+        kernel: usize,
+        stride: usize,
+        padding: PaddingConfig2d,
+        device: &burn::tensor::Device,
+    ) -> Conv2d {
         let mut conv = Conv2dConfig::new([channels, channels], [kernel, kernel])
             .with_stride([stride, stride])
             .with_padding(padding)
@@ -402,7 +433,10 @@ mod tests {
     }
 
     fn assert_same(a: Tensor<4>, b: Tensor<4>, what: &str) {
-        let (a, b) = (a.into_data().try_to_vec::<f32>().unwrap(), b.into_data().try_to_vec::<f32>().unwrap());
+        let (a, b) = (
+            a.into_data().try_to_vec::<f32>().unwrap(),
+            b.into_data().try_to_vec::<f32>().unwrap(),
+        );
         assert_eq!(a.len(), b.len(), "{what}");
         let worst = a.iter().zip(&b).map(|(x, y)| (x - y).abs()).fold(0f32, f32::max);
         assert!(worst <= 1e-4, "{what}: max difference {worst}");
@@ -423,10 +457,15 @@ mod tests {
             let conv = depthwise_conv(6, kernel, stride, padding.clone(), &device);
             assert!(flex::options(&conv, &Tensor::zeros([1, 6, 13, 13], &device)).is_some());
             let x = Tensor::<4>::random([2, 6, 13, 13], Distribution::Uniform(-1.0, 1.0), &device);
-            let upstream = Tensor::<4>::random(conv.forward(x.clone()).dims(), Distribution::Default, &device);
+            let upstream =
+                Tensor::<4>::random(conv.forward(x.clone()).dims(), Distribution::Default, &device);
             let run = |direct: bool| {
                 let x = x.clone().detach().require_grad();
-                let y = if direct { forward(&conv, x.clone()) } else { conv.forward(x.clone()) };
+                let y = if direct {
+                    forward(&conv, x.clone())
+                } else {
+                    conv.forward(x.clone())
+                };
                 let grads = (y.clone() * upstream.clone()).sum().backward();
                 let x_grad = x.grad(&grads).unwrap();
                 let w_grad = conv.weight.val().grad(&grads).unwrap();
@@ -440,7 +479,11 @@ mod tests {
             assert_same(x_grad, x_grad_ref, &format!("{what}: input gradient"));
             assert_same(w_grad, w_grad_ref, &format!("{what}: weight gradient"));
             assert_eq!(b_grad.dims(), b_grad_ref.dims());
-            assert_same(b_grad.reshape([1, 1, 1, 6]), b_grad_ref.reshape([1, 1, 1, 6]), &format!("{what}: bias gradient"));
+            assert_same(
+                b_grad.reshape([1, 1, 1, 6]),
+                b_grad_ref.reshape([1, 1, 1, 6]),
+                &format!("{what}: bias gradient"),
+            );
         }
     }
 
@@ -458,13 +501,27 @@ mod tests {
             let grads = conv.forward(x.clone()).sum().backward();
             x.grad(&grads).unwrap()
         };
-        assert_same(x.grad(&grads).unwrap(), reference.clone(), "frozen layer: input gradient");
+        assert_same(
+            x.grad(&grads).unwrap(),
+            reference.clone(),
+            "frozen layer: input gradient",
+        );
         assert!(conv.weight.val().grad(&grads).is_none());
 
         // How `Trainer` runs a backbone: weights on the plain device, the input on the autodiff one.
-        let plain = depthwise_conv(4, 3, 1, PaddingConfig2d::Explicit(1, 1, 1, 1), &burn::tensor::Device::flex());
+        let plain = depthwise_conv(
+            4,
+            3,
+            1,
+            PaddingConfig2d::Explicit(1, 1, 1, 1),
+            &burn::tensor::Device::flex(),
+        );
         let grads = forward(&plain, x.clone()).sum().backward();
-        assert_same(x.grad(&grads).unwrap(), reference, "weights on the plain device: input gradient");
+        assert_same(
+            x.grad(&grads).unwrap(),
+            reference,
+            "weights on the plain device: input gradient",
+        );
 
         let input = Tensor::<4>::zeros([1, 4, 8, 8], &device);
         let same = depthwise_conv(4, 3, 1, PaddingConfig2d::Same, &device);
@@ -474,6 +531,10 @@ mod tests {
         assert!(flex::options(&no_bias, &input).is_none(), "no bias");
         let dense = Conv2dConfig::new([4, 4], [3, 3]).init(&device);
         assert!(flex::options(&dense, &input).is_none(), "dense");
-        assert_same(forward(&dense, input.clone()), dense.forward(input), "dense passes through");
+        assert_same(
+            forward(&dense, input.clone()),
+            dense.forward(input),
+            "dense passes through",
+        );
     }
 }

@@ -43,11 +43,11 @@ mod flex {
     //! The backend extension: forward through burn-flex's clamp, backward through
     //! [`backward_f32`].
     use super::backward_f32;
+    use burn::backend::Scalar;
     use burn::backend::autodiff::checkpoint::{base::Checkpointer, strategy::CheckpointStrategy};
     use burn::backend::autodiff::grads::Gradients;
     use burn::backend::autodiff::ops::{Backward, Ops, OpsKind};
     use burn::backend::ops::FloatTensorOps;
-    use burn::backend::Scalar;
     use burn::backend::tensor::FloatTensor;
     use burn::backend::{Autodiff, Backend, Dispatch, Flex, TensorMetadata, backend_extension};
     use burn::tensor::{Tensor, TensorData};
@@ -86,7 +86,10 @@ mod flex {
                     output.as_slice::<f32>().expect("relu6 runs on f32 only"),
                     grad.as_slice::<f32>().expect("relu6 runs on f32 only"),
                 );
-                grads.register::<Flex>(node.id, FloatTensor::<Flex>::from_data(TensorData::new(values, shape)));
+                grads.register::<Flex>(
+                    node.id,
+                    FloatTensor::<Flex>::from_data(TensorData::new(values, shape)),
+                );
             }
         }
     }
@@ -151,9 +154,11 @@ mod tests {
         let device = Device::flex().autodiff();
         let away_from_ties: Vec<f32> = X.into_iter().filter(|&x| x != 0.0 && x != 6.0).collect();
         let n = away_from_ties.len();
-        let upstream = Tensor::<1>::from_data(TensorData::new((1..=n).map(|i| i as f32).collect(), [n]), &device);
+        let upstream =
+            Tensor::<1>::from_data(TensorData::new((1..=n).map(|i| i as f32).collect(), [n]), &device);
         let grad = |f: fn(Tensor<1>) -> Tensor<1>| {
-            let x = Tensor::<1>::from_data(TensorData::new(away_from_ties.clone(), [n]), &device).require_grad();
+            let x =
+                Tensor::<1>::from_data(TensorData::new(away_from_ties.clone(), [n]), &device).require_grad();
             let grads = (f(x.clone()) * upstream.clone()).sum().backward();
             x.grad(&grads).unwrap().into_data().try_to_vec::<f32>().unwrap()
         };
