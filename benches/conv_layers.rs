@@ -4,6 +4,12 @@
 //! the Lite0 step loses to PyTorch; `scripts/torch_conv_layers.py` times the same layers in
 //! PyTorch.
 //!
+//! Each layer runs as the generated backbone runs it: through
+//! `vprompt_backbone::kernels::depthwise::forward`, which is burn's `Conv2d::forward` for dense
+//! layers and, on flex, the direct depthwise backward for depthwise ones. (Before that kernel the
+//! depthwise rows were burn-flex's transposed convolution: 3,300 ms summed with the gradient,
+//! against PyTorch's 2,122.)
+//!
 //! Each row is one distinct layer shape (`×n` when Lite0 has it n times); the last rows add the
 //! depthwise and the dense (mostly 1 x 1) layers up, weighted by count. Layers in isolation cost
 //! more than inside the step (each call allocates its output and gradient afresh), so compare
@@ -18,6 +24,7 @@ use burn::nn::PaddingConfig2d;
 use burn::nn::conv::Conv2dConfig;
 use burn::tensor::Distribution;
 use vprompt::prelude::*;
+use vprompt_backbone::kernels::depthwise::forward as run;
 use vprompt_examples::bench::{Measurement, env_usize, measure, print_table};
 use vprompt_examples::compiled_devices;
 
@@ -79,7 +86,7 @@ fn main() {
             let name = format!("{kind} {c_in}->{c_out} k{k} s{stride} at {side} px, x{count}");
             let x = Tensor::<4>::random([batch, c_in, side, side], Distribution::Default, &device);
             let forward = measure(&format!("{name}: forward"), backend, batch, &device, || {
-                let _ = conv.forward(x.clone()).sum().into_scalar::<f32>();
+                let _ = run(&conv, x.clone()).sum().into_scalar::<f32>();
             });
             let x = Tensor::<4>::random([batch, c_in, side, side], Distribution::Default, &ad);
             let with_grad = measure(
@@ -89,7 +96,7 @@ fn main() {
                 &device,
                 || {
                     let x = x.clone().require_grad();
-                    let grads = conv.forward(x.clone()).sum().backward();
+                    let grads = run(&conv, x.clone()).sum().backward();
                     let grad = x.grad(&grads).expect("the input is tracked");
                     let _ = grad.sum().into_scalar::<f32>();
                 },

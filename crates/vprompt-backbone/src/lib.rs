@@ -30,7 +30,7 @@ mod backbone;
 mod error;
 mod generated;
 mod image;
-mod kernels;
+pub mod kernels;
 mod normalization;
 mod preset;
 mod text;

@@ -73,27 +73,40 @@ pub(crate) fn input_grad_f32(grad_out: &[f32], weight: &[f32], geometry: &Geomet
         .par_chunks_mut(in_plane)
         .zip(grad_out.par_chunks(out_plane))
         .enumerate()
-        .for_each(|(plane, (grad_in, grad_out))| {
+        .for_each_init(Vec::new, |row, (plane, (grad_in, grad_out))| {
             let channel = plane % geometry.channels;
             let weight = &weight[channel * taps..(channel + 1) * taps];
-            scatter_plane(grad_out, weight, geometry, grad_in);
+            scatter_plane(grad_out, weight, geometry, grad_in, row);
         });
     grad_in
 }
 
-/// One (image, channel) plane of [`input_grad_f32`]: for each output row and kernel tap, adds the
-/// weighted output-gradient row into the input row it was read from.
+/// One (image, channel) plane of [`input_grad_f32`], one input row at a time: each kernel row
+/// that read this input row adds its weighted output-gradient row in.
+///
+/// Horizontally a tap writes every `s_x`-th input column, so for `s_x > 1` the row is built in
+/// `row`, split by column phase (`ix % s_x`), where each tap's writes are contiguous and the inner
+/// loop vectorises, and then interleaved into the input row. For `s_x == 1` the taps add straight
+/// into the input row.
 #[inline(never)] // a frame of its own in profiles
-fn scatter_plane(grad_out: &[f32], weight: &[f32], geometry: &Geometry, grad_in: &mut [f32]) {
+fn scatter_plane(
+    grad_out: &[f32],
+    weight: &[f32],
+    geometry: &Geometry,
+    grad_in: &mut [f32],
+    row: &mut Vec<f32>,
+) {
     let [in_h, in_w] = geometry.input;
     let [out_h, out_w] = geometry.output;
     let [k_h, k_w] = geometry.kernel;
     let [s_y, s_x] = geometry.stride;
     let [d_y, d_x] = geometry.dilation;
     let [p_y, p_x] = geometry.pad_begin;
-    // Per horizontal tap: the first input column it writes and the output columns that land
-    // inside the input (`0 <= ox*s_x + offset < in_w`).
-    let columns: Vec<(isize, usize, usize)> = (0..k_w)
+    // Per horizontal tap, writing input column `ix = ox*s_x + offset`: its phase `ix % s_x`, the
+    // index within the phase of its first write, and the output columns `first..end` that land
+    // inside the input.
+    let phase_len = in_w.div_ceil(s_x);
+    let columns: Vec<(usize, usize, usize, usize)> = (0..k_w)
         .map(|kx| {
             let offset = (kx * d_x) as isize - p_x as isize;
             let first = if offset >= 0 {
@@ -106,33 +119,48 @@ fn scatter_plane(grad_out: &[f32], weight: &[f32], geometry: &Geometry, grad_in:
             } else {
                 ((in_w as isize - offset) as usize).div_ceil(s_x).min(out_w)
             };
-            (offset, first, end.max(first))
+            let phase = offset.rem_euclid(s_x as isize) as usize;
+            let start = (first as isize + offset.div_euclid(s_x as isize)).max(0) as usize;
+            (phase, start, first, end.max(first))
         })
         .collect();
-    for oy in 0..out_h {
-        let out_row = &grad_out[oy * out_w..(oy + 1) * out_w];
+    if s_x > 1 {
+        row.resize(s_x * phase_len, 0.0);
+    }
+    for iy in 0..in_h {
+        let in_row = &mut grad_in[iy * in_w..(iy + 1) * in_w];
+        let target: &mut [f32] = if s_x == 1 {
+            in_row
+        } else {
+            row.fill(0.0);
+            row.as_mut_slice()
+        };
         for ky in 0..k_h {
-            let Some(iy) = (oy * s_y + ky * d_y).checked_sub(p_y).filter(|&iy| iy < in_h) else {
+            // The output row that read input row `iy` through kernel row `ky`, if any.
+            let Some(reach) = (iy + p_y).checked_sub(ky * d_y) else {
                 continue;
             };
-            let in_row = &mut grad_in[iy * in_w..(iy + 1) * in_w];
-            for (kx, &(offset, first, end)) in columns.iter().enumerate() {
-                let w = weight[ky * k_w + kx];
+            if reach % s_y != 0 || reach / s_y >= out_h {
+                continue;
+            }
+            let oy = reach / s_y;
+            let out_row = &grad_out[oy * out_w..(oy + 1) * out_w];
+            for (kx, &(phase, start, first, end)) in columns.iter().enumerate() {
                 if first == end {
-                    continue;
+                    continue; // this tap only ever reads padding
                 }
-                let start = (first * s_x) as isize + offset;
+                let w = weight[ky * k_w + kx];
                 let source = &out_row[first..end];
-                if s_x == 1 {
-                    let target = &mut in_row[start as usize..start as usize + source.len()];
-                    for (t, &g) in target.iter_mut().zip(source) {
-                        *t += w * g;
-                    }
-                } else {
-                    for (t, &g) in in_row[start as usize..].iter_mut().step_by(s_x).zip(source) {
-                        *t += w * g;
-                    }
+                let base = phase * phase_len + start;
+                for (t, &g) in target[base..base + source.len()].iter_mut().zip(source) {
+                    *t += w * g;
                 }
+            }
+        }
+        if s_x > 1 {
+            let in_row = &mut grad_in[iy * in_w..(iy + 1) * in_w];
+            for (ix, value) in in_row.iter_mut().enumerate() {
+                *value = row[(ix % s_x) * phase_len + ix / s_x];
             }
         }
     }
@@ -382,6 +410,8 @@ mod tests {
             ([9, 8], [3, 2], [3, 1], [2, 1], [(2, 0), (0, 1)]),
             ([4, 4], [3, 3], [1, 2], [1, 1], [(0, 0), (0, 0)]),
             ([3, 3], [5, 5], [1, 1], [1, 1], [(2, 2), (2, 2)]), // kernel wider than the input
+            ([3, 2], [3, 5], [1, 2], [1, 1], [(1, 1), (2, 3)]), // taps that only read padding
+            ([6, 9], [3, 3], [2, 3], [2, 2], [(2, 1), (1, 2)]), // stride 3, dilation 2
         ];
         for (input, kernel, stride, dilation, padding) in cases {
             let output = [0, 1].map(|a| out_size(input[a], kernel[a], stride[a], dilation[a], padding[a]));
