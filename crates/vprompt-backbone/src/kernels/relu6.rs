@@ -33,8 +33,7 @@ pub(crate) fn forward_f32(x: &[f32]) -> Vec<f32> {
         .zip(x.par_chunks(CHUNK))
         .for_each(|(result, x)| {
             for (r, &v) in result.iter_mut().zip(x) {
-                let clamped = v.max(0.0).min(6.0);
-                *r = if v.is_nan() { v } else { clamped };
+                *r = v.clamp(0.0, 6.0); // NaN stays NaN
             }
         });
     result
