@@ -1,7 +1,7 @@
 //! EfficientNet-Lite0's convolutions one at a time, at batch 32: the forward pass, and the forward
 //! pass plus the input gradient (what a prompt-training step runs through each frozen layer). It
-//! is the profile behind docs/performance.md's statement that the depthwise convolutions are where
-//! the Lite0 step loses to PyTorch; `scripts/torch_conv_layers.py` times the same layers in
+//! is the profile that found burn-flex's depthwise input gradient to be where the Lite0 step lost
+//! to PyTorch (docs/performance.md); `scripts/torch_conv_layers.py` times the same layers in
 //! PyTorch.
 //!
 //! Each layer runs as the generated backbone runs it: through

@@ -13,6 +13,10 @@
 //! converts it with `vprompt import`, which checks that the graph is the preset's before writing a
 //! weights file. See [`Preset`].
 //!
+//! The generated depthwise convolutions and ReLU6s call [`kernels`]: on `flex` these are Burn
+//! backend extensions with direct backward kernels (same values, a faster input gradient), on
+//! every other backend the plain Burn operations.
+//!
 //! ```
 //! use burn::prelude::*;
 //! use vprompt_backbone::{Backbone, ImageBackbone};

@@ -7,7 +7,7 @@
 //! grouped transposed convolution, one single-column gemm plus a scalar col2im per (image,
 //! channel), almost all overhead for one channel. [`forward`] runs a backend extension whose
 //! forward is burn-flex's depthwise convolution and whose backward scatters each output-gradient
-//! row into the input rows it was read from ([`input_grad_f32`]): a plane stays in cache, stride-1
+//! row into the input rows it was read from (`input_grad_f32`): a plane stays in cache, stride-1
 //! rows are contiguous `axpy`s, and there is no im2col, gemm or col2im. The weight and bias
 //! gradients, only needed when the backbone is not frozen, stay burn-flex's. On every other device
 //! and for layers the kernel does not cover (`Same` padding, no bias, not `f32`), [`forward`] is
