@@ -13,6 +13,7 @@
 //! and for layers the kernel does not cover (`Same` padding, no bias, not `f32`), [`forward`] is
 //! exactly [`Conv2d::forward`].
 
+#[cfg(feature = "flex")]
 use burn::nn::PaddingConfig2d;
 use burn::nn::conv::Conv2d;
 use burn::tensor::Tensor;
@@ -28,6 +29,7 @@ pub fn forward(conv: &Conv2d, input: Tensor<4>) -> Tensor<4> {
     conv.forward(input)
 }
 
+#[cfg(feature = "flex")]
 /// Shapes of one depthwise convolution, as the direct input-gradient kernel needs them.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) struct Geometry {
@@ -50,6 +52,7 @@ pub(crate) struct Geometry {
     pub pad_begin: [usize; 2],
 }
 
+#[cfg(feature = "flex")]
 /// The input gradient of a depthwise convolution:
 /// `grad_in[n, c, oy*sy + ky*dy - py, ox*sx + kx*dx - px] += grad_out[n, c, oy, ox] * weight[c, ky, kx]`
 /// over every output position and kernel tap that lands inside the input.
@@ -81,6 +84,7 @@ pub(crate) fn input_grad_f32(grad_out: &[f32], weight: &[f32], geometry: &Geomet
     grad_in
 }
 
+#[cfg(feature = "flex")]
 /// One (image, channel) plane of [`input_grad_f32`], one input row at a time: each kernel row
 /// that read this input row adds its weighted output-gradient row in.
 ///
@@ -166,6 +170,7 @@ fn scatter_plane(
     }
 }
 
+#[cfg(feature = "flex")]
 /// Where the output sits: `(begin, end)` padding pairs for an explicit or valid padding, `None`
 /// for `Same` (which depends on the input size and is left to [`Conv2d::forward`]).
 fn padding_pairs(padding: &PaddingConfig2d) -> Option<[(usize, usize); 2]> {
@@ -345,7 +350,7 @@ mod flex {
     }
 }
 
-#[cfg(test)]
+#[cfg(all(test, feature = "flex"))]
 mod tests {
     use super::*;
     use burn::module::Module;
@@ -474,7 +479,6 @@ mod tests {
 
     /// On flex with autodiff the rerouted layer gives burn's values and input gradient, and with a
     /// trainable weight and bias their gradients too.
-    #[cfg(feature = "flex")]
     #[test]
     fn rerouted_layer_matches_burns_convolution_and_gradients() {
         let device = burn::tensor::Device::flex().autodiff();
@@ -519,7 +523,6 @@ mod tests {
 
     /// A frozen layer (no weight gradient wanted) still passes the input gradient, and layers the
     /// direct path does not cover go to `Conv2d::forward`.
-    #[cfg(feature = "flex")]
     #[test]
     fn frozen_layers_and_uncovered_shapes() {
         let device = burn::tensor::Device::flex().autodiff();

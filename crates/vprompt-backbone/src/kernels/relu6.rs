@@ -20,10 +20,12 @@ pub fn relu6<const D: usize>(x: Tensor<D>) -> Tensor<D> {
     burn::tensor::activation::relu(x).clamp_max(6.0)
 }
 
+#[cfg(feature = "flex")]
 /// Elements per parallel task of [`forward_f32`] and [`backward_f32`]: 64 KiB, large enough to
 /// amortise scheduling, small enough to split the smallest Lite0 activation (`[32, 1152, 7, 7]`).
 const CHUNK: usize = 1 << 14;
 
+#[cfg(feature = "flex")]
 /// ReLU6 of every element, in parallel; NaN stays NaN (as burn's relu and clamp keep it).
 pub(crate) fn forward_f32(x: &[f32]) -> Vec<f32> {
     use rayon::prelude::*;
@@ -39,6 +41,7 @@ pub(crate) fn forward_f32(x: &[f32]) -> Vec<f32> {
     result
 }
 
+#[cfg(feature = "flex")]
 /// The gradient of ReLU6 given its output: `grad` where `0 < output < 6` or `output` is NaN (as
 /// burn-flex's relu keeps the gradient of a NaN), zero elsewhere. Both slices have one length.
 pub(crate) fn backward_f32(output: &[f32], grad: &[f32]) -> Vec<f32> {
@@ -138,7 +141,7 @@ mod flex {
     }
 }
 
-#[cfg(test)]
+#[cfg(all(test, feature = "flex"))]
 mod tests {
     use super::*;
     use burn::tensor::{Device, TensorData};
