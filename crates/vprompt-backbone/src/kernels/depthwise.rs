@@ -218,8 +218,8 @@ mod flex {
         }
     }
 
-    /// What the backward pass keeps: the input only when the weight or bias needs a gradient
-    /// (never for a frozen backbone), the weight, the options and the input's dims.
+    /// What the backward pass keeps: the input only when the weight needs a gradient (never for a
+    /// frozen backbone), the weight, the options and the input's dims.
     type State = (
         Option<FloatTensor<Flex>>,
         FloatTensor<Flex>,
@@ -238,7 +238,7 @@ mod flex {
             let grad = grads.consume::<Flex>(&ops.node);
             let (x, weight, options, x_dims) = ops.state;
             if let Some(node) = node_weight {
-                let x = x.clone().expect("the input is kept when the weight is tracked");
+                let x = x.expect("the input is kept when the weight is tracked");
                 let g = Flex::conv2d_weight_backward(x, weight.clone(), grad.clone(), options.clone());
                 grads.register::<Flex>(node.id, g);
             }
@@ -293,7 +293,7 @@ mod flex {
             bias: FloatTensor<Self>,
             options: ConvOptions<2>,
         ) -> FloatTensor<Self> {
-            let keep_x = weight.is_tracked() || bias.is_tracked();
+            let keep_x = weight.is_tracked();
             let x_dims = x.primitive().shape().dims::<4>();
             match DepthwiseConvBackward
                 .prepare::<C>([x.node(), weight.node(), bias.node()])
@@ -540,6 +540,15 @@ mod tests {
             "frozen layer: input gradient",
         );
         assert!(conv.weight.val().grad(&grads).is_none());
+
+        // A trainable bias on a frozen weight: the bias gradient does not need the saved input.
+        let mut bias_only = depthwise_conv(4, 3, 1, PaddingConfig2d::Explicit(1, 1, 1, 1), &device);
+        bias_only.weight = bias_only.weight.set_require_grad(false);
+        let grads = forward(&bias_only, x.clone()).sum().backward();
+        let bias_grad = bias_only.bias.as_ref().unwrap().val().grad(&grads).unwrap();
+        // d(sum of the [1, 4, 8, 8] output)/d(bias[c]) = 8 * 8 positions.
+        assert_eq!(bias_grad.into_data().try_to_vec::<f32>().unwrap(), vec![64.0; 4]);
+        assert!(bias_only.weight.val().grad(&grads).is_none());
 
         // How `Trainer` runs a backbone: weights on the plain device, the input on the autodiff one.
         let plain = depthwise_conv(
