@@ -62,8 +62,8 @@ pub(crate) fn backward_f32(output: &[f32], grad: &[f32]) -> Vec<f32> {
 
 #[cfg(feature = "flex")]
 mod flex {
-    //! The backend extension: forward through burn-flex's clamp, backward through
-    //! [`backward_f32`].
+    //! The backend extension: forward through [`forward_f32`], backward through
+    //! [`backward_f32`]. Only `f32` tensors reach it (see [`super::relu6`]).
     use super::{backward_f32, forward_f32};
     use burn::backend::Scalar;
     use burn::backend::autodiff::checkpoint::{base::Checkpointer, strategy::CheckpointStrategy};
