@@ -192,7 +192,7 @@ mod flex {
     use burn::backend::tensor::FloatTensor;
     use burn::backend::{Autodiff, Backend, Dispatch, Flex, TensorMetadata, backend_extension};
     use burn::nn::conv::Conv2d;
-    use burn::tensor::{DType, Shape, Tensor, TensorData};
+    use burn::tensor::{Shape, Tensor, TensorData};
 
     /// A depthwise convolution with a bias, as one differentiable operation.
     #[backend_extension(Flex, Autodiff)]
@@ -253,7 +253,7 @@ mod flex {
         }
     }
 
-    /// The input gradient on burn-flex: [`input_grad_f32`] for `f32`, burn's own otherwise.
+    /// The input gradient through [`input_grad_f32`] (only `f32` reaches this op: [`options`]).
     fn input_grad(
         grad: FloatTensor<Flex>,
         weight: FloatTensor<Flex>,
@@ -262,10 +262,6 @@ mod flex {
     ) -> FloatTensor<Flex> {
         let out_dims = grad.shape().dims::<4>();
         let weight_dims = weight.shape().dims::<4>();
-        if grad.dtype() != DType::F32 || weight.dtype() != DType::F32 {
-            let x = Flex::float_zeros(Shape::new(x_dims), &Default::default(), grad.dtype().into());
-            return Flex::conv2d_x_backward(x, weight, grad, options.clone());
-        }
         let geometry = Geometry {
             batch: x_dims[0],
             channels: x_dims[1],
@@ -279,8 +275,8 @@ mod flex {
         let grad = grad.to_contiguous();
         let weight = weight.to_contiguous();
         let values = input_grad_f32(
-            grad.as_slice::<f32>().expect("contiguous f32"),
-            weight.as_slice::<f32>().expect("contiguous f32"),
+            grad.as_slice::<f32>().expect("options() admits f32 only"),
+            weight.as_slice::<f32>().expect("options() admits f32 only"),
             &geometry,
         );
         FloatTensor::<Flex>::from_data(TensorData::new(values, x_dims))

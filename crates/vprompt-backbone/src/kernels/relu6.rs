@@ -65,14 +65,12 @@ mod flex {
     //! The backend extension: forward through [`forward_f32`], backward through
     //! [`backward_f32`]. Only `f32` tensors reach it (see [`super::relu6`]).
     use super::{backward_f32, forward_f32};
-    use burn::backend::Scalar;
     use burn::backend::autodiff::checkpoint::{base::Checkpointer, strategy::CheckpointStrategy};
     use burn::backend::autodiff::grads::Gradients;
     use burn::backend::autodiff::ops::{Backward, Ops, OpsKind};
-    use burn::backend::ops::FloatTensorOps;
     use burn::backend::tensor::FloatTensor;
     use burn::backend::{Autodiff, Backend, Dispatch, Flex, TensorMetadata, backend_extension};
-    use burn::tensor::{DType, Tensor, TensorData};
+    use burn::tensor::{Tensor, TensorData};
 
     /// ReLU6 as one operation.
     #[backend_extension(Flex, Autodiff)]
@@ -81,14 +79,11 @@ mod flex {
         fn relu6(x: FloatTensor<Self>) -> FloatTensor<Self>;
     }
 
-    /// burn-flex's clamp runs on one thread, so `f32` goes through [`forward_f32`] instead.
+    /// [`forward_f32`] (burn-flex's clamp runs on one thread).
     fn forward(x: FloatTensor<Flex>) -> FloatTensor<Flex> {
-        if x.dtype() != DType::F32 {
-            return Flex::float_clamp(x, Scalar::from(0f32), Scalar::from(6f32));
-        }
         let shape = x.shape();
         let x = x.to_contiguous();
-        let values = forward_f32(x.as_slice::<f32>().expect("contiguous f32"));
+        let values = forward_f32(x.as_slice::<f32>().expect("relu6 runs on f32 only"));
         FloatTensor::<Flex>::from_data(TensorData::new(values, shape))
     }
 
