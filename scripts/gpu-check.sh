@@ -9,14 +9,18 @@
 # `cuda` needs an NVIDIA driver and CUDA toolkit, and tracel-llvm-bundler's LLVM build: it is
 # downloaded from GitHub on the first build, or taken from `~/.local/share/tracel` (copy that folder
 # over on a machine that cannot reach GitHub). `wgpu` needs a Vulkan (or Metal/DX12) driver. Each
-# backend is a release build of the whole stack: on 16 cores expect several minutes per backend.
-# Tests run only their own backend's copies (`<backend>::`); the flex copies run in `.ci/run`.
+# backend is a release build of the whole stack (not yet timed on a GPU machine; one crate's wgpu
+# tests took 36 minutes to build on the 2-core development machine). The tests are
+# scripts/test-backend.sh's; the flex copies run in `.ci/run`.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 out="${OUT:-gpu-results}"
 mkdir -p "$out"
 backends=("$@")
 [ ${#backends[@]} -eq 0 ] && backends=(wgpu cuda)
+for backend in "${backends[@]}"; do
+    case "$backend" in wgpu | cuda) ;; *) echo "unknown backend $backend (wgpu, cuda)" >&2; exit 2 ;; esac
+done
 
 {
     date -u
@@ -26,11 +30,9 @@ backends=("$@")
 
 status=0
 for backend in "${backends[@]}"; do
-    case "$backend" in wgpu | cuda) ;; *) echo "unknown backend $backend (wgpu, cuda)" >&2; exit 2 ;; esac
     echo "== $backend: tests"
-    # Release profile: the same build serves the tests and the bench.
-    if ! cargo test --release -p vprompt-prompt -p vprompt-mapping -p vprompt-backbone \
-        --features "$backend" -- "$backend::" 2>&1 | tee "$out/test-$backend.txt"; then
+    # Release, the bench's profile, so the two builds share every unit whose features match.
+    if ! scripts/test-backend.sh "$backend" --release 2>&1 | tee "$out/test-$backend.txt"; then
         status=1
     fi
     echo "== $backend: training step (batch 32, 224 x 224; flex runs too, for the ratio)"
