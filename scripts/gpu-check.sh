@@ -14,13 +14,13 @@
 # the flex copies run in `.ci/run`.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-out="${OUT:-gpu-results}"
-mkdir -p "$out"
 backends=("$@")
 [ ${#backends[@]} -eq 0 ] && backends=(wgpu cuda)
 for backend in "${backends[@]}"; do
     case "$backend" in wgpu | cuda) ;; *) echo "unknown backend $backend (wgpu, cuda)" >&2; exit 2 ;; esac
 done
+out="${OUT:-gpu-results}"
+mkdir -p "$out"
 
 {
     date -u
