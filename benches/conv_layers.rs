@@ -1,11 +1,11 @@
-//! EfficientNet-Lite0's convolutions one at a time, at batch 32: the forward pass, and the forward
-//! pass plus the input gradient (what a prompt-training step runs through each frozen layer). It
-//! is the profile that found burn-flex's depthwise input gradient to be where the Lite0 step lost
-//! to PyTorch (docs/performance.md); `scripts/torch_conv_layers.py` times the same layers in
-//! PyTorch.
+//! A backbone's convolutions one at a time, at batch 32: the forward pass, and the forward pass
+//! plus the input gradient (what a prompt-training step runs through each frozen layer). It is the
+//! profile that found burn-flex's depthwise input gradient to be where the Lite0 step lost to
+//! PyTorch (docs/performance.md); `scripts/torch_conv_layers.py` times the same layers in PyTorch.
+//! `VPROMPT_CONV_MODEL` picks the layer list: `efficientnet-lite0` (default) or `resnet18`.
 //!
 //! Each layer runs as the generated backbone runs it: through
-//! `vprompt_backbone::kernels::depthwise::forward`, which is burn's `Conv2d::forward` for dense
+//! `vprompt_backbone::kernels::conv2d::forward`, which is burn's `Conv2d::forward` for dense
 //! layers and, on flex, the direct depthwise backward for depthwise ones. (Before that kernel the
 //! depthwise rows were burn-flex's transposed convolution: 3,300 ms summed with the gradient,
 //! against PyTorch's 2,122.)
@@ -15,7 +15,8 @@
 //! more than inside the step (each call allocates its output and gradient afresh), so compare
 //! rows with each other and with PyTorch's, not with the step time.
 //!
-//! Run: `cargo bench --bench conv_layers` (`VPROMPT_BENCH_SECONDS=1` for a quicker pass;
+//! Run: `cargo bench --bench conv_layers` (`VPROMPT_CONV_MODEL=resnet18` for ResNet-18's 20
+//! convolutions, `VPROMPT_BENCH_SECONDS=1` for a quicker pass;
 //! `--features wgpu` / `cuda` / `cpu` for other backends).
 
 use std::time::Duration;
@@ -24,7 +25,7 @@ use burn::nn::PaddingConfig2d;
 use burn::nn::conv::Conv2dConfig;
 use burn::tensor::Distribution;
 use vprompt::prelude::*;
-use vprompt_backbone::kernels::depthwise::forward as run;
+use vprompt_backbone::kernels::conv2d::forward as run;
 use vprompt_examples::bench::{Measurement, env_usize, measure, print_table};
 use vprompt_examples::compiled_devices;
 
@@ -56,11 +57,39 @@ const LITE0: [Layer; 49] = [
     (320, 1280, 1, 1, None, 1, 7),
 ];
 
+/// ResNet-18's 20 convolutions in graph order, read off `crates/vprompt-backbone/src/generated/
+/// resnet18.rs` (batch norm is folded into them; the 3 x 3 max pool after the stem halves 112 to
+/// 56; the 1 x 1 stride-2 ones are the downsampling shortcuts).
+#[rustfmt::skip]
+const RESNET18: [Layer; 20] = [
+    (3, 64, 7, 2, Some([3, 3, 3, 3]), 1, 224),
+    (64, 64, 3, 1, Some([1, 1, 1, 1]), 1, 56), (64, 64, 3, 1, Some([1, 1, 1, 1]), 1, 56),
+    (64, 64, 3, 1, Some([1, 1, 1, 1]), 1, 56), (64, 64, 3, 1, Some([1, 1, 1, 1]), 1, 56),
+    (64, 128, 3, 2, Some([1, 1, 1, 1]), 1, 56), (128, 128, 3, 1, Some([1, 1, 1, 1]), 1, 28),
+    (64, 128, 1, 2, None, 1, 56),
+    (128, 128, 3, 1, Some([1, 1, 1, 1]), 1, 28), (128, 128, 3, 1, Some([1, 1, 1, 1]), 1, 28),
+    (128, 256, 3, 2, Some([1, 1, 1, 1]), 1, 28), (256, 256, 3, 1, Some([1, 1, 1, 1]), 1, 14),
+    (128, 256, 1, 2, None, 1, 28),
+    (256, 256, 3, 1, Some([1, 1, 1, 1]), 1, 14), (256, 256, 3, 1, Some([1, 1, 1, 1]), 1, 14),
+    (256, 512, 3, 2, Some([1, 1, 1, 1]), 1, 14), (512, 512, 3, 1, Some([1, 1, 1, 1]), 1, 7),
+    (256, 512, 1, 2, None, 1, 14),
+    (512, 512, 3, 1, Some([1, 1, 1, 1]), 1, 7), (512, 512, 3, 1, Some([1, 1, 1, 1]), 1, 7),
+];
+
 fn main() {
     vprompt::tune_allocator(); // keep freed tensor memory for reuse (see its docs)
     let batch = env_usize("VPROMPT_BENCH_BATCH", 32);
+    let model = std::env::var("VPROMPT_CONV_MODEL").unwrap_or_else(|_| "efficientnet-lite0".into());
+    let layers: &[Layer] = match model.as_str() {
+        "efficientnet-lite0" => &LITE0,
+        "resnet18" => &RESNET18,
+        other => {
+            eprintln!("VPROMPT_CONV_MODEL={other}: expected efficientnet-lite0 or resnet18");
+            std::process::exit(2);
+        }
+    };
     let mut distinct: Vec<(Layer, usize)> = Vec::new();
-    for layer in LITE0 {
+    for &layer in layers {
         match distinct.iter_mut().find(|(l, _)| *l == layer) {
             Some((_, count)) => *count += 1,
             None => distinct.push((layer, 1)),
@@ -70,9 +99,9 @@ fn main() {
     for (backend, device) in compiled_devices() {
         let ad = device.clone().autodiff();
         // Summed median times, weighted by count: [depthwise, dense] x [forward, with gradient],
-        // and how many of Lite0's layers each sum covers.
+        // and how many of the model's layers each sum covers.
         let mut totals = [[Duration::ZERO; 2]; 2];
-        let mut layers = [0; 2];
+        let mut counted = [0; 2];
         for &((c_in, c_out, k, stride, pad, groups, side), count) in &distinct {
             let padding = pad.map_or(PaddingConfig2d::Valid, |[t, l, b, r]| {
                 PaddingConfig2d::Explicit(t, l, b, r)
@@ -104,14 +133,17 @@ fn main() {
             let slot = usize::from(groups == 1);
             totals[slot][0] += forward.median * count as u32;
             totals[slot][1] += with_grad.median * count as u32;
-            layers[slot] += count;
+            counted[slot] += count;
             rows.extend([forward, with_grad]);
         }
         for (slot, kind) in ["depthwise", "dense"].into_iter().enumerate() {
+            if counted[slot] == 0 {
+                continue;
+            }
             for (mode, label) in ["forward", "+ input gradient"].into_iter().enumerate() {
                 let total = totals[slot][mode];
                 rows.push(Measurement {
-                    name: format!("all {} {kind} layers: {label}", layers[slot]),
+                    name: format!("all {} {kind} layers: {label}", counted[slot]),
                     backend,
                     images_per_call: batch,
                     iterations: 1,

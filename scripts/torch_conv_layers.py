@@ -1,14 +1,17 @@
 #!/usr/bin/env python3
-"""PyTorch reference for `cargo bench --bench conv_layers`: EfficientNet-Lite0's 49 convolutions
-one at a time at batch 32, forward and forward + input gradient (weights frozen, as in prompt
-training), with the same layer list and the same summary rows (depthwise / dense totals, weighted
-by how often Lite0 has each shape).
+"""PyTorch reference for `cargo bench --bench conv_layers`: a backbone's convolutions one at a
+time at batch 32, forward and forward + input gradient (weights frozen, as in prompt training),
+with the same layer lists and the same summary rows (depthwise / dense totals, weighted by how
+often the model has each shape). EfficientNet-Lite0's 49 convolutions by default, ResNet-18's 20
+with `VPROMPT_CONV_MODEL=resnet18` (the bench's variable).
 
     python scripts/torch_conv_layers.py [seconds per layer, default 1]
 
 Asymmetric ("same") padding is an explicit `F.pad` before an unpadded convolution, as in the ONNX
-graph. Needs torch only; not run in CI.
+graph of Lite0; symmetric padding is inside the convolution, as in torchvision's ResNet. Needs torch
+only; not run in CI.
 """
+import os
 import statistics
 import sys
 import time
@@ -39,6 +42,20 @@ LITE0 = [
 ]
 assert sum(n for _, n in LITE0) == 49
 
+# ResNet-18 (batch norm folded into the convolutions, as in its ONNX graph): RESNET18 in
+# benches/conv_layers.rs, collapsed the same way.
+P1 = (1, 1, 1, 1)
+RESNET18 = [
+    ((3, 64, 7, 2, (3, 3, 3, 3), 1, 224), 1),
+    ((64, 64, 3, 1, P1, 1, 56), 4), ((64, 128, 3, 2, P1, 1, 56), 1),
+    ((128, 128, 3, 1, P1, 1, 28), 3), ((64, 128, 1, 2, None, 1, 56), 1),
+    ((128, 256, 3, 2, P1, 1, 28), 1), ((256, 256, 3, 1, P1, 1, 14), 3),
+    ((128, 256, 1, 2, None, 1, 28), 1), ((256, 512, 3, 2, P1, 1, 14), 1),
+    ((512, 512, 3, 1, P1, 1, 7), 3), ((256, 512, 1, 2, None, 1, 14), 1),
+]
+assert sum(n for _, n in RESNET18) == 20
+MODELS = {"efficientnet-lite0": LITE0, "resnet18": RESNET18}
+
 
 def median_time(fn, budget):
     fn()
@@ -53,12 +70,21 @@ def median_time(fn, budget):
 
 def main():
     budget = float(sys.argv[1]) if len(sys.argv) > 1 else 1.0
+    model = os.environ.get("VPROMPT_CONV_MODEL", "efficientnet-lite0")
+    if model not in MODELS:
+        sys.exit(f"VPROMPT_CONV_MODEL={model}: expected one of {', '.join(MODELS)}")
     batch = 32
     torch.manual_seed(0)
-    print(f"torch {torch.__version__} threads={torch.get_num_threads()} batch={batch}")
+    print(f"torch {torch.__version__} threads={torch.get_num_threads()} batch={batch} model={model}")
     totals = {("depthwise", 0): 0.0, ("depthwise", 1): 0.0, ("dense", 0): 0.0, ("dense", 1): 0.0}
-    for (c_in, c_out, k, stride, pad, groups, side), count in LITE0:
-        conv = torch.nn.Conv2d(c_in, c_out, k, stride=stride, groups=groups).requires_grad_(False)
+    for (c_in, c_out, k, stride, pad, groups, side), count in MODELS[model]:
+        # Symmetric padding inside the convolution, as torchvision's ResNet has it; asymmetric
+        # padding as an explicit pad (below), as in Lite0's graph.
+        inner = pad[0] if pad is not None and len(set(pad)) == 1 else 0
+        if inner:
+            pad = None
+        conv = torch.nn.Conv2d(c_in, c_out, k, stride=stride, padding=inner, groups=groups)
+        conv.requires_grad_(False)
 
         def forward(x):
             if pad is not None:
@@ -85,6 +111,8 @@ def main():
         print(f"{kind} {c_in}->{c_out} k{k} s{stride} at {side} px, x{count}: "
               f"forward {f * 1e3:.2f} ms, + input gradient {g * 1e3:.2f} ms")
     for kind in ("depthwise", "dense"):
+        if totals[(kind, 1)] == 0.0:
+            continue
         print(f"all {kind} layers: forward {totals[(kind, 0)] * 1e3:.0f} ms, "
               f"+ input gradient {totals[(kind, 1)] * 1e3:.0f} ms")
 

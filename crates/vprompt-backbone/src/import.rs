@@ -72,7 +72,7 @@ pub fn generate(onnx: &Path) -> Result<Generated> {
     Ok(Generated {
         code: format!(
             "{GENERATED_HEADER}\n{}",
-            depthwise_through_direct_backward(&relu6_as_one_op(body))
+            convolutions_through_kernels(&relu6_as_one_op(body))
         ),
         weights: out_dir.join("model.bpk"),
         _dir: dir,
@@ -111,45 +111,24 @@ pub fn relu6_as_one_op(code: &str) -> String {
     out
 }
 
-/// Rewrites the call of every canonical depthwise convolution (`Conv2dConfig::new([c, c], ..)` with
-/// `.with_groups(c)`, `c > 1`) from `self.convN.forward(x)` to
-/// `crate::kernels::depthwise::forward(&self.convN, x)`: the same values, with the input gradient computed
-/// by vprompt's direct kernel on `flex` instead of burn-flex's grouped transposed convolution
-/// (2.47 s against 1.27 s in PyTorch for Lite0's 16 depthwise layers at batch 32; see
-/// `crate::kernels`). The modules and their weights are untouched.
-pub fn depthwise_through_direct_backward(code: &str) -> String {
-    let mut depthwise = Vec::new();
-    let mut current: Option<(&str, usize)> = None;
-    for line in code.lines().map(str::trim) {
-        if let Some((name, rest)) = line
-            .strip_prefix("let ")
-            .and_then(|l| l.split_once(" = Conv2dConfig::new(["))
-        {
-            let channels = rest.split_once(']').and_then(|(pair, _)| {
-                let (a, b) = pair.split_once(", ")?;
-                let (a, b) = (a.parse::<usize>().ok()?, b.parse::<usize>().ok()?);
-                (a == b).then_some(a)
-            });
-            current = channels.map(|c| (name, c));
-        } else if let Some(groups) = line
-            .strip_prefix(".with_groups(")
-            .and_then(|g| g.strip_suffix(')'))
-        {
-            if let Some((name, channels)) = current.take()
-                && channels > 1
-                && groups.parse() == Ok(channels)
-            {
-                depthwise.push(name);
-            }
-        } else if !line.starts_with('.') {
-            current = None;
-        }
-    }
+/// Rewrites the call of every 2-d convolution (`let convN = Conv2dConfig::new(..)`) from
+/// `self.convN.forward(x)` to `crate::kernels::conv2d::forward(&self.convN, x)`: the same values,
+/// computed on `flex` by vprompt's kernels where they apply (the input gradient of depthwise
+/// layers, the forward pass of dense ones; see `crate::kernels`) and by `Conv2d::forward`
+/// everywhere else. The modules and their weights are untouched.
+pub fn convolutions_through_kernels(code: &str) -> String {
+    let convolutions: Vec<&str> = code
+        .lines()
+        .filter_map(|line| {
+            let (name, rest) = line.trim().strip_prefix("let ")?.split_once(" = ")?;
+            rest.starts_with("Conv2dConfig::new(").then_some(name)
+        })
+        .collect();
     let mut out = code.to_string();
-    for name in depthwise {
+    for name in convolutions {
         out = out.replace(
             &format!("self.{name}.forward("),
-            &format!("crate::kernels::depthwise::forward(&self.{name}, "),
+            &format!("crate::kernels::conv2d::forward(&self.{name}, "),
         );
     }
     out
@@ -227,28 +206,30 @@ pub(crate) fn first_difference<'a>(a: &'a str, b: &'a str) -> Option<(usize, &'a
 
 #[cfg(test)]
 mod tests {
-    use super::{depthwise_through_direct_backward, relu6_as_one_op};
+    use super::{convolutions_through_kernels, relu6_as_one_op};
 
     #[test]
-    fn only_canonical_depthwise_convolutions_are_rerouted() {
+    fn every_conv2d_and_nothing_else_is_rerouted() {
         let code = "        let conv2d1 = Conv2dConfig::new([32, 32], [3, 3])\n            .with_groups(32)\n            .init(device);\n\
-                    let conv2d2 = Conv2dConfig::new([32, 64], [3, 3])\n            .with_groups(32)\n            .init(device);\n\
-                    let conv2d3 = Conv2dConfig::new([16, 16], [1, 1])\n            .with_groups(1)\n            .init(device);\n\
-                    let conv2d4 = Conv2dConfig::new([8, 8], [3, 3])\n            .with_groups(4)\n            .init(device);\n\
+                    let conv2d2 = Conv2dConfig::new([32, 64], [3, 3])\n            .with_groups(1)\n            .init(device);\n\
+                    let conv1d1 = Conv1dConfig::new(8, 8, 3)\n            .init(device);\n\
+                    let linear1 = LinearConfig::new(8, 8)\n            .init(device);\n\
                     let a = self.conv2d1.forward(x);\n        let b = self.conv2d2.forward(a);\n\
-                    let c = self.conv2d3.forward(b);\n        let d = self.conv2d4.forward(c);\n\
+                    let c = self.conv1d1.forward(b);\n        let d = self.linear1.forward(c);\n\
                     let e = self.conv2d11.forward(d);\n";
-        let out = depthwise_through_direct_backward(code);
-        assert!(out.contains("let a = crate::kernels::depthwise::forward(&self.conv2d1, x);"));
+        let out = convolutions_through_kernels(code);
+        assert!(out.contains("let a = crate::kernels::conv2d::forward(&self.conv2d1, x);"));
+        assert!(out.contains("let b = crate::kernels::conv2d::forward(&self.conv2d2, a);"));
         for kept in [
-            "self.conv2d2.forward(a)",
-            "self.conv2d3.forward(b)",
-            "self.conv2d4.forward(c)",
+            "self.conv1d1.forward(b)",
+            "self.linear1.forward(c)",
+            // Not declared in this code: a prefix match on `conv2d1` must not touch it.
             "self.conv2d11.forward(d)",
         ] {
             assert!(out.contains(kept), "{kept} was rewritten");
         }
-        assert_eq!(out.matches("crate::kernels::depthwise").count(), 1);
+        assert_eq!(out.matches("crate::kernels::conv2d").count(), 2);
+        assert_eq!(convolutions_through_kernels(&out), out, "idempotent");
     }
 
     #[test]

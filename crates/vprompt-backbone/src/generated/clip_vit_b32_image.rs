@@ -133,7 +133,7 @@ impl Submodule1 {
             }
             output
         };
-        let conv2d1_out1 = self.conv2d1.forward(input);
+        let conv2d1_out1 = crate::kernels::conv2d::forward(&self.conv2d1, input);
         let reshape1_out1 = conv2d1_out1.reshape([-1, 768, 49]);
         let transpose1_out1 = reshape1_out1.permute([0, 2, 1]);
         let constant156_out1: [i64; 1] = [1i64];

@@ -124,22 +124,22 @@ impl Model {
 
     #[allow(clippy::let_and_return, clippy::approx_constant)]
     pub fn forward(&self, input: Tensor<4>) -> (Tensor<2>, Tensor<2>) {
-        let conv2d1_out1 = self.conv2d1.forward(input);
+        let conv2d1_out1 = crate::kernels::conv2d::forward(&self.conv2d1, input);
         let batchnormalization1_out1 = self.batchnormalization1.forward(conv2d1_out1);
         let relu1_out1 = burn::tensor::activation::relu(batchnormalization1_out1);
-        let conv2d2_out1 = self.conv2d2.forward(relu1_out1.clone());
+        let conv2d2_out1 = crate::kernels::conv2d::forward(&self.conv2d2, relu1_out1.clone());
         let batchnormalization2_out1 = self.batchnormalization2.forward(conv2d2_out1);
         let relu2_out1 = burn::tensor::activation::relu(batchnormalization2_out1);
-        let conv2d3_out1 = self.conv2d3.forward(relu2_out1);
+        let conv2d3_out1 = crate::kernels::conv2d::forward(&self.conv2d3, relu2_out1);
         let batchnormalization3_out1 = self.batchnormalization3.forward(conv2d3_out1);
         let add1_out1 = batchnormalization3_out1.add(relu1_out1);
         let relu3_out1 = burn::tensor::activation::relu(add1_out1);
-        let conv2d4_out1 = self.conv2d4.forward(relu3_out1.clone());
+        let conv2d4_out1 = crate::kernels::conv2d::forward(&self.conv2d4, relu3_out1.clone());
         let batchnormalization4_out1 = self.batchnormalization4.forward(conv2d4_out1);
-        let conv2d5_out1 = self.conv2d5.forward(relu3_out1);
+        let conv2d5_out1 = crate::kernels::conv2d::forward(&self.conv2d5, relu3_out1);
         let batchnormalization5_out1 = self.batchnormalization5.forward(conv2d5_out1);
         let relu4_out1 = burn::tensor::activation::relu(batchnormalization5_out1);
-        let conv2d6_out1 = self.conv2d6.forward(relu4_out1);
+        let conv2d6_out1 = crate::kernels::conv2d::forward(&self.conv2d6, relu4_out1);
         let batchnormalization6_out1 = self.batchnormalization6.forward(conv2d6_out1);
         let add2_out1 = batchnormalization6_out1.add(batchnormalization4_out1);
         let relu5_out1 = burn::tensor::activation::relu(add2_out1);

@@ -159,7 +159,7 @@ impl Model {
             }
             output
         };
-        let conv2d1_out1 = self.conv2d1.forward(input);
+        let conv2d1_out1 = crate::kernels::conv2d::forward(&self.conv2d1, input);
         let reshape1_out1 = conv2d1_out1.reshape([-1, 32, 16]);
         let transpose1_out1 = reshape1_out1.permute([0, 2, 1]);
         let concat1_out1: [i64; 3usize] = [

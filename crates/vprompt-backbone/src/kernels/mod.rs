@@ -1,12 +1,16 @@
-//! Two operations of the generated backbones with a faster backward pass on `flex`.
+//! Operations of the generated backbones with faster kernels on `flex`.
 //!
-//! Visual prompting back-propagates through the whole frozen backbone to its input, so the input
-//! gradient of every layer is on the training step's critical path. Profiling EfficientNet-Lite0's
-//! step on burn-flex showed two layer kinds far slower backwards than in PyTorch; each gets a Burn
-//! backend extension here, whose forward is burn-flex's own and whose backward is a direct kernel:
+//! Visual prompting back-propagates through the whole frozen backbone to its input, so the forward
+//! pass and the input gradient of every layer are on the training step's critical path. Profiling
+//! the step on burn-flex against PyTorch showed three places far slower; each gets a Burn backend
+//! extension here:
 //!
-//! - [`depthwise::forward`], depthwise convolutions: burn computes their input gradient as a
-//!   grouped transposed convolution (a one-column gemm plus col2im per image and channel).
+//! - [`conv2d::forward`], depthwise convolutions (EfficientNet-Lite0): burn computes their input
+//!   gradient as a grouped transposed convolution (a one-column gemm plus col2im per image and
+//!   channel); here it is a direct scatter.
+//! - [`conv2d::forward`], dense convolutions (ResNets): burn-flex's forward pass converts the batch
+//!   to NHWC on one thread and runs a small gemm per 512 output pixels; here it is im2col and one
+//!   gemm per image (`dense`).
 //! - [`relu6`], ReLU6: as `relu(x).clamp_max(6)` its backward is a relu mask plus a comparison and
 //!   a `mask_fill`; here it is one parallel pass over the gradient and the saved output.
 //!
@@ -14,7 +18,9 @@
 //! (`vprompt_backbone::import`). On every other device, and for inputs the kernels do not cover,
 //! they are exactly the plain Burn operations, so values never depend on the route.
 
-pub mod depthwise;
+pub mod conv2d;
+#[cfg(feature = "flex")]
+mod dense;
 mod relu6;
 
 pub use relu6::relu6;

@@ -1,16 +1,23 @@
-//! Depthwise convolutions (`groups == channels_in == channels_out`) whose input gradient runs on
-//! a direct kernel on `flex`.
+//! Convolutions with faster kernels on `flex`: the input gradient of depthwise convolutions
+//! (`groups == channels_in == channels_out`) and the forward pass of dense ones (`groups == 1`).
 //!
-//! Measured one layer at a time (`cargo bench --bench conv_layers`), burn-flex took 2.47 s for the
-//! input gradients of Lite0's 16 depthwise layers at batch 32 against PyTorch's 1.27 s, while
-//! every forward pass and every dense layer was at or ahead of PyTorch: burn runs the gradient as a
-//! grouped transposed convolution, one single-column gemm plus a scalar col2im per (image,
-//! channel), almost all overhead for one channel. [`forward`] runs a backend extension whose
-//! forward is burn-flex's depthwise convolution and whose backward scatters each output-gradient
-//! row into the input rows it was read from (`input_grad_f32`): a plane stays in cache, stride-1
-//! rows are contiguous `axpy`s, and there is no im2col, gemm or col2im. The weight and bias
-//! gradients, only needed when the backbone is not frozen, stay burn-flex's. On every other device
-//! and for layers the kernel does not cover (`Same` padding, no bias, not `f32`), [`forward`] is
+//! **Depthwise, backward.** Measured one layer at a time (`cargo bench --bench conv_layers`),
+//! burn-flex took 2.47 s for the input gradients of Lite0's 16 depthwise layers at batch 32
+//! against PyTorch's 1.27 s, while every forward pass and every dense layer was at or ahead of
+//! PyTorch: burn runs the gradient as a grouped transposed convolution, one single-column gemm plus
+//! a scalar col2im per (image, channel), almost all overhead for one channel. Here the backward
+//! scatters each output-gradient row into the input rows it was read from (`input_grad_f32`): a
+//! plane stays in cache, stride-1 rows are contiguous `axpy`s, and there is no im2col, gemm or
+//! col2im. The forward pass is burn-flex's.
+//!
+//! **Dense, forward.** On ResNet-18 it was the other way round: burn-flex's forward passes took
+//! 1.5x PyTorch's while the input gradients were at parity. The forward is
+//! [`super::dense`]'s im2col + one gemm per image; the backward is burn-flex's (its transposed
+//! convolution for the input, its weight gradient).
+//!
+//! In both, the weight and bias gradients, only needed when the backbone is not frozen, stay
+//! burn-flex's. On every other device and for layers the kernels do not cover (`Same` padding, no
+//! bias, not `f32`, grouped but not depthwise, asymmetric padding on a dense layer), [`forward`] is
 //! exactly [`Conv2d::forward`].
 
 #[cfg(feature = "flex")]
@@ -18,9 +25,9 @@ use burn::nn::PaddingConfig2d;
 use burn::nn::conv::Conv2d;
 use burn::tensor::Tensor;
 
-/// Runs `conv` on `input` (`[batch, channels, height, width]`), through the direct depthwise
-/// backward where it applies (see the module docs), else through [`Conv2d::forward`]. The values
-/// are the same either way; only the speed of the input gradient differs.
+/// Runs `conv` on `input` (`[batch, channels, height, width]`), through the kernels where they
+/// apply (see the module docs), else through [`Conv2d::forward`]. The values are the same either
+/// way (up to float rounding order); only the speed differs.
 pub fn forward(conv: &Conv2d, input: Tensor<4>) -> Tensor<4> {
     #[cfg(feature = "flex")]
     if let Some(options) = flex::options(conv, &input) {
@@ -183,23 +190,26 @@ fn padding_pairs(padding: &PaddingConfig2d) -> Option<[(usize, usize); 2]> {
 
 #[cfg(feature = "flex")]
 mod flex {
-    //! The backend extension: forward through burn-flex, backward through [`input_grad_f32`].
+    //! The backend extension: forward through [`dense_forward`] or burn-flex, backward through
+    //! [`input_grad_f32`] or burn-flex.
     use super::{Geometry, input_grad_f32, padding_pairs};
+    use crate::kernels::dense;
     use burn::backend::autodiff::checkpoint::{base::Checkpointer, strategy::CheckpointStrategy};
     use burn::backend::autodiff::grads::Gradients;
     use burn::backend::autodiff::ops::{Backward, Ops, OpsKind};
-    use burn::backend::ops::{ConvOptions, FloatTensorOps, ModuleOps};
+    use burn::backend::ops::{ConvOptions, ConvTransposeOptions, FloatTensorOps, ModuleOps};
     use burn::backend::tensor::FloatTensor;
     use burn::backend::{Autodiff, Backend, Dispatch, Flex, TensorMetadata, backend_extension};
     use burn::nn::conv::Conv2d;
     use burn::tensor::{Shape, Tensor, TensorData};
 
-    /// A depthwise convolution with a bias, as one differentiable operation.
+    /// A depthwise or dense convolution with a bias, as one differentiable operation.
     #[backend_extension(Flex, Autodiff)]
-    pub trait DepthwiseConvBackend: Backend {
-        /// `x` `[batch, channels, h, w]`, `weight` `[channels, 1, k_h, k_w]`, `bias` `[channels]`,
-        /// `options.groups == channels`; returns `[batch, channels, out_h, out_w]`.
-        fn depthwise_conv2d(
+    pub trait KernelConvBackend: Backend {
+        /// `x` `[batch, c_in, h, w]`, `weight` `[c_out, c_in / groups, k_h, k_w]`, `bias`
+        /// `[c_out]`, with `options.groups` either 1 (dense, symmetric padding) or `c_in ==
+        /// c_out` (depthwise); returns `[batch, c_out, out_h, out_w]`.
+        fn kernel_conv2d(
             x: FloatTensor<Self>,
             weight: FloatTensor<Self>,
             bias: FloatTensor<Self>,
@@ -207,15 +217,80 @@ mod flex {
         ) -> FloatTensor<Self>;
     }
 
-    impl DepthwiseConvBackend for Flex {
-        fn depthwise_conv2d(
+    impl KernelConvBackend for Flex {
+        fn kernel_conv2d(
             x: FloatTensor<Self>,
             weight: FloatTensor<Self>,
             bias: FloatTensor<Self>,
             options: ConvOptions<2>,
         ) -> FloatTensor<Self> {
-            Flex::conv2d(x, weight, Some(bias), options)
+            if options.groups == 1 {
+                dense_forward(x, weight, bias, &options)
+            } else {
+                Flex::conv2d(x, weight, Some(bias), options)
+            }
         }
+    }
+
+    /// A dense convolution through [`dense::forward_f32`] (only `f32` reaches this op:
+    /// [`options`]).
+    fn dense_forward(
+        x: FloatTensor<Flex>,
+        weight: FloatTensor<Flex>,
+        bias: FloatTensor<Flex>,
+        options: &ConvOptions<2>,
+    ) -> FloatTensor<Flex> {
+        let [batch, channels_in, in_h, in_w] = x.shape().dims::<4>();
+        let [channels_out, _, k_h, k_w] = weight.shape().dims::<4>();
+        let pad = options.padding_begin();
+        let output = [0, 1].map(|a| {
+            let [input, kernel] = [[in_h, in_w][a], [k_h, k_w][a]];
+            let span = options.dilation[a] * (kernel - 1) + 1;
+            (input + 2 * pad[a]).saturating_sub(span) / options.stride[a] + 1
+        });
+        let geometry = dense::Geometry {
+            batch,
+            channels_in,
+            channels_out,
+            input: [in_h, in_w],
+            output,
+            kernel: [k_h, k_w],
+            stride: options.stride,
+            dilation: options.dilation,
+            pad_begin: pad,
+        };
+        let (x, weight, bias) = (x.to_contiguous(), weight.to_contiguous(), bias.to_contiguous());
+        let values = dense::forward_f32(
+            x.as_slice::<f32>().expect("options() admits f32 only"),
+            weight.as_slice::<f32>().expect("options() admits f32 only"),
+            Some(bias.as_slice::<f32>().expect("options() admits f32 only")),
+            &geometry,
+        );
+        FloatTensor::<Flex>::from_data(TensorData::new(
+            values,
+            [batch, channels_out, output[0], output[1]],
+        ))
+    }
+
+    /// The input gradient of a dense convolution with symmetric padding: burn's own, a transposed
+    /// convolution of the output gradient (what `conv2d_x_backward` runs, without needing `x`).
+    fn dense_input_grad(
+        grad: FloatTensor<Flex>,
+        weight: FloatTensor<Flex>,
+        options: &ConvOptions<2>,
+        x_dims: [usize; 4],
+    ) -> FloatTensor<Flex> {
+        let out_dims = grad.shape().dims::<4>();
+        let weight_dims = weight.shape().dims::<4>();
+        let pad = options.padding_begin();
+        // The input rows and columns the strided output does not reach (its last partial stride).
+        let padding_out = [0, 1].map(|a| {
+            let span = options.dilation[a] * (weight_dims[2 + a] - 1) + 1;
+            let reached = (out_dims[2 + a] - 1) * options.stride[a] + span;
+            (x_dims[2 + a] + 2 * pad[a]).saturating_sub(reached)
+        });
+        let transposed = ConvTransposeOptions::new(options.stride, pad, padding_out, options.dilation, 1);
+        Flex::conv_transpose2d(grad, weight, None, transposed)
     }
 
     /// What the backward pass keeps: the input only when the weight needs a gradient (never for a
@@ -228,9 +303,9 @@ mod flex {
     );
 
     #[derive(Debug)]
-    struct DepthwiseConvBackward;
+    struct KernelConvBackward;
 
-    impl Backward<Flex, 3> for DepthwiseConvBackward {
+    impl Backward<Flex, 3> for KernelConvBackward {
         type State = State;
 
         fn backward(self, ops: Ops<State, 3>, grads: &mut Gradients, _checkpointer: &mut Checkpointer) {
@@ -243,17 +318,23 @@ mod flex {
                 grads.register::<Flex>(node.id, g);
             }
             if let Some(node) = node_bias {
+                let channels = grad.shape().dims::<4>()[1]; // c_out
                 let g = Flex::float_sum_dim(Flex::float_sum_dim(Flex::float_sum_dim(grad.clone(), 0), 2), 3);
-                let channels = x_dims[1];
                 grads.register::<Flex>(node.id, Flex::float_reshape(g, Shape::new([channels])));
             }
             if let Some(node) = node_x {
-                grads.register::<Flex>(node.id, input_grad(grad, weight, &options, x_dims));
+                let g = if options.groups == 1 {
+                    dense_input_grad(grad, weight, &options, x_dims)
+                } else {
+                    input_grad(grad, weight, &options, x_dims)
+                };
+                grads.register::<Flex>(node.id, g);
             }
         }
     }
 
-    /// The input gradient through [`input_grad_f32`] (only `f32` reaches this op: [`options`]).
+    /// The input gradient of a depthwise convolution through [`input_grad_f32`] (only `f32`
+    /// reaches this op: [`options`]).
     fn input_grad(
         grad: FloatTensor<Flex>,
         weight: FloatTensor<Flex>,
@@ -282,8 +363,8 @@ mod flex {
         FloatTensor::<Flex>::from_data(TensorData::new(values, x_dims))
     }
 
-    impl<C: CheckpointStrategy> DepthwiseConvBackend for Autodiff<Flex, C> {
-        fn depthwise_conv2d(
+    impl<C: CheckpointStrategy> KernelConvBackend for Autodiff<Flex, C> {
+        fn kernel_conv2d(
             x: FloatTensor<Self>,
             weight: FloatTensor<Self>,
             bias: FloatTensor<Self>,
@@ -291,7 +372,7 @@ mod flex {
         ) -> FloatTensor<Self> {
             let keep_x = weight.is_tracked();
             let x_dims = x.primitive().shape().dims::<4>();
-            match DepthwiseConvBackward
+            match KernelConvBackward
                 .prepare::<C>([x.node(), weight.node(), bias.node()])
                 .compute_bound()
                 .stateful()
@@ -300,31 +381,36 @@ mod flex {
                     let (x, weight, bias) =
                         (x.into_primitive(), weight.into_primitive(), bias.into_primitive());
                     let kept = keep_x.then(|| x.clone());
-                    let output = Flex::conv2d(x, weight.clone(), Some(bias), options.clone());
+                    let output = Flex::kernel_conv2d(x, weight.clone(), bias, options.clone());
                     prep.finish((kept, weight, options, x_dims), output)
                 }
-                OpsKind::UnTracked(prep) => prep.finish(Flex::conv2d(
+                OpsKind::UnTracked(prep) => prep.finish(Flex::kernel_conv2d(
                     x.into_primitive(),
                     weight.into_primitive(),
-                    Some(bias.into_primitive()),
+                    bias.into_primitive(),
                     options,
                 )),
             }
         }
     }
 
-    /// The options for `conv` on `input` when the direct path applies: a `flex` device (with or
-    /// without autodiff), `f32`, a canonical depthwise layer with a bias and explicit or valid
-    /// padding. `None` sends the call to [`Conv2d::forward`].
+    /// The options for `conv` on `input` when a kernel applies: a `flex` device (with or without
+    /// autodiff), `f32`, a layer with a bias and explicit or valid padding that is either a
+    /// canonical depthwise layer or a dense one with the same padding before and after. `None`
+    /// sends the call to [`Conv2d::forward`].
     pub(super) fn options(conv: &Conv2d, input: &Tensor<4>) -> Option<ConvOptions<2>> {
         let [_, channels, _, _] = input.dims();
         let [out_channels, per_group, _, _] = conv.weight.dims();
         let depthwise =
             conv.groups > 1 && conv.groups == channels && out_channels == channels && per_group == 1;
-        if !depthwise || conv.bias.is_none() || !super::super::on_flex_f32(input) {
+        let dense = conv.groups == 1 && per_group == channels;
+        if !(depthwise || dense) || conv.bias.is_none() || !super::super::on_flex_f32(input) {
             return None;
         }
         let padding = padding_pairs(&conv.padding)?;
+        if dense && padding.iter().any(|(begin, end)| begin != end) {
+            return None;
+        }
         Some(ConvOptions::new_with_padding(
             conv.stride,
             padding,
@@ -333,10 +419,10 @@ mod flex {
         ))
     }
 
-    /// [`super::forward`] on the direct path; `options` comes from [`options`].
+    /// [`super::forward`] through the kernels; `options` comes from [`options`].
     pub(super) fn forward(conv: &Conv2d, input: Tensor<4>, options: ConvOptions<2>) -> Tensor<4> {
         let bias = conv.bias.as_ref().expect("options() checked the bias").val();
-        let output = <Dispatch as DepthwiseConvBackend>::depthwise_conv2d(
+        let output = <Dispatch as KernelConvBackend>::kernel_conv2d(
             input.into_dispatch(),
             conv.weight.val().into_dispatch(),
             bias.into_dispatch(),
@@ -437,7 +523,34 @@ mod tests {
         }
     }
 
-    /// `conv` with deterministic weights and bias.
+    /// A convolution with deterministic weights and bias.
+    fn conv_layer(
+        [c_in, c_out]: [usize; 2],
+        kernel: usize,
+        stride: usize,
+        padding: PaddingConfig2d,
+        groups: usize,
+        device: &burn::tensor::Device,
+    ) -> Conv2d {
+        let mut conv = Conv2dConfig::new([c_in, c_out], [kernel, kernel])
+            .with_stride([stride, stride])
+            .with_padding(padding)
+            .with_groups(groups)
+            .with_bias(true)
+            .init(device);
+        let shape = [c_out, c_in / groups, kernel, kernel];
+        conv.weight = burn::module::Param::from_tensor(Tensor::from_data(
+            TensorData::new(values(shape.iter().product(), 3), shape),
+            device,
+        ));
+        conv.bias = Some(burn::module::Param::from_tensor(Tensor::from_data(
+            TensorData::new(values(c_out, 4), [c_out]),
+            device,
+        )));
+        conv
+    }
+
+    /// A depthwise convolution with deterministic weights and bias.
     fn depthwise_conv(
         channels: usize,
         kernel: usize,
@@ -445,22 +558,7 @@ mod tests {
         padding: PaddingConfig2d,
         device: &burn::tensor::Device,
     ) -> Conv2d {
-        let mut conv = Conv2dConfig::new([channels, channels], [kernel, kernel])
-            .with_stride([stride, stride])
-            .with_padding(padding)
-            .with_groups(channels)
-            .with_bias(true)
-            .init(device);
-        let weight = values(channels * kernel * kernel, 3);
-        conv.weight = burn::module::Param::from_tensor(Tensor::from_data(
-            TensorData::new(weight, [channels, 1, kernel, kernel]),
-            device,
-        ));
-        conv.bias = Some(burn::module::Param::from_tensor(Tensor::from_data(
-            TensorData::new(values(channels, 4), [channels]),
-            device,
-        )));
-        conv
+        conv_layer([channels, channels], kernel, stride, padding, channels, device)
     }
 
     fn assert_same(a: Tensor<4>, b: Tensor<4>, what: &str) {
@@ -474,17 +572,24 @@ mod tests {
     }
 
     /// On flex with autodiff the rerouted layer gives burn's values and input gradient, and with a
-    /// trainable weight and bias their gradients too.
+    /// trainable weight and bias their gradients too: depthwise layers (the direct backward) and
+    /// dense ones (the im2col forward).
     #[test]
     fn rerouted_layer_matches_burns_convolution_and_gradients() {
         let device = burn::tensor::Device::flex().autodiff();
-        for (kernel, stride, padding) in [
-            (3, 1, PaddingConfig2d::Explicit(1, 1, 1, 1)),
-            (3, 2, PaddingConfig2d::Explicit(0, 0, 1, 1)),
-            (5, 2, PaddingConfig2d::Explicit(1, 1, 2, 2)),
-            (3, 1, PaddingConfig2d::Valid),
+        for (channels, kernel, stride, padding, groups) in [
+            ([6, 6], 3, 1, PaddingConfig2d::Explicit(1, 1, 1, 1), 6),
+            ([6, 6], 3, 2, PaddingConfig2d::Explicit(0, 0, 1, 1), 6),
+            ([6, 6], 5, 2, PaddingConfig2d::Explicit(1, 1, 2, 2), 6),
+            ([6, 6], 3, 1, PaddingConfig2d::Valid, 6),
+            ([6, 5], 3, 1, PaddingConfig2d::Explicit(1, 1, 1, 1), 1), // ResNet's 3x3
+            ([6, 8], 3, 2, PaddingConfig2d::Explicit(1, 1, 1, 1), 1), // its stride-2 3x3
+            ([6, 8], 1, 2, PaddingConfig2d::Valid, 1),                // its shortcut
+            ([6, 4], 7, 2, PaddingConfig2d::Explicit(3, 3, 3, 3), 1), // its stem
+            ([6, 7], 1, 1, PaddingConfig2d::Valid, 1),                // pointwise
+            ([6, 3], 2, 3, PaddingConfig2d::Valid, 1),                // stride past the kernel
         ] {
-            let conv = depthwise_conv(6, kernel, stride, padding.clone(), &device);
+            let conv = conv_layer(channels, kernel, stride, padding.clone(), groups, &device);
             assert!(flex::options(&conv, &Tensor::zeros([1, 6, 13, 13], &device)).is_some());
             let x = Tensor::<4>::random([2, 6, 13, 13], Distribution::Uniform(-1.0, 1.0), &device);
             let upstream =
@@ -504,14 +609,15 @@ mod tests {
             };
             let (y, x_grad, w_grad, b_grad) = run(true);
             let (y_ref, x_grad_ref, w_grad_ref, b_grad_ref) = run(false);
-            let what = format!("kernel {kernel}, stride {stride}, {padding:?}");
+            let what =
+                format!("{channels:?}, kernel {kernel}, stride {stride}, {padding:?}, groups {groups}");
             assert_same(y, y_ref, &format!("{what}: output"));
             assert_same(x_grad, x_grad_ref, &format!("{what}: input gradient"));
             assert_same(w_grad, w_grad_ref, &format!("{what}: weight gradient"));
             assert_eq!(b_grad.dims(), b_grad_ref.dims());
             assert_same(
-                b_grad.reshape([1, 1, 1, 6]),
-                b_grad_ref.reshape([1, 1, 1, 6]),
+                b_grad.reshape([1, 1, 1, channels[1]]),
+                b_grad_ref.reshape([1, 1, 1, channels[1]]),
                 &format!("{what}: bias gradient"),
             );
         }
@@ -567,12 +673,43 @@ mod tests {
         let mut no_bias = depthwise_conv(4, 3, 1, PaddingConfig2d::Valid, &device);
         no_bias.bias = None;
         assert!(flex::options(&no_bias, &input).is_none(), "no bias");
-        let dense = Conv2dConfig::new([4, 4], [3, 3]).init(&device);
-        assert!(flex::options(&dense, &input).is_none(), "dense");
+        let grouped = conv_layer([4, 4], 3, 1, PaddingConfig2d::Valid, 2, &device);
+        assert!(
+            flex::options(&grouped, &input).is_none(),
+            "grouped, not depthwise"
+        );
+        let asymmetric = conv_layer([4, 4], 3, 2, PaddingConfig2d::Explicit(0, 0, 1, 1), 1, &device);
+        assert!(
+            flex::options(&asymmetric, &input).is_none(),
+            "dense, asymmetric padding"
+        );
+        for conv in [grouped, asymmetric] {
+            assert_same(
+                forward(&conv, input.clone()),
+                conv.forward(input.clone()),
+                "uncovered layers pass through",
+            );
+        }
+
+        // A frozen dense layer on the plain device: the im2col forward, burn's input gradient.
+        let dense = conv_layer(
+            [4, 6],
+            3,
+            1,
+            PaddingConfig2d::Explicit(1, 1, 1, 1),
+            1,
+            &burn::tensor::Device::flex(),
+        );
+        let grads = forward(&dense, x.clone()).sum().backward();
+        let reference = {
+            let x = x.clone().detach().require_grad();
+            let grads = dense.forward(x.clone()).sum().backward();
+            x.grad(&grads).unwrap()
+        };
         assert_same(
-            forward(&dense, input.clone()),
-            dense.forward(input),
-            "dense passes through",
+            x.grad(&grads).unwrap(),
+            reference,
+            "frozen dense layer: input gradient",
         );
     }
 }
