@@ -21,6 +21,8 @@
 //! exactly [`Conv2d::forward`].
 
 #[cfg(feature = "flex")]
+use super::Geometry;
+#[cfg(feature = "flex")]
 use burn::nn::PaddingConfig2d;
 use burn::nn::conv::Conv2d;
 use burn::tensor::Tensor;
@@ -37,29 +39,6 @@ pub fn forward(conv: &Conv2d, input: Tensor<4>) -> Tensor<4> {
 }
 
 #[cfg(feature = "flex")]
-/// Shapes of one depthwise convolution, as the direct input-gradient kernel needs them.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) struct Geometry {
-    /// Images in the batch.
-    pub batch: usize,
-    /// Channels (= groups).
-    pub channels: usize,
-    /// Input plane `[height, width]`.
-    pub input: [usize; 2],
-    /// Output plane `[height, width]`.
-    pub output: [usize; 2],
-    /// Kernel `[height, width]`.
-    pub kernel: [usize; 2],
-    /// Stride `[vertical, horizontal]`, non-zero.
-    pub stride: [usize; 2],
-    /// Dilation `[vertical, horizontal]`, non-zero.
-    pub dilation: [usize; 2],
-    /// Padding before the first row and column; the padding after them does not change the
-    /// input gradient (it only decides how many output positions exist).
-    pub pad_begin: [usize; 2],
-}
-
-#[cfg(feature = "flex")]
 /// The input gradient of a depthwise convolution:
 /// `grad_in[n, c, oy*sy + ky*dy - py, ox*sx + kx*dx - px] += grad_out[n, c, oy, ox] * weight[c, ky, kx]`
 /// over every output position and kernel tap that lands inside the input.
@@ -73,9 +52,9 @@ pub(crate) fn input_grad_f32(grad_out: &[f32], weight: &[f32], geometry: &Geomet
     let [out_h, out_w] = geometry.output;
     let [k_h, k_w] = geometry.kernel;
     let (in_plane, out_plane, taps) = (in_h * in_w, out_h * out_w, k_h * k_w);
-    debug_assert_eq!(grad_out.len(), geometry.batch * geometry.channels * out_plane);
-    debug_assert_eq!(weight.len(), geometry.channels * taps);
-    let mut grad_in = vec![0f32; geometry.batch * geometry.channels * in_plane];
+    debug_assert_eq!(grad_out.len(), geometry.batch * geometry.channels_in * out_plane);
+    debug_assert_eq!(weight.len(), geometry.channels_in * taps);
+    let mut grad_in = vec![0f32; geometry.batch * geometry.channels_in * in_plane];
     if in_plane == 0 || out_plane == 0 {
         return grad_in;
     }
@@ -84,7 +63,7 @@ pub(crate) fn input_grad_f32(grad_out: &[f32], weight: &[f32], geometry: &Geomet
         .zip(grad_out.par_chunks(out_plane))
         .enumerate()
         .for_each_init(Vec::new, |row, (plane, (grad_in, grad_out))| {
-            let channel = plane % geometry.channels;
+            let channel = plane % geometry.channels_in;
             let weight = &weight[channel * taps..(channel + 1) * taps];
             scatter_plane(grad_out, weight, geometry, grad_in, row);
         });
@@ -248,7 +227,7 @@ mod flex {
             let span = options.dilation[a] * (kernel - 1) + 1;
             (input + 2 * pad[a]).saturating_sub(span) / options.stride[a] + 1
         });
-        let geometry = dense::Geometry {
+        let geometry = Geometry {
             batch,
             channels_in,
             channels_out,
@@ -272,9 +251,11 @@ mod flex {
         ))
     }
 
-    /// The input gradient of a dense convolution with symmetric padding: burn's own, a transposed
-    /// convolution of the output gradient (what `conv2d_x_backward` runs, without needing `x`).
-    fn dense_input_grad(
+    /// The input gradient, `[batch, c_in, in_h, in_w]`, from the output gradient `grad`. A dense
+    /// layer (symmetric padding: [`options`]) takes burn's own, a transposed convolution of `grad`
+    /// (what `conv2d_x_backward` runs, without needing `x`); a depthwise one [`input_grad_f32`]
+    /// (only `f32` reaches this op).
+    fn input_grad(
         grad: FloatTensor<Flex>,
         weight: FloatTensor<Flex>,
         options: &ConvOptions<2>,
@@ -282,6 +263,9 @@ mod flex {
     ) -> FloatTensor<Flex> {
         let out_dims = grad.shape().dims::<4>();
         let weight_dims = weight.shape().dims::<4>();
+        if options.groups != 1 {
+            return depthwise_input_grad(grad, weight, options, x_dims, out_dims, weight_dims);
+        }
         let pad = options.padding_begin();
         // The input rows and columns the strided output does not reach (its last partial stride).
         let padding_out = [0, 1].map(|a| {
@@ -323,29 +307,24 @@ mod flex {
                 grads.register::<Flex>(node.id, Flex::float_reshape(g, Shape::new([channels])));
             }
             if let Some(node) = node_x {
-                let g = if options.groups == 1 {
-                    dense_input_grad(grad, weight, &options, x_dims)
-                } else {
-                    input_grad(grad, weight, &options, x_dims)
-                };
-                grads.register::<Flex>(node.id, g);
+                grads.register::<Flex>(node.id, input_grad(grad, weight, &options, x_dims));
             }
         }
     }
 
-    /// The input gradient of a depthwise convolution through [`input_grad_f32`] (only `f32`
-    /// reaches this op: [`options`]).
-    fn input_grad(
+    /// [`input_grad`] of a depthwise layer, through [`input_grad_f32`].
+    fn depthwise_input_grad(
         grad: FloatTensor<Flex>,
         weight: FloatTensor<Flex>,
         options: &ConvOptions<2>,
         x_dims: [usize; 4],
+        out_dims: [usize; 4],
+        weight_dims: [usize; 4],
     ) -> FloatTensor<Flex> {
-        let out_dims = grad.shape().dims::<4>();
-        let weight_dims = weight.shape().dims::<4>();
         let geometry = Geometry {
             batch: x_dims[0],
-            channels: x_dims[1],
+            channels_in: x_dims[1],
+            channels_out: x_dims[1],
             input: [x_dims[2], x_dims[3]],
             output: [out_dims[2], out_dims[3]],
             kernel: [weight_dims[2], weight_dims[3]],
@@ -435,6 +414,7 @@ mod flex {
 #[cfg(all(test, feature = "flex"))]
 mod tests {
     use super::*;
+    use crate::kernels::test_values::{input_position, out_size, values};
     use burn::module::Module;
     use burn::nn::conv::Conv2dConfig;
     use burn::tensor::{Distribution, TensorData};
@@ -442,22 +422,18 @@ mod tests {
     /// The input gradient by definition: every (output position, tap) pair, bounds-checked.
     fn naive_input_grad(grad_out: &[f32], weight: &[f32], g: &Geometry) -> Vec<f32> {
         let ([ih, iw], [oh, ow], [kh, kw]) = (g.input, g.output, g.kernel);
-        let mut grad_in = vec![0f32; g.batch * g.channels * ih * iw];
+        let mut grad_in = vec![0f32; g.batch * g.channels_in * ih * iw];
         for n in 0..g.batch {
-            for c in 0..g.channels {
+            for c in 0..g.channels_in {
                 for oy in 0..oh {
                     for ox in 0..ow {
                         for ky in 0..kh {
                             for kx in 0..kw {
-                                let iy = (oy * g.stride[0] + ky * g.dilation[0]) as isize
-                                    - g.pad_begin[0] as isize;
-                                let ix = (ox * g.stride[1] + kx * g.dilation[1]) as isize
-                                    - g.pad_begin[1] as isize;
-                                if iy < 0 || ix < 0 || iy >= ih as isize || ix >= iw as isize {
+                                let Some([iy, ix]) = input_position(g, [oy, ox], [ky, kx]) else {
                                     continue;
-                                }
-                                let plane = n * g.channels + c;
-                                grad_in[(plane * ih + iy as usize) * iw + ix as usize] +=
+                                };
+                                let plane = n * g.channels_in + c;
+                                grad_in[(plane * ih + iy) * iw + ix] +=
                                     grad_out[(plane * oh + oy) * ow + ox] * weight[(c * kh + ky) * kw + kx];
                             }
                         }
@@ -466,24 +442,6 @@ mod tests {
             }
         }
         grad_in
-    }
-
-    /// Deterministic values in [-1, 1).
-    fn values(len: usize, seed: u32) -> Vec<f32> {
-        (0..len as u32)
-            .map(|i| {
-                ((i.wrapping_mul(2_654_435_761)
-                    .wrapping_add(seed.wrapping_mul(40_503))
-                    >> 8)
-                    % 2000) as f32
-                    / 1000.0
-                    - 1.0
-            })
-            .collect()
-    }
-
-    fn out_size(input: usize, kernel: usize, stride: usize, dilation: usize, pad: (usize, usize)) -> usize {
-        (input + pad.0 + pad.1 - dilation * (kernel - 1) - 1) / stride + 1
     }
 
     #[test]
@@ -504,7 +462,8 @@ mod tests {
             let output = [0, 1].map(|a| out_size(input[a], kernel[a], stride[a], dilation[a], padding[a]));
             let g = Geometry {
                 batch: 2,
-                channels: 3,
+                channels_in: 3,
+                channels_out: 3,
                 input,
                 output,
                 kernel,
@@ -623,6 +582,13 @@ mod tests {
         }
     }
 
+    /// The gradient of `conv.forward(x).sum()` with respect to `x`, through burn's own ops.
+    fn burns_input_grad(conv: &Conv2d, x: &Tensor<4>) -> Tensor<4> {
+        let x = x.clone().detach().require_grad();
+        let grads = conv.forward(x.clone()).sum().backward();
+        x.grad(&grads).unwrap()
+    }
+
     /// A frozen layer (no weight gradient wanted) still passes the input gradient, and layers the
     /// direct path does not cover go to `Conv2d::forward`.
     #[test]
@@ -631,11 +597,7 @@ mod tests {
         let conv = depthwise_conv(4, 3, 1, PaddingConfig2d::Explicit(1, 1, 1, 1), &device).no_grad();
         let x = Tensor::<4>::random([1, 4, 8, 8], Distribution::Default, &device).require_grad();
         let grads = forward(&conv, x.clone()).sum().backward();
-        let reference = {
-            let x = x.clone().detach().require_grad();
-            let grads = conv.forward(x.clone()).sum().backward();
-            x.grad(&grads).unwrap()
-        };
+        let reference = burns_input_grad(&conv, &x);
         assert_same(
             x.grad(&grads).unwrap(),
             reference.clone(),
@@ -701,11 +663,7 @@ mod tests {
             &burn::tensor::Device::flex(),
         );
         let grads = forward(&dense, x.clone()).sum().backward();
-        let reference = {
-            let x = x.clone().detach().require_grad();
-            let grads = dense.forward(x.clone()).sum().backward();
-            x.grad(&grads).unwrap()
-        };
+        let reference = burns_input_grad(&dense, &x);
         assert_same(
             x.grad(&grads).unwrap(),
             reference,

@@ -13,32 +13,11 @@
 
 use rayon::prelude::*;
 
+use super::Geometry;
+
 /// Most `f32`s in one image's column buffer (16 MiB): larger images are done in chunks of
 /// output rows. ResNet-18's layers at 224 px fit whole (at most 7.4 MiB).
 pub(crate) const COLUMN_LIMIT: usize = 4 << 20;
-
-/// Shapes of one dense convolution.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) struct Geometry {
-    /// Images in the batch.
-    pub batch: usize,
-    /// Input channels.
-    pub channels_in: usize,
-    /// Output channels.
-    pub channels_out: usize,
-    /// Input plane `[height, width]`.
-    pub input: [usize; 2],
-    /// Output plane `[height, width]`.
-    pub output: [usize; 2],
-    /// Kernel `[height, width]`.
-    pub kernel: [usize; 2],
-    /// Stride `[vertical, horizontal]`, non-zero.
-    pub stride: [usize; 2],
-    /// Dilation `[vertical, horizontal]`, non-zero.
-    pub dilation: [usize; 2],
-    /// Padding before the first row and column (the padding after them only decides `output`).
-    pub pad_begin: [usize; 2],
-}
 
 impl Geometry {
     /// Rows of the column matrix: one per (input channel, kernel row, kernel column).
@@ -298,6 +277,7 @@ fn gemm_into(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::kernels::test_values::{input_position, out_size, values};
 
     /// The convolution by definition, bounds-checked tap by tap.
     fn naive(input: &[f32], weight: &[f32], bias: Option<&[f32]>, g: &Geometry) -> Vec<f32> {
@@ -311,16 +291,11 @@ mod tests {
                         for c in 0..g.channels_in {
                             for ky in 0..kh {
                                 for kx in 0..kw {
-                                    let iy = (y * g.stride[0] + ky * g.dilation[0]) as isize
-                                        - g.pad_begin[0] as isize;
-                                    let ix = (x * g.stride[1] + kx * g.dilation[1]) as isize
-                                        - g.pad_begin[1] as isize;
-                                    if iy < 0 || ix < 0 || iy >= ih as isize || ix >= iw as isize {
+                                    let Some([iy, ix]) = input_position(g, [y, x], [ky, kx]) else {
                                         continue;
-                                    }
+                                    };
                                     sum += weight[((o * g.channels_in + c) * kh + ky) * kw + kx]
-                                        * input
-                                            [((n * g.channels_in + c) * ih + iy as usize) * iw + ix as usize];
+                                        * input[((n * g.channels_in + c) * ih + iy) * iw + ix];
                                 }
                             }
                         }
@@ -330,24 +305,6 @@ mod tests {
             }
         }
         out
-    }
-
-    /// Deterministic values in [-1, 1).
-    fn values(len: usize, seed: u32) -> Vec<f32> {
-        (0..len as u32)
-            .map(|i| {
-                ((i.wrapping_mul(2_654_435_761)
-                    .wrapping_add(seed.wrapping_mul(40_503))
-                    >> 8)
-                    % 2000) as f32
-                    / 1000.0
-                    - 1.0
-            })
-            .collect()
-    }
-
-    fn out_size(input: usize, kernel: usize, stride: usize, dilation: usize, pad: (usize, usize)) -> usize {
-        (input + pad.0 + pad.1 - dilation * (kernel - 1) - 1) / stride + 1
     }
 
     #[test]

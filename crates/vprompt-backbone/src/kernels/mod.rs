@@ -25,10 +25,77 @@ mod relu6;
 
 pub use relu6::relu6;
 
+/// Shapes of one convolution, as the kernels need them (for a depthwise one, `channels_in ==
+/// channels_out` is the number of groups).
+#[cfg(feature = "flex")]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Geometry {
+    /// Images in the batch.
+    pub batch: usize,
+    /// Input channels.
+    pub channels_in: usize,
+    /// Output channels.
+    pub channels_out: usize,
+    /// Input plane `[height, width]`.
+    pub input: [usize; 2],
+    /// Output plane `[height, width]`.
+    pub output: [usize; 2],
+    /// Kernel `[height, width]`.
+    pub kernel: [usize; 2],
+    /// Stride `[vertical, horizontal]`, non-zero.
+    pub stride: [usize; 2],
+    /// Dilation `[vertical, horizontal]`, non-zero.
+    pub dilation: [usize; 2],
+    /// Padding before the first row and column; the padding after them only decides how many
+    /// output positions exist (`output`).
+    pub pad_begin: [usize; 2],
+}
+
 /// Whether `tensor` lives on a `flex` device (with or without autodiff) in `f32`: where the
 /// extensions in this module run.
 #[cfg(feature = "flex")]
 fn on_flex_f32<const D: usize>(tensor: &burn::tensor::Tensor<D>) -> bool {
     tensor.dtype() == burn::tensor::DType::F32
         && tensor.device().without_autodiff() == burn::tensor::Device::flex()
+}
+
+/// Inputs shared by the kernels' tests.
+#[cfg(all(test, feature = "flex"))]
+mod test_values {
+    /// Deterministic values in [-1, 1).
+    pub(crate) fn values(len: usize, seed: u32) -> Vec<f32> {
+        (0..len as u32)
+            .map(|i| {
+                ((i.wrapping_mul(2_654_435_761)
+                    .wrapping_add(seed.wrapping_mul(40_503))
+                    >> 8)
+                    % 2000) as f32
+                    / 1000.0
+                    - 1.0
+            })
+            .collect()
+    }
+
+    /// The input position output position `[y, x]` reads through kernel tap `[ky, kx]`, by
+    /// definition; `None` in the padding.
+    pub(crate) fn input_position(
+        g: &super::Geometry,
+        [y, x]: [usize; 2],
+        [ky, kx]: [usize; 2],
+    ) -> Option<[usize; 2]> {
+        let iy = (y * g.stride[0] + ky * g.dilation[0]).checked_sub(g.pad_begin[0])?;
+        let ix = (x * g.stride[1] + kx * g.dilation[1]).checked_sub(g.pad_begin[1])?;
+        (iy < g.input[0] && ix < g.input[1]).then_some([iy, ix])
+    }
+
+    /// A convolution's output size along one axis, by definition.
+    pub(crate) fn out_size(
+        input: usize,
+        kernel: usize,
+        stride: usize,
+        dilation: usize,
+        pad: (usize, usize),
+    ) -> usize {
+        (input + pad.0 + pad.1 - dilation * (kernel - 1) - 1) / stride + 1
+    }
 }
