@@ -176,6 +176,7 @@ mod flex {
     use burn::backend::autodiff::checkpoint::{base::Checkpointer, strategy::CheckpointStrategy};
     use burn::backend::autodiff::grads::Gradients;
     use burn::backend::autodiff::ops::{Backward, Ops, OpsKind};
+    use burn::backend::ops::conv::{calculate_conv_output_size, calculate_padding_out};
     use burn::backend::ops::{ConvOptions, ConvTransposeOptions, FloatTensorOps, ModuleOps};
     use burn::backend::tensor::FloatTensor;
     use burn::backend::{Autodiff, Backend, Dispatch, Flex, TensorMetadata, backend_extension};
@@ -219,25 +220,15 @@ mod flex {
         bias: FloatTensor<Flex>,
         options: &ConvOptions<2>,
     ) -> FloatTensor<Flex> {
-        let [batch, channels_in, in_h, in_w] = x.shape().dims::<4>();
-        let [channels_out, _, k_h, k_w] = weight.shape().dims::<4>();
+        let x_dims = x.shape().dims::<4>();
+        let weight_dims = weight.shape().dims::<4>();
         let pad = options.padding_begin();
-        let output = [0, 1].map(|a| {
-            let [input, kernel] = [[in_h, in_w][a], [k_h, k_w][a]];
-            let span = options.dilation[a] * (kernel - 1) + 1;
-            (input + 2 * pad[a]).saturating_sub(span) / options.stride[a] + 1
+        let [out_h, out_w] = [0, 1].map(|a| {
+            let (kernel, input) = (weight_dims[2 + a], x_dims[2 + a]);
+            calculate_conv_output_size(kernel, options.stride[a], pad[a], options.dilation[a], input)
         });
-        let geometry = Geometry {
-            batch,
-            channels_in,
-            channels_out,
-            input: [in_h, in_w],
-            output,
-            kernel: [k_h, k_w],
-            stride: options.stride,
-            dilation: options.dilation,
-            pad_begin: pad,
-        };
+        let out_dims = [x_dims[0], weight_dims[0], out_h, out_w];
+        let geometry = geometry(x_dims, weight_dims, out_dims, options);
         let (x, weight, bias) = (x.to_contiguous(), weight.to_contiguous(), bias.to_contiguous());
         let values = dense::forward_f32(
             x.as_slice::<f32>().expect("options() admits f32 only"),
@@ -245,10 +236,28 @@ mod flex {
             Some(bias.as_slice::<f32>().expect("options() admits f32 only")),
             &geometry,
         );
-        FloatTensor::<Flex>::from_data(TensorData::new(
-            values,
-            [batch, channels_out, output[0], output[1]],
-        ))
+        FloatTensor::<Flex>::from_data(TensorData::new(values, out_dims))
+    }
+
+    /// The kernels' view of a convolution of `x_dims` by `weight_dims` (`[c_out, c_in / groups,
+    /// k_h, k_w]`) into `out_dims`.
+    fn geometry(
+        x_dims: [usize; 4],
+        weight_dims: [usize; 4],
+        out_dims: [usize; 4],
+        options: &ConvOptions<2>,
+    ) -> Geometry {
+        Geometry {
+            batch: x_dims[0],
+            channels_in: x_dims[1],
+            channels_out: weight_dims[0],
+            input: [x_dims[2], x_dims[3]],
+            output: [out_dims[2], out_dims[3]],
+            kernel: [weight_dims[2], weight_dims[3]],
+            stride: options.stride,
+            dilation: options.dilation,
+            pad_begin: options.padding_begin(),
+        }
     }
 
     /// The input gradient, `[batch, c_in, in_h, in_w]`, from the output gradient `grad`. A dense
@@ -269,9 +278,8 @@ mod flex {
         let pad = options.padding_begin();
         // The input rows and columns the strided output does not reach (its last partial stride).
         let padding_out = [0, 1].map(|a| {
-            let span = options.dilation[a] * (weight_dims[2 + a] - 1) + 1;
-            let reached = (out_dims[2 + a] - 1) * options.stride[a] + span;
-            (x_dims[2 + a] + 2 * pad[a]).saturating_sub(reached)
+            let (kernel, stride, dilation) = (weight_dims[2 + a], options.stride[a], options.dilation[a]);
+            calculate_padding_out(kernel, stride, pad[a], dilation, x_dims[2 + a], out_dims[2 + a])
         });
         let transposed = ConvTransposeOptions::new(options.stride, pad, padding_out, options.dilation, 1);
         Flex::conv_transpose2d(grad, weight, None, transposed)
@@ -321,17 +329,7 @@ mod flex {
         out_dims: [usize; 4],
         weight_dims: [usize; 4],
     ) -> FloatTensor<Flex> {
-        let geometry = Geometry {
-            batch: x_dims[0],
-            channels_in: x_dims[1],
-            channels_out: x_dims[1],
-            input: [x_dims[2], x_dims[3]],
-            output: [out_dims[2], out_dims[3]],
-            kernel: [weight_dims[2], weight_dims[3]],
-            stride: options.stride,
-            dilation: options.dilation,
-            pad_begin: options.padding_begin(),
-        };
+        let geometry = geometry(x_dims, weight_dims, out_dims, options);
         let grad = grad.to_contiguous();
         let weight = weight.to_contiguous();
         let values = input_grad_f32(
