@@ -2,12 +2,14 @@
 # The device-parametrised tests on Burn's wgpu backend (scripts/test-backend.sh), through Vulkan.
 #
 # On a machine without a GPU, Mesa's software Vulkan driver (lavapipe: `apt-get install
-# mesa-vulkan-drivers`) provides the adapter. Not part of `.ci/run`: on the 2-core CI machine the
-# wgpu build takes 47 minutes and the 22 tests 19 minutes on lavapipe, against a 40-minute budget
-# for the whole run (docs/backends.md).
-# Arguments go to `cargo test` (e.g. `--release`).
+# mesa-vulkan-drivers`) provides the adapter; `.ci/run` runs this after the flex tests.
+# cubecl's autotune at its `minimal` level: on lavapipe every candidate kernel it tries is compiled
+# by LLVM, and the default level made the Lite0 tests 5.8x slower (476 s against 82 s,
+# docs/backends.md). It only chooses between kernels that compute the same thing.
+# Arguments go to `cargo test` (e.g. `--verbose`).
 set -euo pipefail
 export WGPU_BACKEND="${WGPU_BACKEND:-vulkan}"
+export CUBECL_AUTOTUNE_LEVEL="${CUBECL_AUTOTUNE_LEVEL:-minimal}"
 # Without a desktop session Mesa prints "XDG_RUNTIME_DIR is invalid or not set" for every adapter
 # it opens; a private empty directory silences it (Mesa leaves nothing in it).
 if [ -z "${XDG_RUNTIME_DIR:-}" ]; then

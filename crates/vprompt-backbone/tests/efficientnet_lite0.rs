@@ -99,6 +99,7 @@ device_tests!(
     weights_are_frozen
 );
 
+#[cfg(feature = "flex")]
 #[test]
 fn preset_facts() {
     let backbone = ImageBackbone::efficientnet_lite0(&Device::flex()).unwrap();

@@ -51,6 +51,7 @@ device_tests!(lite0_matches_pytorch_at_160_by_288);
 
 /// Non-square sizes and the smallest allowed side give outputs of the preset's sizes; the
 /// resized backbone is still frozen and still trains a prompt (the input gradient exists).
+#[cfg(feature = "flex")]
 #[test]
 fn resized_resnet_runs_and_passes_gradients() {
     let device = Device::flex().autodiff();
@@ -80,6 +81,7 @@ fn resized_resnet_runs_and_passes_gradients() {
     );
 }
 
+#[cfg(feature = "flex")]
 #[test]
 fn bad_sizes_and_vits_are_refused() {
     let device = Device::flex();

@@ -4,6 +4,7 @@
 use burn::prelude::*;
 use vprompt_backbone::*;
 
+#[cfg(feature = "flex")]
 fn lite0_file(dir: &std::path::Path) -> std::path::PathBuf {
     let path = dir.join("lite0.bpk");
     ImageBackbone::efficientnet_lite0(&Device::flex())
@@ -13,6 +14,7 @@ fn lite0_file(dir: &std::path::Path) -> std::path::PathBuf {
     path
 }
 
+#[cfg(feature = "flex")]
 #[test]
 fn a_saved_backbone_reloads_identically() {
     let device = Device::flex();
@@ -34,6 +36,7 @@ fn a_saved_backbone_reloads_identically() {
     assert!(std::fs::read(&path).unwrap() == committed);
 }
 
+#[cfg(feature = "flex")]
 #[test]
 fn missing_weights_say_how_to_make_them() {
     let err =
@@ -57,6 +60,7 @@ fn missing_weights_say_how_to_make_them() {
     assert!(message.contains("/nonexistent/resnet50.bpk"), "{message}");
 }
 
+#[cfg(feature = "flex")]
 #[test]
 fn weights_of_another_preset_are_refused() {
     let dir = tempfile::tempdir().unwrap();
@@ -68,6 +72,7 @@ fn weights_of_another_preset_are_refused() {
     );
 }
 
+#[cfg(feature = "flex")]
 #[test]
 fn truncated_and_foreign_files_are_refused() {
     let device = Device::flex();
@@ -90,6 +95,7 @@ fn truncated_and_foreign_files_are_refused() {
     }
 }
 
+#[cfg(feature = "flex")]
 #[test]
 fn untagged_weights_of_another_architecture_name_the_tensors() {
     // A Burnpack file without vprompt's preset tag (as burn-onnx writes them): the tensor check
@@ -115,6 +121,7 @@ fn untagged_weights_of_another_architecture_name_the_tensors() {
     );
 }
 
+#[cfg(feature = "flex")]
 #[test]
 fn inputs_of_the_wrong_shape_are_refused() {
     let device = Device::flex();
@@ -141,6 +148,7 @@ fn inputs_of_the_wrong_shape_are_refused() {
     assert!(err.to_string().contains("[batch, 77]"), "{err}");
 }
 
+#[cfg(feature = "flex")]
 #[test]
 fn modality_and_names_are_checked() {
     let device = Device::flex();
@@ -177,6 +185,7 @@ fn modality_and_names_are_checked() {
     }
 }
 
+#[cfg(feature = "flex")]
 #[test]
 fn normalization_matches_its_formula() {
     let device = Device::flex();
@@ -201,18 +210,18 @@ fn normalization_matches_its_formula() {
 fn a_loaded_backbone_does_not_need_its_file(device: &Device) {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("tiny.bpk");
-    let original = ImageBackbone::with_random_weights(Preset::TinyResNet, 1, 0.1, &Device::flex()).unwrap();
+    let original = ImageBackbone::with_random_weights(Preset::TinyResNet, 1, 0.1, device).unwrap();
     original.save(&path).unwrap();
     let loaded = ImageBackbone::load(Preset::TinyResNet, &path, device).unwrap();
     // Replace the file by other weights, then delete it, before the loaded model is first used.
-    ImageBackbone::with_random_weights(Preset::TinyResNet, 2, 0.1, &Device::flex())
+    ImageBackbone::with_random_weights(Preset::TinyResNet, 2, 0.1, device)
         .unwrap()
         .save(&path)
         .unwrap();
     std::fs::remove_file(&path).unwrap();
     let [h, w] = loaded.input_size();
-    let x = Tensor::<4>::random([2, 3, h, w], burn::tensor::Distribution::Default, &Device::flex());
-    let got = vprompt_testkit::to_vec(loaded.forward(Tensor::from_data(x.to_data(), device)).unwrap());
+    let x = Tensor::<4>::random([2, 3, h, w], burn::tensor::Distribution::Default, device);
+    let got = vprompt_testkit::to_vec(loaded.forward(x.clone()).unwrap());
     let want = vprompt_testkit::to_vec(original.forward(x).unwrap());
     vprompt_testkit::assert_close(&got, &want, 1e-4, 1e-4);
 }

@@ -221,6 +221,7 @@ fn class_names_and_templates() {
     assert!(IMAGENET_TEMPLATES.iter().all(|t| t.matches("{}").count() == 1));
 }
 
+#[cfg(feature = "flex")]
 #[test]
 fn invalid_mappings_give_typed_errors() {
     let device = Device::flex();

@@ -69,6 +69,7 @@ device_tests!(
     loaded_prompt_is_trainable_on_an_autodiff_device
 );
 
+#[cfg(feature = "flex")]
 #[test]
 fn bad_prompt_files_give_typed_errors() {
     let device = Device::flex();
@@ -105,10 +106,12 @@ fn bad_prompt_files_give_typed_errors() {
     assert!(matches!(err, PromptError::InvalidFile { .. }), "{err}");
 }
 
+#[cfg(feature = "flex")]
 fn burn_store_for(path: &std::path::Path) -> burn_store::BurnpackStore {
     burn_store::BurnpackStore::from_file(path).auto_extension(false)
 }
 
+#[cfg(feature = "flex")]
 #[test]
 fn png_shows_the_prompt_with_a_symmetric_scale() {
     let device = Device::flex();

@@ -162,6 +162,7 @@ device_tests!(
     same_seed_same_values_other_seed_other_values,
 );
 
+#[cfg(feature = "flex")]
 #[test]
 fn num_params_follow_the_paper() {
     let device = Device::flex();
@@ -197,6 +198,7 @@ fn num_params_follow_the_paper() {
     assert_eq!(VisualPrompt::num_params(&any), 69_840);
 }
 
+#[cfg(feature = "flex")]
 #[test]
 fn single_pixel_prompt_changes_one_pixel() {
     let device = Device::flex();
@@ -217,6 +219,7 @@ fn single_pixel_prompt_changes_one_pixel() {
     assert_eq!(changed, vec![at(0), at(1), at(2)]);
 }
 
+#[cfg(feature = "flex")]
 #[test]
 fn random_patch_draws_are_seeded_bounded_and_spread() {
     let device = Device::flex();
