@@ -9,9 +9,8 @@
 # `cuda` needs an NVIDIA driver and CUDA toolkit, and tracel-llvm-bundler's LLVM build: it is
 # downloaded from GitHub on the first build, or taken from `~/.local/share/tracel` (copy that folder
 # over on a machine that cannot reach GitHub). `wgpu` needs a Vulkan (or Metal/DX12) driver. Each
-# backend is a release build of the whole stack (not yet timed on a GPU machine; the debug wgpu test
-# build took 47 minutes on the 2-core development machine). The tests are scripts/test-backend.sh's;
-# the flex copies run in `.ci/run`.
+# backend is a release build of the whole stack (not yet timed on a GPU machine). The tests are
+# scripts/test-backend.sh's; the flex copies and the wgpu ones on lavapipe run in `.ci/run`.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 backends=("$@")

@@ -6,9 +6,10 @@
 # One cargo invocation that builds only the test files calling `device_tests!` (found here, so a
 # file that adds device tests is covered without being listed), with that backend alone (no
 # `flex`), in the `backend-tests` profile (Cargo.toml: the GPU stack at opt-level 1), then runs only
-# the `<backend>::` tests, one at a time: on lavapipe two tests at once took 5x longer than one
-# after the other (docs/backends.md). One invocation on purpose: `-p <crate> --features <backend>`
-# per crate unifies features differently for each crate and rebuilds Burn each time.
+# the `<backend>::` tests, one at a time, so that autotune does not time its candidate kernels
+# while another test uses the device (lavapipe runs them on the same 2 cores). One invocation on
+# purpose: `-p <crate> --features <backend>` per crate unifies features differently for each crate
+# and rebuilds Burn each time.
 #
 # Usage: scripts/test-backend.sh wgpu|cuda|cpu [cargo test options]
 # Used by scripts/test-wgpu.sh (lavapipe, no GPU; in .ci/run) and scripts/gpu-check.sh.

@@ -4,8 +4,8 @@
 # On a machine without a GPU, Mesa's software Vulkan driver (lavapipe: `apt-get install
 # mesa-vulkan-drivers`) provides the adapter; `.ci/run` runs this after the flex tests.
 # cubecl's autotune at its `minimal` level: on lavapipe every candidate kernel it tries is compiled
-# by LLVM, and the default level made the Lite0 tests 5.8x slower (476 s against 82 s,
-# docs/backends.md). It only chooses between kernels that compute the same thing.
+# by LLVM and timed on the CPU, which is most of these tests' time (docs/backends.md). It only
+# chooses between kernels that compute the same thing.
 # Arguments go to `cargo test` (e.g. `--verbose`).
 set -euo pipefail
 export WGPU_BACKEND="${WGPU_BACKEND:-vulkan}"

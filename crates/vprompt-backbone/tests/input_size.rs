@@ -1,5 +1,6 @@
 //! `ImageBackbone::with_input_size`: convolutional presets run at other image sizes, ViTs refuse.
 
+#[cfg(feature = "flex")] // only the flex-only tests count parameters
 use burn::module::Module;
 use burn::prelude::*;
 use vprompt_backbone::*;
