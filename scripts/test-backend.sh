@@ -5,9 +5,10 @@
 #
 # One cargo invocation that builds only the test files calling `device_tests!` (found here, so a
 # file that adds device tests is covered without being listed), with that backend alone (no
-# `flex`), in the `backend-tests` profile (Cargo.toml: the GPU stack at opt-level 1), then runs only
-# the `<backend>::` tests, one at a time, so that autotune does not time its candidate kernels
-# while another test uses the device (lavapipe runs them on the same 2 cores). One invocation on
+# `flex`), in the `backend-tests` profile (Cargo.toml: the GPU stack at opt-level 0, its kernel
+# compiler at 1), then runs only the `<backend>::` tests, one at a time, so that autotune does not
+# time its candidate kernels while another test uses the device (lavapipe runs them on the same 2
+# cores). One invocation on
 # purpose: `-p <crate> --features <backend>` per crate unifies features differently for each crate
 # and rebuilds Burn each time.
 #
