@@ -8,9 +8,8 @@
 # `flex`), in the `backend-tests` profile (Cargo.toml: the GPU stack at opt-level 0, its kernel
 # compiler at 1), then runs only the `<backend>::` tests, one at a time, so that autotune does not
 # time its candidate kernels while another test uses the device (lavapipe runs them on the same 2
-# cores). One invocation on
-# purpose: `-p <crate> --features <backend>` per crate unifies features differently for each crate
-# and rebuilds Burn each time.
+# cores). One invocation on purpose: `-p <crate> --features <backend>` per crate unifies features
+# differently for each crate and rebuilds Burn each time.
 #
 # Usage: scripts/test-backend.sh wgpu|cuda|cpu [cargo test options]
 # Used by scripts/test-wgpu.sh (lavapipe, no GPU; in .ci/run) and scripts/gpu-check.sh.
