@@ -10,10 +10,11 @@
 //! plane stays in cache, stride-1 rows are contiguous `axpy`s, and there is no im2col, gemm or
 //! col2im. The forward pass is burn-flex's.
 //!
-//! **Dense, forward.** On ResNet-18 it was the other way round: burn-flex's forward passes took
-//! 1.5x PyTorch's while the input gradients were at parity. The forward is
-//! [`super::dense`]'s im2col + one gemm per image; the backward is burn-flex's (its transposed
-//! convolution for the input, its weight gradient).
+//! **Dense.** On ResNet-18 it was the other way round: burn-flex's forward passes took 1.5x
+//! PyTorch's while the input gradients were at parity. The forward is [`super::dense`]'s im2col +
+//! one gemm per image. The input gradient is [`super::dense`]'s too, one gemm per image and a
+//! col2im whose stride-1 rows are contiguous additions; burn-flex's transposed convolution adds
+//! one value at a time with index arithmetic per element (10 % of ResNet-18's step).
 //!
 //! In both, the weight and bias gradients, only needed when the backbone is not frozen, stay
 //! burn-flex's. On every other device and for layers the kernels do not cover (`Same` padding, no
@@ -176,8 +177,8 @@ mod flex {
     use burn::backend::autodiff::checkpoint::{base::Checkpointer, strategy::CheckpointStrategy};
     use burn::backend::autodiff::grads::Gradients;
     use burn::backend::autodiff::ops::{Backward, Ops, OpsKind};
-    use burn::backend::ops::conv::{calculate_conv_output_size, calculate_padding_out};
-    use burn::backend::ops::{ConvOptions, ConvTransposeOptions, FloatTensorOps, ModuleOps};
+    use burn::backend::ops::conv::calculate_conv_output_size;
+    use burn::backend::ops::{ConvOptions, FloatTensorOps, ModuleOps};
     use burn::backend::tensor::FloatTensor;
     use burn::backend::{Autodiff, Backend, Dispatch, Flex, TensorMetadata, backend_extension};
     use burn::nn::conv::Conv2d;
@@ -260,10 +261,9 @@ mod flex {
         }
     }
 
-    /// The input gradient, `[batch, c_in, in_h, in_w]`, from the output gradient `grad`. A dense
-    /// layer (symmetric padding: [`options`]) takes burn's own, a transposed convolution of `grad`
-    /// (what `conv2d_x_backward` runs, without needing `x`); a depthwise one [`input_grad_f32`]
-    /// (only `f32` reaches this op).
+    /// The input gradient, `[batch, c_in, in_h, in_w]`, from the output gradient `grad`: through
+    /// [`dense::input_grad_f32`] for a dense layer, [`input_grad_f32`] for a depthwise one (only
+    /// `f32` reaches this op).
     fn input_grad(
         grad: FloatTensor<Flex>,
         weight: FloatTensor<Flex>,
@@ -272,17 +272,16 @@ mod flex {
     ) -> FloatTensor<Flex> {
         let out_dims = grad.shape().dims::<4>();
         let weight_dims = weight.shape().dims::<4>();
-        if options.groups != 1 {
-            return depthwise_input_grad(grad, weight, options, x_dims, out_dims, weight_dims);
-        }
-        let pad = options.padding_begin();
-        // The input rows and columns the strided output does not reach (its last partial stride).
-        let padding_out = [0, 1].map(|a| {
-            let (kernel, stride, dilation) = (weight_dims[2 + a], options.stride[a], options.dilation[a]);
-            calculate_padding_out(kernel, stride, pad[a], dilation, x_dims[2 + a], out_dims[2 + a])
-        });
-        let transposed = ConvTransposeOptions::new(options.stride, pad, padding_out, options.dilation, 1);
-        Flex::conv_transpose2d(grad, weight, None, transposed)
+        let geometry = geometry(x_dims, weight_dims, out_dims, options);
+        let (grad, weight) = (grad.to_contiguous(), weight.to_contiguous());
+        let grad = grad.as_slice::<f32>().expect("options() admits f32 only");
+        let weight = weight.as_slice::<f32>().expect("options() admits f32 only");
+        let values = if options.groups == 1 {
+            dense::input_grad_f32(grad, weight, &geometry)
+        } else {
+            input_grad_f32(grad, weight, &geometry)
+        };
+        FloatTensor::<Flex>::from_data(TensorData::new(values, x_dims))
     }
 
     /// What the backward pass keeps: the input only when the weight needs a gradient (never for a
@@ -318,26 +317,6 @@ mod flex {
                 grads.register::<Flex>(node.id, input_grad(grad, weight, &options, x_dims));
             }
         }
-    }
-
-    /// [`input_grad`] of a depthwise layer, through [`input_grad_f32`].
-    fn depthwise_input_grad(
-        grad: FloatTensor<Flex>,
-        weight: FloatTensor<Flex>,
-        options: &ConvOptions<2>,
-        x_dims: [usize; 4],
-        out_dims: [usize; 4],
-        weight_dims: [usize; 4],
-    ) -> FloatTensor<Flex> {
-        let geometry = geometry(x_dims, weight_dims, out_dims, options);
-        let grad = grad.to_contiguous();
-        let weight = weight.to_contiguous();
-        let values = input_grad_f32(
-            grad.as_slice::<f32>().expect("options() admits f32 only"),
-            weight.as_slice::<f32>().expect("options() admits f32 only"),
-            &geometry,
-        );
-        FloatTensor::<Flex>::from_data(TensorData::new(values, x_dims))
     }
 
     impl<C: CheckpointStrategy> KernelConvBackend for Autodiff<Flex, C> {

@@ -2,7 +2,7 @@
 //!
 //! Visual prompting back-propagates through the whole frozen backbone to its input, so the forward
 //! pass and the input gradient of every layer are on the training step's critical path. Profiling
-//! the step on burn-flex against PyTorch showed three places far slower; each gets a Burn backend
+//! the step on burn-flex against PyTorch showed where it was slow; each place gets a Burn backend
 //! extension here:
 //!
 //! - [`conv2d::forward`], depthwise convolutions (EfficientNet-Lite0): burn computes their input
@@ -10,7 +10,7 @@
 //!   channel); here it is a direct scatter.
 //! - [`conv2d::forward`], dense convolutions (ResNets): burn-flex's forward pass converts the batch
 //!   to NHWC on one thread and runs a small gemm per 512 output pixels; here it is im2col and one
-//!   gemm per image (`dense`).
+//!   gemm per image (`dense`), and the input gradient one gemm and a vectorisable col2im per image.
 //! - [`relu6`], ReLU6: as `relu(x).clamp_max(6)` its backward is a relu mask plus a comparison and
 //!   a `mask_fill`; here it is one parallel pass over the gradient and the saved output.
 //!
@@ -49,6 +49,28 @@ pub(crate) struct Geometry {
     /// Padding before the first row and column; the padding after them only decides how many
     /// output positions exist (`output`).
     pub pad_begin: [usize; 2],
+}
+
+/// Along one axis of a window (a convolution's kernel or a pooling window), for the window offset
+/// `shift` (`k * dilation`): the output positions `o` in `0..outputs` whose read `o * stride +
+/// shift - pad` lands inside `[0, size)`, and the input position the first of them reads (the next
+/// ones read every `stride`-th after it; meaningless when the range is empty).
+#[cfg(feature = "flex")]
+fn reach(
+    size: usize,
+    pad: usize,
+    shift: usize,
+    stride: usize,
+    outputs: usize,
+) -> (std::ops::Range<usize>, usize) {
+    let begin = pad.saturating_sub(shift).div_ceil(stride).min(outputs);
+    let end = if size + pad > shift {
+        (size + pad - shift).div_ceil(stride).min(outputs)
+    } else {
+        0
+    }
+    .max(begin);
+    (begin..end, (begin * stride + shift).saturating_sub(pad))
 }
 
 /// Whether `tensor` lives on a `flex` device (with or without autodiff) in `f32`: where the
