@@ -72,7 +72,7 @@ pub fn generate(onnx: &Path) -> Result<Generated> {
     Ok(Generated {
         code: format!(
             "{GENERATED_HEADER}\n{}",
-            convolutions_through_kernels(&relu6_as_one_op(body))
+            layers_through_kernels(&relu6_as_one_op(body))
         ),
         weights: out_dir.join("model.bpk"),
         _dir: dir,
@@ -112,23 +112,31 @@ pub fn relu6_as_one_op(code: &str) -> String {
 }
 
 /// Rewrites the call of every 2-d convolution (`let convN = Conv2dConfig::new(..)`) from
-/// `self.convN.forward(x)` to `crate::kernels::conv2d::forward(&self.convN, x)`: the same values,
-/// computed on `flex` by vprompt's kernels where they apply (the input gradient of depthwise
-/// layers, the forward pass of dense ones; see `crate::kernels`) and by `Conv2d::forward`
-/// everywhere else. The modules and their weights are untouched.
-pub fn convolutions_through_kernels(code: &str) -> String {
-    let convolutions: Vec<&str> = code
+/// `self.convN.forward(x)` to `crate::kernels::conv2d::forward(&self.convN, x)`, and of every 2-d
+/// max pooling (`MaxPool2dConfig`) to `crate::kernels::max_pool2d(&self.poolN, x)`: the same
+/// values, computed on `flex` by vprompt's kernels where they apply (the input gradient of
+/// convolutions, the forward pass of dense ones, max pooling with its indices; see
+/// `crate::kernels`) and by the modules' own `forward` everywhere else. The modules and their
+/// weights are untouched.
+pub fn layers_through_kernels(code: &str) -> String {
+    let routes: Vec<(&str, &str)> = code
         .lines()
         .filter_map(|line| {
             let (name, rest) = line.trim().strip_prefix("let ")?.split_once(" = ")?;
-            rest.starts_with("Conv2dConfig::new(").then_some(name)
+            if rest.starts_with("Conv2dConfig::new(") {
+                Some((name, "crate::kernels::conv2d::forward"))
+            } else if rest.starts_with("MaxPool2dConfig::new(") {
+                Some((name, "crate::kernels::max_pool2d"))
+            } else {
+                None
+            }
         })
         .collect();
     let mut out = code.to_string();
-    for name in convolutions {
+    for (name, kernel) in routes {
         out = out.replace(
             &format!("self.{name}.forward("),
-            &format!("crate::kernels::conv2d::forward(&self.{name}, "),
+            &format!("{kernel}(&self.{name}, "),
         );
     }
     out
@@ -206,21 +214,26 @@ pub(crate) fn first_difference<'a>(a: &'a str, b: &'a str) -> Option<(usize, &'a
 
 #[cfg(test)]
 mod tests {
-    use super::{convolutions_through_kernels, relu6_as_one_op};
+    use super::{layers_through_kernels, relu6_as_one_op};
 
     #[test]
-    fn every_conv2d_and_nothing_else_is_rerouted() {
+    fn every_conv2d_and_max_pool_and_nothing_else_is_rerouted() {
         let code = "        let conv2d1 = Conv2dConfig::new([32, 32], [3, 3])\n            .with_groups(32)\n            .init(device);\n\
                     let conv2d2 = Conv2dConfig::new([32, 64], [3, 3])\n            .with_groups(1)\n            .init(device);\n\
                     let conv1d1 = Conv1dConfig::new(8, 8, 3)\n            .init(device);\n\
                     let linear1 = LinearConfig::new(8, 8)\n            .init(device);\n\
+                    let maxpool2d1 = MaxPool2dConfig::new([3, 3])\n            .init();\n\
+                    let avgpool2d1 = AvgPool2dConfig::new([3, 3])\n            .init();\n\
                     let a = self.conv2d1.forward(x);\n        let b = self.conv2d2.forward(a);\n\
                     let c = self.conv1d1.forward(b);\n        let d = self.linear1.forward(c);\n\
-                    let e = self.conv2d11.forward(d);\n";
-        let out = convolutions_through_kernels(code);
+                    let e = self.conv2d11.forward(d);\n\
+                    let f = self.maxpool2d1.forward(e);\n        let g = self.avgpool2d1.forward(f);\n";
+        let out = layers_through_kernels(code);
         assert!(out.contains("let a = crate::kernels::conv2d::forward(&self.conv2d1, x);"));
         assert!(out.contains("let b = crate::kernels::conv2d::forward(&self.conv2d2, a);"));
+        assert!(out.contains("let f = crate::kernels::max_pool2d(&self.maxpool2d1, e);"));
         for kept in [
+            "self.avgpool2d1.forward(f)",
             "self.conv1d1.forward(b)",
             "self.linear1.forward(c)",
             // Not declared in this code: a prefix match on `conv2d1` must not touch it.
@@ -229,7 +242,7 @@ mod tests {
             assert!(out.contains(kept), "{kept} was rewritten");
         }
         assert_eq!(out.matches("crate::kernels::conv2d").count(), 2);
-        assert_eq!(convolutions_through_kernels(&out), out, "idempotent");
+        assert_eq!(layers_through_kernels(&out), out, "idempotent");
     }
 
     #[test]

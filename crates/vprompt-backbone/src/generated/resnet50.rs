@@ -516,7 +516,7 @@ impl Model {
     pub fn forward(&self, input: Tensor<4>) -> (Tensor<2>, Tensor<2>) {
         let conv2d1_out1 = crate::kernels::conv2d::forward(&self.conv2d1, input);
         let relu1_out1 = burn::tensor::activation::relu(conv2d1_out1);
-        let maxpool2d1_out1 = self.maxpool2d1.forward(relu1_out1);
+        let maxpool2d1_out1 = crate::kernels::max_pool2d(&self.maxpool2d1, relu1_out1);
         let conv2d2_out1 = crate::kernels::conv2d::forward(&self.conv2d2, maxpool2d1_out1.clone());
         let relu2_out1 = burn::tensor::activation::relu(conv2d2_out1);
         let conv2d3_out1 = crate::kernels::conv2d::forward(&self.conv2d3, relu2_out1);

@@ -11,6 +11,10 @@
 //! - [`conv2d::forward`], dense convolutions (ResNets): burn-flex's forward pass converts the batch
 //!   to NHWC on one thread and runs a small gemm per 512 output pixels; here it is im2col and one
 //!   gemm per image (`dense`), and the input gradient one gemm and a vectorisable col2im per image.
+//! - [`max_pool2d`], max pooling (ResNets' stem): burn-flex's version with indices recomputes each
+//!   window's range with integer divisions per output value and branches on every comparison;
+//!   here ranges are computed once per row and column and each window position is compared with a
+//!   whole output row at once, branch-free.
 //! - [`relu6`], ReLU6: as `relu(x).clamp_max(6)` its backward is a relu mask plus a comparison and
 //!   a `mask_fill`; here it is one parallel pass over the gradient and the saved output.
 //!
@@ -21,8 +25,10 @@
 pub mod conv2d;
 #[cfg(feature = "flex")]
 mod dense;
+mod max_pool;
 mod relu6;
 
+pub use max_pool::max_pool2d;
 pub use relu6::relu6;
 
 /// Shapes of one convolution, as the kernels need them (for a depthwise one, `channels_in ==
