@@ -391,35 +391,10 @@ mod flex {
 #[cfg(all(test, feature = "flex"))]
 mod tests {
     use super::*;
-    use crate::kernels::test_values::{input_position, out_size, values};
+    use crate::kernels::test_values::{naive_input_grad, out_size, values};
     use burn::module::Module;
     use burn::nn::conv::Conv2dConfig;
     use burn::tensor::{Distribution, TensorData};
-
-    /// The input gradient by definition: every (output position, tap) pair, bounds-checked.
-    fn naive_input_grad(grad_out: &[f32], weight: &[f32], g: &Geometry) -> Vec<f32> {
-        let ([ih, iw], [oh, ow], [kh, kw]) = (g.input, g.output, g.kernel);
-        let mut grad_in = vec![0f32; g.batch * g.channels_in * ih * iw];
-        for n in 0..g.batch {
-            for c in 0..g.channels_in {
-                for oy in 0..oh {
-                    for ox in 0..ow {
-                        for ky in 0..kh {
-                            for kx in 0..kw {
-                                let Some([iy, ix]) = input_position(g, [oy, ox], [ky, kx]) else {
-                                    continue;
-                                };
-                                let plane = n * g.channels_in + c;
-                                grad_in[(plane * ih + iy) * iw + ix] +=
-                                    grad_out[(plane * oh + oy) * ow + ox] * weight[(c * kh + ky) * kw + kx];
-                            }
-                        }
-                    }
-                }
-            }
-        }
-        grad_in
-    }
 
     #[test]
     fn direct_input_gradient_equals_the_definition() {
@@ -451,7 +426,7 @@ mod tests {
             let grad_out = values(2 * 3 * output[0] * output[1], 1);
             let weight = values(3 * kernel[0] * kernel[1], 2);
             let direct = input_grad_f32(&grad_out, &weight, &g);
-            let naive = naive_input_grad(&grad_out, &weight, &g);
+            let naive = naive_input_grad(&grad_out, &weight, &g, g.channels_in);
             assert_eq!(direct.len(), naive.len());
             for (i, (a, b)) in direct.iter().zip(&naive).enumerate() {
                 assert!((a - b).abs() <= 1e-5, "{g:?}: element {i}: {a} vs {b}");

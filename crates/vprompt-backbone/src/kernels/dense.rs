@@ -485,7 +485,7 @@ fn gemm_into(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::kernels::test_values::{input_position, out_size, values};
+    use crate::kernels::test_values::{input_position, naive_input_grad, out_size, values};
 
     /// The convolution by definition, bounds-checked tap by tap.
     fn naive(input: &[f32], weight: &[f32], bias: Option<&[f32]>, g: &Geometry) -> Vec<f32> {
@@ -513,33 +513,6 @@ mod tests {
             }
         }
         out
-    }
-
-    /// The input gradient by definition: every (output position, tap) pair, bounds-checked.
-    fn naive_input_grad(grad_out: &[f32], weight: &[f32], g: &Geometry) -> Vec<f32> {
-        let ([ih, iw], [oh, ow], [kh, kw]) = (g.input, g.output, g.kernel);
-        let mut grad_in = vec![0f32; g.batch * g.channels_in * ih * iw];
-        for n in 0..g.batch {
-            for o in 0..g.channels_out {
-                for y in 0..oh {
-                    for x in 0..ow {
-                        let upstream = grad_out[((n * g.channels_out + o) * oh + y) * ow + x];
-                        for c in 0..g.channels_in {
-                            for ky in 0..kh {
-                                for kx in 0..kw {
-                                    let Some([iy, ix]) = input_position(g, [y, x], [ky, kx]) else {
-                                        continue;
-                                    };
-                                    grad_in[((n * g.channels_in + c) * ih + iy) * iw + ix] +=
-                                        weight[((o * g.channels_in + c) * kh + ky) * kw + kx] * upstream;
-                                }
-                            }
-                        }
-                    }
-                }
-            }
-        }
-        grad_in
     }
 
     /// The geometries both directions are tested on, at batch 1 and 3.
@@ -614,7 +587,7 @@ mod tests {
         for g in geometries() {
             let grad_out = values(g.batch * g.channels_out * g.output[0] * g.output[1], 4);
             let w = values(g.channels_out * g.taps(), 5);
-            let expected = naive_input_grad(&grad_out, &w, &g);
+            let expected = naive_input_grad(&grad_out, &w, &g, 1);
             assert!(
                 expected.iter().any(|&v| v != 0.0),
                 "{g:?}: a gradient that reaches the input"

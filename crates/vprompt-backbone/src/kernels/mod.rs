@@ -116,6 +116,44 @@ mod test_values {
         (iy < g.input[0] && ix < g.input[1]).then_some([iy, ix])
     }
 
+    /// The input gradient of a convolution with `groups` groups (1 for a dense layer,
+    /// `channels_in` for a depthwise one) by definition: every (output position, tap) pair,
+    /// bounds-checked. `grad_out` is `[batch, c_out, out_h, out_w]`, `weight` `[c_out, c_in /
+    /// groups, k_h, k_w]`; the result is `[batch, c_in, in_h, in_w]`.
+    pub(crate) fn naive_input_grad(
+        grad_out: &[f32],
+        weight: &[f32],
+        g: &super::Geometry,
+        groups: usize,
+    ) -> Vec<f32> {
+        let ([ih, iw], [oh, ow], [kh, kw]) = (g.input, g.output, g.kernel);
+        let (per_group_in, per_group_out) = (g.channels_in / groups, g.channels_out / groups);
+        let mut grad_in = vec![0f32; g.batch * g.channels_in * ih * iw];
+        for n in 0..g.batch {
+            for o in 0..g.channels_out {
+                let group = o / per_group_out;
+                for y in 0..oh {
+                    for x in 0..ow {
+                        let upstream = grad_out[((n * g.channels_out + o) * oh + y) * ow + x];
+                        for local in 0..per_group_in {
+                            let c = group * per_group_in + local;
+                            for ky in 0..kh {
+                                for kx in 0..kw {
+                                    let Some([iy, ix]) = input_position(g, [y, x], [ky, kx]) else {
+                                        continue;
+                                    };
+                                    grad_in[((n * g.channels_in + c) * ih + iy) * iw + ix] +=
+                                        weight[((o * per_group_in + local) * kh + ky) * kw + kx] * upstream;
+                                }
+                            }
+                        }
+                    }
+                }
+            }
+        }
+        grad_in
+    }
+
     /// A convolution's output size along one axis, by definition.
     pub(crate) fn out_size(
         input: usize,
