@@ -93,26 +93,14 @@ fn scatter_plane(
     let [s_y, s_x] = geometry.stride;
     let [d_y, d_x] = geometry.dilation;
     let [p_y, p_x] = geometry.pad_begin;
-    // Per horizontal tap, writing input column `ix = ox*s_x + offset`: its phase `ix % s_x`, the
-    // index within the phase of its first write, and the output columns `first..end` that land
-    // inside the input.
+    // Per horizontal tap, writing input column `ix = ox*s_x + kx*d_x - p_x`: its phase `ix % s_x`,
+    // the index within the phase of its first write, and the output columns `first..end` that
+    // land inside the input ([`super::reach`]).
     let phase_len = in_w.div_ceil(s_x);
     let columns: Vec<(usize, usize, usize, usize)> = (0..k_w)
         .map(|kx| {
-            let offset = (kx * d_x) as isize - p_x as isize;
-            let first = if offset >= 0 {
-                0
-            } else {
-                (-offset as usize).div_ceil(s_x)
-            };
-            let end = if offset >= in_w as isize {
-                0
-            } else {
-                ((in_w as isize - offset) as usize).div_ceil(s_x).min(out_w)
-            };
-            let phase = offset.rem_euclid(s_x as isize) as usize;
-            let start = (first as isize + offset.div_euclid(s_x as isize)).max(0) as usize;
-            (phase, start, first, end.max(first))
+            let (outputs, ix) = super::reach(in_w, p_x, kx * d_x, s_x, out_w);
+            (ix % s_x, ix / s_x, outputs.start, outputs.end)
         })
         .collect();
     if s_x > 1 {

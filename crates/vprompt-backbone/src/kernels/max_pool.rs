@@ -44,28 +44,11 @@ pub(crate) struct PoolGeometry {
 #[cfg(feature = "flex")]
 impl PoolGeometry {
     /// The window taps `start..end` along `axis` that land inside the input for output position
-    /// `out`.
+    /// `out`: [`super::reach`] with the roles of taps and outputs swapped (tap `k` reads `out * s
+    /// + k * d - p`).
     fn taps(&self, axis: usize, out: usize) -> std::ops::Range<usize> {
-        let (s, d, p, size) = (
-            self.stride[axis],
-            self.dilation[axis],
-            self.padding[axis],
-            self.input[axis],
-        );
-        let origin = (out * s) as isize - p as isize; // input position of tap 0
-        let start = if origin >= 0 {
-            0
-        } else {
-            ((-origin) as usize).div_ceil(d)
-        };
-        let end = if origin >= size as isize {
-            0
-        } else {
-            (size as isize - origin) as usize
-        }
-        .div_ceil(d)
-        .min(self.kernel[axis]);
-        start.min(end)..end
+        let (s, d, p) = (self.stride[axis], self.dilation[axis], self.padding[axis]);
+        super::reach(self.input[axis], p, out * s, d, self.kernel[axis]).0
     }
 
     /// For window column `kx`: the output columns whose tap lands inside the input, and the input
@@ -84,6 +67,7 @@ pub(crate) const NO_INDEX: u32 = u32::MAX;
 /// The geometry when the kernel applies to `pool` on `input`, else `None`.
 #[cfg(feature = "flex")]
 fn geometry(pool: &MaxPool2d, input: &Tensor<4>) -> Option<PoolGeometry> {
+    use burn::backend::ops::conv::calculate_pool_output_size;
     use burn::nn::PaddingConfig2d;
     if pool.ceil_mode || !super::on_flex_f32(input) {
         return None;
@@ -102,9 +86,10 @@ fn geometry(pool: &MaxPool2d, input: &Tensor<4>) -> Option<PoolGeometry> {
     }
     let fits = (height * width) < NO_INDEX as usize;
     let output = [0, 1].map(|a| {
-        let span = dilation[a] * (kernel[a] - 1) + 1;
-        let padded = [height, width][a] + 2 * padding[a];
-        (padded >= span).then(|| (padded - span) / stride[a] + 1)
+        let (size, span) = ([height, width][a], dilation[a] * (kernel[a] - 1) + 1);
+        // burn's formula underflows when the window is wider than the padded input.
+        (size + 2 * padding[a] >= span)
+            .then(|| calculate_pool_output_size(kernel[a], stride[a], padding[a], dilation[a], size, false))
     });
     let [Some(out_h), Some(out_w)] = output else {
         return None;
