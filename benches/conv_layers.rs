@@ -5,7 +5,7 @@
 //! `VPROMPT_CONV_MODEL` picks the layer list: `efficientnet-lite0` (default) or `resnet18`.
 //!
 //! Each layer runs as the generated backbone runs it: through
-//! `vprompt_backbone::kernels::conv2d::forward`, which on flex is the direct depthwise backward for
+//! `vprompt::backbone::kernels::conv2d::forward`, which on flex is the direct depthwise backward for
 //! depthwise layers and the im2col + gemm forward for dense ones with symmetric padding, and burn's
 //! `Conv2d::forward` otherwise. (Before those kernels the depthwise rows were burn-flex's
 //! transposed convolution: 3,300 ms summed with the gradient, against PyTorch's 2,122; ResNet-18's
@@ -25,8 +25,8 @@ use std::time::Duration;
 use burn::nn::PaddingConfig2d;
 use burn::nn::conv::Conv2dConfig;
 use burn::tensor::Distribution;
+use vprompt::backbone::kernels::conv2d::forward as run;
 use vprompt::prelude::*;
-use vprompt_backbone::kernels::conv2d::forward as run;
 use vprompt_examples::bench::{Measurement, env_usize, measure, print_table};
 use vprompt_examples::compiled_devices;
 

@@ -13,9 +13,10 @@
 //! converts it with `vprompt import`, which checks that the graph is the preset's before writing a
 //! weights file. See [`Preset`].
 //!
-//! The generated depthwise convolutions and ReLU6s call [`kernels`]: on `flex` these are Burn
-//! backend extensions with direct backward kernels (same values, a faster input gradient), on
-//! every other backend the plain Burn operations.
+//! The generated convolutions (depthwise and dense), max pooling and ReLU6 layers call
+//! [`kernels`] (the `vprompt-kernels` crate): on `flex` these are Burn backend extensions with
+//! their own forward and input-gradient kernels (the same values, faster), on every other backend
+//! the plain Burn operations.
 //!
 //! ```
 //! use burn::prelude::*;
@@ -34,11 +35,12 @@ mod backbone;
 mod error;
 mod generated;
 mod image;
-pub mod kernels;
 mod normalization;
 mod preset;
 mod text;
 mod weights;
+
+pub use vprompt_kernels as kernels;
 
 #[cfg(feature = "import")]
 pub mod import;

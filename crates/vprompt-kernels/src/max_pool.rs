@@ -314,7 +314,7 @@ mod flex {
 #[cfg(all(test, feature = "flex"))]
 mod tests {
     use super::*;
-    use crate::kernels::test_values::values;
+    use crate::test_values::values;
     use burn::nn::PaddingConfig2d;
     use burn::nn::pool::MaxPool2dConfig;
     use burn::tensor::{Device, TensorData};

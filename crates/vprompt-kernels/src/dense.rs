@@ -485,7 +485,7 @@ fn gemm_into(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::kernels::test_values::{input_position, naive_input_grad, out_size, values};
+    use crate::test_values::{input_position, naive_input_grad, out_size, values};
 
     /// The convolution by definition, bounds-checked tap by tap.
     fn naive(input: &[f32], weight: &[f32], bias: Option<&[f32]>, g: &Geometry) -> Vec<f32> {

@@ -161,7 +161,7 @@ mod flex {
     //! The backend extension: forward through [`dense_forward`] or burn-flex, backward through
     //! [`input_grad_f32`] or burn-flex.
     use super::{Geometry, input_grad_f32, padding_pairs};
-    use crate::kernels::dense;
+    use crate::dense;
     use burn::backend::autodiff::checkpoint::{base::Checkpointer, strategy::CheckpointStrategy};
     use burn::backend::autodiff::grads::Gradients;
     use burn::backend::autodiff::ops::{Backward, Ops, OpsKind};
@@ -348,7 +348,7 @@ mod flex {
         let depthwise =
             conv.groups > 1 && conv.groups == channels && out_channels == channels && per_group == 1;
         let dense = conv.groups == 1 && per_group == channels;
-        if !(depthwise || dense) || conv.bias.is_none() || !super::super::on_flex_f32(input) {
+        if !(depthwise || dense) || conv.bias.is_none() || !crate::on_flex_f32(input) {
             return None;
         }
         let padding = padding_pairs(&conv.padding)?;
@@ -379,7 +379,7 @@ mod flex {
 #[cfg(all(test, feature = "flex"))]
 mod tests {
     use super::*;
-    use crate::kernels::test_values::{naive_input_grad, out_size, values};
+    use crate::test_values::{naive_input_grad, out_size, values};
     use burn::module::Module;
     use burn::nn::conv::Conv2dConfig;
     use burn::tensor::{Distribution, TensorData};

@@ -1,4 +1,9 @@
-//! Operations of the generated backbones with faster kernels on `flex`.
+//! Faster kernels on `flex` for the layers of vprompt's generated backbones.
+//!
+//! # Feature flags
+//! - `flex` (default): the kernels, as Burn backend extensions of the `flex` backend (with `gemm`'s
+//!   AVX-512 kernels chosen at run time where the CPU has them).
+//! - `wgpu`, `cuda`, `cpu`: forwarded to burn; there the functions are the plain Burn operations.
 //!
 //! Visual prompting back-propagates through the whole frozen backbone to its input, so the forward
 //! pass and the input gradient of every layer are on the training step's critical path. Profiling
@@ -18,9 +23,9 @@
 //! - [`relu6`], ReLU6: as `relu(x).clamp_max(6)` its backward is a relu mask plus a comparison and
 //!   a `mask_fill`; here it is one parallel pass over the gradient and the saved output.
 //!
-//! The code generator routes the generated layers through these functions
-//! (`vprompt_backbone::import`). On every other device, and for inputs the kernels do not cover,
-//! they are exactly the plain Burn operations, so values never depend on the route.
+//! `vprompt-backbone`'s code generator routes the generated layers through these functions (its
+//! `import::layers_through_kernels`). On every other device, and for inputs the kernels do not
+//! cover, they are exactly the plain Burn operations, so values never depend on the route.
 
 pub mod conv2d;
 #[cfg(feature = "flex")]
