@@ -7,10 +7,9 @@ use std::path::{Path, PathBuf};
 
 use burn::module::{Module, ModuleMapper, Param};
 use burn::prelude::*;
-use burn_store::burn_pack::{Reader, Writer};
-use burn_store::{BurnpackStore, ModuleSnapshot};
 use rand::{SeedableRng, rngs::StdRng};
 use rand_distr::{Distribution, Normal};
+use vprompt_core::pack::{self, Extra, Pack, PackError};
 
 use crate::error::{BackboneError, Result};
 use crate::preset::Preset;
@@ -38,72 +37,46 @@ impl WeightsFile {
 
 /// Loads weights into `model` (a freshly built preset architecture), checking them first.
 pub(crate) fn load_checked<M: Module>(model: &mut M, source: &WeightsFile, preset: Preset) -> Result<()> {
-    let label = source.label();
-    let invalid = |reason: String| BackboneError::InvalidWeights {
-        path: label.clone(),
-        reason,
-    };
-    let store = match source {
-        WeightsFile::Path(path) => {
-            std::fs::metadata(path).map_err(|source| match source.kind() {
-                std::io::ErrorKind::NotFound if !preset.has_embedded_weights() => {
-                    BackboneError::MissingWeights {
-                        preset: preset.name(),
-                        export_name: preset.spec().export_name,
-                        path: path.clone(),
-                    }
-                }
-                _ => BackboneError::Io {
-                    path: path.clone(),
-                    source,
-                },
-            })?;
-            let reader = Reader::from_file_exact(path).map_err(|e| invalid(e.to_string()))?;
-            if let Some(found) = reader.metadata().get(PRESET_KEY)
-                && found != preset.name()
+    let pack = match source {
+        WeightsFile::Path(path) => Pack::read(path).map_err(|e| match e {
+            PackError::Io { path, source }
+                if source.kind() == std::io::ErrorKind::NotFound && !preset.has_embedded_weights() =>
             {
-                return Err(BackboneError::WrongModel {
-                    path: label,
-                    expected: preset.name(),
-                    found: found.clone(),
-                });
+                BackboneError::MissingWeights {
+                    preset: preset.name(),
+                    export_name: preset.spec().export_name,
+                    path,
+                }
             }
-            // Read the whole file now rather than through a lazily-reading file store: on an
-            // asynchronous backend (wgpu) the lazy reads ran after loading had returned, so a
-            // file replaced or deleted meanwhile broke the model later (found by the wgpu tests
-            // of `Prompt::load`, which had the same pattern). Costs one transient copy of the file.
-            let bytes = std::fs::read(path).map_err(|source| BackboneError::Io {
-                path: path.clone(),
-                source,
-            })?;
-            BurnpackStore::from_bytes(Some(burn::tensor::Bytes::from_bytes_vec(bytes)))
-        }
+            e => weights_error(e, preset),
+        })?,
         // Embedded weights are vprompt's own, written for their preset.
-        WeightsFile::Static(bytes) => BurnpackStore::from_static(bytes),
+        WeightsFile::Static(bytes) => Pack::embedded(source.label(), bytes),
     };
-    let applied = model
-        .load_from(&mut store.allow_partial(true))
-        .map_err(|e| invalid(e.to_string()))?;
-    let mut problems: Vec<String> = applied
-        .missing
-        .iter()
-        .map(|(name, _)| format!("missing tensor `{name}`"))
-        .collect();
-    problems.extend(applied.errors.iter().map(ToString::to_string));
-    problems.extend(
-        applied
-            .unused
-            .iter()
-            .map(|name| format!("unexpected tensor `{name}`")),
-    );
-    if !problems.is_empty() {
-        return Err(BackboneError::TensorMismatch {
-            path: label,
-            preset: preset.name(),
-            problems,
+    if let Some(found) = pack.metadata(PRESET_KEY)
+        && found != preset.name()
+    {
+        return Err(BackboneError::WrongModel {
+            path: source.label(),
+            expected: preset.name(),
+            found: found.to_string(),
         });
     }
-    Ok(())
+    pack.load_into(model, Extra::Refuse)
+        .map_err(|e| weights_error(e, preset))
+}
+
+/// A weights file's problem as the backbone's error.
+fn weights_error(error: PackError, preset: Preset) -> BackboneError {
+    match error {
+        PackError::Io { path, source } => BackboneError::Io { path, source },
+        PackError::Invalid { path, reason } => BackboneError::InvalidWeights { path, reason },
+        PackError::Tensors { path, problems } => BackboneError::TensorMismatch {
+            path,
+            preset: preset.name(),
+            problems,
+        },
+    }
 }
 
 /// Writes `model`'s tensors to `path` with the preset's name in the metadata, through a temporary
@@ -111,22 +84,10 @@ pub(crate) fn load_checked<M: Module>(model: &mut M, source: &WeightsFile, prese
 /// give the same bytes and a committed file's sha256 can be checked. Returns the number of tensors
 /// and of values written.
 pub(crate) fn save<M: Module>(model: &M, path: &Path, preset: Preset) -> Result<(usize, usize)> {
-    let mut snapshots = model.collect(None, None, false);
-    for tensor in &mut snapshots {
-        tensor.param_id = None;
-    }
-    let tensors = snapshots.len();
-    let values = model.num_params();
-    Writer::new(snapshots)
-        .with_metadata(PRESET_KEY, preset.name())
-        .auto_extension(false)
-        .overwrite(true)
-        .write_to_file(path)
-        .map_err(|e| BackboneError::Io {
-            path: path.to_path_buf(),
-            source: std::io::Error::other(e.to_string()),
-        })?;
-    Ok((tensors, values))
+    let tensors = pack::module_tensors(model);
+    let counts = (tensors.len(), model.num_params());
+    pack::write(path, tensors, &[(PRESET_KEY, preset.name())]).map_err(|e| weights_error(e, preset))?;
+    Ok(counts)
 }
 
 /// Replaces every float parameter by seeded normal draws `N(0, std^2)`, drawn on the host so that

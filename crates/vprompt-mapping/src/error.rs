@@ -94,3 +94,17 @@ pub enum MappingError {
 
 /// `Result` with [`MappingError`].
 pub type Result<T, E = MappingError> = std::result::Result<T, E>;
+
+impl From<vprompt_core::pack::PackError> for MappingError {
+    fn from(error: vprompt_core::pack::PackError) -> Self {
+        use vprompt_core::pack::PackError;
+        match error {
+            PackError::Io { path, source } => MappingError::Io { path, source },
+            PackError::Invalid { path, reason } => MappingError::InvalidFile { path, reason },
+            PackError::Tensors { path, problems } => MappingError::InvalidFile {
+                path,
+                reason: problems.join("; "),
+            },
+        }
+    }
+}

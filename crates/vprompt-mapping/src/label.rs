@@ -1,7 +1,7 @@
-use burn::config::Config;
 use burn::prelude::*;
 use rand::seq::SliceRandom;
 use rand::{SeedableRng, rngs::StdRng};
+use serde::{Deserialize, Serialize};
 
 use crate::error::{MappingError, Result};
 use crate::frequency::{Evidence, FrequencyMatrix};
@@ -9,7 +9,8 @@ use crate::mapping::{Mapping, MappingKind};
 
 /// How target classes are mapped to a classifier's outputs (definitions:
 /// `research/reference-algorithm.md` section 3.1).
-#[derive(Config, Debug, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub enum LabelMappingConfig {
     /// The paper's mapping: target class `i` <- source output `i`; the other outputs do not enter
     /// the loss.

@@ -1,4 +1,3 @@
-use burn::config::Config;
 use burn::module::Module;
 use burn::prelude::*;
 
@@ -12,7 +11,8 @@ use crate::visual_prompt::VisualPrompt;
 
 /// Any prompt template's config: what a run config file names, and what a saved prompt file
 /// records beside its values.
-#[derive(Config, Debug)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
 pub enum PromptConfig {
     /// A frame over the image border (the paper's default).
     Padding(PaddingPromptConfig),
@@ -52,60 +52,7 @@ impl PromptConfig {
     /// Parses a config from JSON, e.g. `{"Padding": {"pad": 30}}`: the template's required fields
     /// must be given, omitted optional fields take their defaults, unknown fields are refused.
     pub fn from_json(json: &str) -> Result<Self> {
-        let value: serde_json::Value = serde_json::from_str(json).map_err(PromptError::ConfigParse)?;
-        Self::from_json_value(value)
-    }
-
-    /// As [`from_json`](Self::from_json), from an already parsed value (e.g. a section of a
-    /// TOML run config).
-    pub fn from_json_value(value: serde_json::Value) -> Result<Self> {
-        use serde::de::Error as _;
-        let parse_error = |msg: String| PromptError::ConfigParse(serde_json::Error::custom(msg));
-        let Some((variant, fields)) = value
-            .as_object()
-            .filter(|o| o.len() == 1)
-            .and_then(|o| o.iter().next())
-        else {
-            return Err(parse_error(
-                "expected one template, e.g. {\"Padding\": {\"pad\": 30}}".to_string(),
-            ));
-        };
-        let fields = fields
-            .as_object()
-            .ok_or_else(|| parse_error(format!("`{variant}` must hold an object of fields")))?;
-        // Defaults come from each config's `new`, with placeholders for the required fields.
-        let (defaults, required): (PromptConfig, &[&str]) = match variant.as_str() {
-            "Padding" => (PaddingPromptConfig::new(0).into(), &["pad"]),
-            "FixedPatch" => (FixedPatchPromptConfig::new(0).into(), &["size"]),
-            "RandomPatch" => (RandomPatchPromptConfig::new(0).into(), &["size"]),
-            "FullImage" => (FullImagePromptConfig::new().into(), &[]),
-            "ShrinkFrame" => (ShrinkFramePromptConfig::new(0).into(), &["pad"]),
-            other => {
-                return Err(parse_error(format!(
-                    "unknown prompt template `{other}`; expected one of Padding, FixedPatch, \
-                     RandomPatch, FullImage, ShrinkFrame"
-                )));
-            }
-        };
-        let mut merged = serde_json::to_value(&defaults).expect("prompt configs always serialise");
-        let slot = merged[variant.as_str()]
-            .as_object_mut()
-            .expect("a config serialises as an object");
-        for name in required {
-            if !fields.contains_key(*name) {
-                return Err(parse_error(format!("`{variant}` needs the field `{name}`")));
-            }
-        }
-        for (name, field) in fields {
-            if !slot.contains_key(name) {
-                let known: Vec<&String> = slot.keys().collect();
-                return Err(parse_error(format!(
-                    "`{variant}` has no field `{name}` (fields: {known:?})"
-                )));
-            }
-            slot.insert(name.clone(), field.clone());
-        }
-        serde_json::from_value(merged).map_err(PromptError::ConfigParse)
+        serde_json::from_str(json).map_err(PromptError::ConfigParse)
     }
 
     /// The config as JSON.

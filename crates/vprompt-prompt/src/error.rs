@@ -119,3 +119,17 @@ pub enum PromptError {
 
 /// `Result` with [`PromptError`].
 pub type Result<T, E = PromptError> = std::result::Result<T, E>;
+
+impl From<vprompt_core::pack::PackError> for PromptError {
+    fn from(error: vprompt_core::pack::PackError) -> Self {
+        use vprompt_core::pack::PackError;
+        match error {
+            PackError::Io { path, source } => PromptError::Io { path, source },
+            PackError::Invalid { path, reason } => PromptError::InvalidFile { path, reason },
+            PackError::Tensors { path, problems } => PromptError::InvalidFile {
+                path,
+                reason: problems.join("; "),
+            },
+        }
+    }
+}

@@ -1,4 +1,3 @@
-use burn::config::Config;
 use burn::module::{Module, Param};
 use burn::prelude::*;
 
@@ -8,22 +7,21 @@ use crate::visual_prompt::VisualPrompt;
 
 const TEMPLATE: &str = "full-image";
 
-/// A learned perturbation of every pixel (the "watermark" / "Full" baseline of SMM and
-/// adversarial reprogramming), `C * H * W` values.
-#[derive(Config, Debug)]
-pub struct FullImagePromptConfig {
-    /// Image channels `C`.
-    #[config(default = 3)]
-    pub channels: usize,
-    /// Where the prompt is added.
-    #[config(default = "PromptSpace::Normalized")]
-    pub space: PromptSpace,
-    /// Initial values.
-    #[config(default = "PromptInit::RANDN")]
-    pub init: PromptInit,
-    /// Seed of the initial values.
-    #[config(default = 0)]
-    pub seed: u64,
+vprompt_core::config! {
+    /// A learned perturbation of every pixel (the "watermark" / "Full" baseline of SMM and
+    /// adversarial reprogramming), `C * H * W` values.
+    pub struct FullImagePromptConfig {
+    }
+    defaults {
+        /// Image channels `C`.
+        pub channels: usize = 3,
+        /// Where the prompt is added.
+        pub space: PromptSpace = PromptSpace::Normalized,
+        /// Initial values.
+        pub init: PromptInit = PromptInit::RANDN,
+        /// Seed of the initial values.
+        pub seed: u64 = 0,
+    }
 }
 
 impl FullImagePromptConfig {

@@ -1,4 +1,3 @@
-use burn::config::Config;
 use burn::module::Module;
 use burn::prelude::*;
 
@@ -9,24 +8,23 @@ use crate::visual_prompt::VisualPrompt;
 
 const TEMPLATE: &str = "padding";
 
-/// A learned frame of width `pad` drawn over the border of the image: the paper's default
-/// template (`PadPrompter`, p = 30).
-#[derive(Config, Debug)]
-pub struct PaddingPromptConfig {
-    /// Frame width `p` in pixels; `2p` must be smaller than both image sides.
-    pub pad: usize,
-    /// Image channels `C`.
-    #[config(default = 3)]
-    pub channels: usize,
-    /// Where the prompt is added.
-    #[config(default = "PromptSpace::Normalized")]
-    pub space: PromptSpace,
-    /// Initial values.
-    #[config(default = "PromptInit::RANDN")]
-    pub init: PromptInit,
-    /// Seed of the initial values.
-    #[config(default = 0)]
-    pub seed: u64,
+vprompt_core::config! {
+    /// A learned frame of width `pad` drawn over the border of the image: the paper's default
+    /// template (`PadPrompter`, p = 30).
+    pub struct PaddingPromptConfig {
+        /// Frame width `p` in pixels; `2p` must be smaller than both image sides.
+        pub pad: usize,
+    }
+    defaults {
+        /// Image channels `C`.
+        pub channels: usize = 3,
+        /// Where the prompt is added.
+        pub space: PromptSpace = PromptSpace::Normalized,
+        /// Initial values.
+        pub init: PromptInit = PromptInit::RANDN,
+        /// Seed of the initial values.
+        pub seed: u64 = 0,
+    }
 }
 
 impl PaddingPromptConfig {

@@ -1,4 +1,3 @@
-use burn::config::Config;
 use burn::module::{Module, Param};
 use burn::prelude::*;
 use rand::{RngExt, SeedableRng, rngs::StdRng};
@@ -11,26 +10,24 @@ use crate::visual_prompt::VisualPrompt;
 const FIXED: &str = "fixed-patch";
 const RANDOM: &str = "random-patch";
 
-/// A learned `size x size` patch at a fixed position (`FixedPatchPrompter`).
-#[derive(Config, Debug)]
-pub struct FixedPatchPromptConfig {
-    /// Patch side `p` in pixels; `p = 1` is the paper's single-pixel prompt (figure 8).
-    pub size: usize,
-    /// Top-left corner `[row, col]`; the released code puts the patch at the top-left.
-    #[config(default = "[0, 0]")]
-    pub position: [usize; 2],
-    /// Image channels `C`.
-    #[config(default = 3)]
-    pub channels: usize,
-    /// Where the prompt is added.
-    #[config(default = "PromptSpace::Normalized")]
-    pub space: PromptSpace,
-    /// Initial values.
-    #[config(default = "PromptInit::RANDN")]
-    pub init: PromptInit,
-    /// Seed of the initial values.
-    #[config(default = 0)]
-    pub seed: u64,
+vprompt_core::config! {
+    /// A learned `size x size` patch at a fixed position (`FixedPatchPrompter`).
+    pub struct FixedPatchPromptConfig {
+        /// Patch side `p` in pixels; `p = 1` is the paper's single-pixel prompt (figure 8).
+        pub size: usize,
+    }
+    defaults {
+        /// Top-left corner `[row, col]`; the released code puts the patch at the top-left.
+        pub position: [usize; 2] = [0, 0],
+        /// Image channels `C`.
+        pub channels: usize = 3,
+        /// Where the prompt is added.
+        pub space: PromptSpace = PromptSpace::Normalized,
+        /// Initial values.
+        pub init: PromptInit = PromptInit::RANDN,
+        /// Seed of the initial values.
+        pub seed: u64 = 0,
+    }
 }
 
 impl FixedPatchPromptConfig {
@@ -98,7 +95,8 @@ impl VisualPrompt for FixedPatchPrompt {
 }
 
 /// Where a random-location patch goes at evaluation time.
-#[derive(Config, Debug, Copy, PartialEq)]
+#[derive(Debug, Clone, Copy, PartialEq, serde::Serialize, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
 pub enum EvalLocation {
     /// Always at this top-left corner `[row, col]`: evaluation does not depend on batch order.
     Fixed {
@@ -112,29 +110,27 @@ pub enum EvalLocation {
     },
 }
 
-/// A learned `size x size` patch whose location is drawn anew for every training batch
-/// (`RandomPatchPrompter`). The released code draws from an unseeded RNG, also at evaluation;
-/// here every draw is a function of the seed and the step, so training is reproducible and a
-/// resumed run draws the same locations.
-#[derive(Config, Debug)]
-pub struct RandomPatchPromptConfig {
-    /// Patch side `p` in pixels.
-    pub size: usize,
-    /// Location at evaluation.
-    #[config(default = "EvalLocation::Fixed { position: [0, 0] }")]
-    pub eval_location: EvalLocation,
-    /// Image channels `C`.
-    #[config(default = 3)]
-    pub channels: usize,
-    /// Where the prompt is added.
-    #[config(default = "PromptSpace::Normalized")]
-    pub space: PromptSpace,
-    /// Initial values.
-    #[config(default = "PromptInit::RANDN")]
-    pub init: PromptInit,
-    /// Seed of the initial values and of the training locations.
-    #[config(default = 0)]
-    pub seed: u64,
+vprompt_core::config! {
+    /// A learned `size x size` patch whose location is drawn anew for every training batch
+    /// (`RandomPatchPrompter`). The released code draws from an unseeded RNG, also at evaluation;
+    /// here every draw is a function of the seed and the step, so training is reproducible and a
+    /// resumed run draws the same locations.
+    pub struct RandomPatchPromptConfig {
+        /// Patch side `p` in pixels.
+        pub size: usize,
+    }
+    defaults {
+        /// Location at evaluation.
+        pub eval_location: EvalLocation = EvalLocation::Fixed { position: [0, 0] },
+        /// Image channels `C`.
+        pub channels: usize = 3,
+        /// Where the prompt is added.
+        pub space: PromptSpace = PromptSpace::Normalized,
+        /// Initial values.
+        pub init: PromptInit = PromptInit::RANDN,
+        /// Seed of the initial values and of the training locations.
+        pub seed: u64 = 0,
+    }
 }
 
 impl RandomPatchPromptConfig {

@@ -1,4 +1,3 @@
-use burn::config::Config;
 use burn::module::Module;
 use burn::prelude::*;
 use burn::tensor::module::interpolate;
@@ -12,7 +11,8 @@ use crate::visual_prompt::VisualPrompt;
 const TEMPLATE: &str = "shrink-frame";
 
 /// How images are resized into the frame's interior.
-#[derive(Config, Debug, Copy, PartialEq)]
+#[derive(Debug, Clone, Copy, PartialEq, serde::Serialize, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
 pub enum ResizeFilter {
     /// Nearest neighbour.
     Nearest,
@@ -32,30 +32,28 @@ impl ResizeFilter {
     }
 }
 
-/// Shrink-and-frame (EVP, ILM-VP's expansive prompt): the image is resized to the inner
-/// `(H - 2p) x (W - 2p)` area and zero-padded back to `H x W`, and only the frame of width `p`
-/// is learned, so the prompt never covers image content. Defaults follow EVP: added to `[0, 1]`
-/// pixels (zero padding is black), zero initialisation.
-#[derive(Config, Debug)]
-pub struct ShrinkFramePromptConfig {
-    /// Frame width `p` in pixels; `2p` must be smaller than both image sides.
-    pub pad: usize,
-    /// Filter used when images arrive at another size than the interior.
-    #[config(default = "ResizeFilter::Bilinear")]
-    pub resize: ResizeFilter,
-    /// Image channels `C`.
-    #[config(default = 3)]
-    pub channels: usize,
-    /// Where the prompt is added (and where the zero padding is: black in `Pixel`, the mean
-    /// colour in `Normalized`).
-    #[config(default = "PromptSpace::Pixel { clamp: false }")]
-    pub space: PromptSpace,
-    /// Initial values.
-    #[config(default = "PromptInit::Zeros")]
-    pub init: PromptInit,
-    /// Seed of the initial values.
-    #[config(default = 0)]
-    pub seed: u64,
+vprompt_core::config! {
+    /// Shrink-and-frame (EVP, ILM-VP's expansive prompt): the image is resized to the inner
+    /// `(H - 2p) x (W - 2p)` area and zero-padded back to `H x W`, and only the frame of width `p`
+    /// is learned, so the prompt never covers image content. Defaults follow EVP: added to `[0, 1]`
+    /// pixels (zero padding is black), zero initialisation.
+    pub struct ShrinkFramePromptConfig {
+        /// Frame width `p` in pixels; `2p` must be smaller than both image sides.
+        pub pad: usize,
+    }
+    defaults {
+        /// Filter used when images arrive at another size than the interior.
+        pub resize: ResizeFilter = ResizeFilter::Bilinear,
+        /// Image channels `C`.
+        pub channels: usize = 3,
+        /// Where the prompt is added (and where the zero padding is: black in `Pixel`, the mean
+        /// colour in `Normalized`).
+        pub space: PromptSpace = PromptSpace::Pixel { clamp: false },
+        /// Initial values.
+        pub init: PromptInit = PromptInit::Zeros,
+        /// Seed of the initial values.
+        pub seed: u64 = 0,
+    }
 }
 
 impl ShrinkFramePromptConfig {

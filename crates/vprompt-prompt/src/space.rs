@@ -1,4 +1,3 @@
-use burn::config::Config;
 use burn::prelude::*;
 use rand::{SeedableRng, rngs::StdRng};
 use rand_distr::{Distribution, StandardNormal};
@@ -6,7 +5,8 @@ use rand_distr::{Distribution, StandardNormal};
 use crate::error::{PromptError, Result};
 
 /// Where the prompt is added in the preprocessing chain.
-#[derive(Config, Debug, Copy, PartialEq)]
+#[derive(Debug, Clone, Copy, PartialEq, serde::Serialize, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
 pub enum PromptSpace {
     /// Added after the backbone's own normalisation (`(x - mean) / std`), unbounded: the paper's
     /// choice (Bahng et al., section 3.2 and the released code).
@@ -20,7 +20,8 @@ pub enum PromptSpace {
 }
 
 /// How the learnable values start.
-#[derive(Config, Debug, Copy, PartialEq)]
+#[derive(Debug, Clone, Copy, PartialEq, serde::Serialize, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
 pub enum PromptInit {
     /// Seeded normal draws `N(0, std^2)`; `std = 1` is the released code's `torch.randn`.
     Normal {

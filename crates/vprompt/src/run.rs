@@ -267,7 +267,7 @@ pub struct PreparedSplits {
 impl RunConfig {
     /// The prompt config, with defaults for omitted fields.
     pub fn prompt_config(&self) -> Result<PromptConfig> {
-        Ok(PromptConfig::from_json_value(self.prompt.clone())?)
+        PromptConfig::from_json(&self.prompt.to_string()).map_err(Into::into)
     }
 
     /// The mapping config.

@@ -1,0 +1,352 @@
+//! Burnpack (`.bpk`) files with a header: the one file format vprompt writes, for prompts,
+//! mappings, linear probes and backbone weights.
+//!
+//! A pack holds named tensors and string metadata. vprompt puts a header under one metadata key
+//! (a JSON object with a `format_version` for prompts, mappings and probes; the preset's name for
+//! weights), so a file says what it is before any tensor is trusted. Reading checks, in order:
+//! the file exists and is readable ([`PackError::Io`]), it is a Burnpack file, the header is there
+//! and of a supported version ([`PackError::Invalid`]), and, when tensors are loaded into a
+//! module, that every tensor is present with the module's shape and, unless allowed, that no
+//! tensor is left over ([`PackError::Tensors`]). Writing clears Burn's per-process parameter ids,
+//! so the same values always give the same bytes, and replaces the file through a temporary file
+//! and a rename, so an interrupted save never leaves a truncated file.
+
+use std::path::{Path, PathBuf};
+
+use burn::module::Module;
+use burn::tensor::Bytes;
+use burn_store::burn_pack::{Reader, Tensor as PackTensor, Writer};
+use burn_store::{BurnpackStore, ModuleSnapshot};
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+
+/// Reading or writing a pack failed.
+#[derive(Debug, thiserror::Error)]
+pub enum PackError {
+    /// The file could not be read or written.
+    #[error("{path}: {source}")]
+    Io {
+        /// The file.
+        path: PathBuf,
+        /// The underlying error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The file is not a Burnpack file, or its header is missing, unreadable or of another version.
+    #[error("{path}: {reason}")]
+    Invalid {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong.
+        reason: String,
+    },
+    /// Tensors are missing, mis-shaped or (where refused) left over.
+    #[error("{path}: {}", problems.join("; "))]
+    Tensors {
+        /// The file.
+        path: PathBuf,
+        /// One line per tensor.
+        problems: Vec<String>,
+    },
+}
+
+/// `Result` with [`PackError`].
+pub type Result<T, E = PackError> = std::result::Result<T, E>;
+
+/// Tensors the file has that the module does not: an error, or allowed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Extra {
+    /// Every tensor of the file must belong to the module.
+    Refuse,
+    /// Tensors the module does not have are ignored.
+    Ignore,
+}
+
+/// A pack read into memory (all of it, once: a lazily read file breaks on asynchronous backends
+/// such as wgpu when the file is replaced between loading and first use).
+#[derive(Debug, Clone)]
+pub struct Pack {
+    path: PathBuf,
+    source: Source,
+    metadata: std::collections::BTreeMap<String, String>,
+}
+
+#[derive(Debug, Clone)]
+enum Source {
+    Bytes(Bytes),
+    Static(&'static [u8]),
+}
+
+#[derive(serde::Deserialize)]
+struct Version {
+    format_version: u32,
+}
+
+impl Pack {
+    /// Reads the file at `path` and checks that it is a Burnpack file.
+    pub fn read(path: impl AsRef<Path>) -> Result<Self> {
+        let path = path.as_ref().to_path_buf();
+        let bytes = std::fs::read(&path).map_err(|source| PackError::Io {
+            path: path.clone(),
+            source,
+        })?;
+        let bytes = Bytes::from_bytes_vec(bytes).shared();
+        let reader = Reader::from_bytes(bytes.clone()).map_err(|e| PackError::Invalid {
+            path: path.clone(),
+            reason: format!("not a Burnpack file ({e})"),
+        })?;
+        Ok(Self {
+            metadata: reader.metadata().clone(),
+            path,
+            source: Source::Bytes(bytes),
+        })
+    }
+
+    /// A pack compiled into the binary (vprompt's own embedded weights; its metadata is not read).
+    /// `label` stands for the path in errors.
+    pub fn embedded(label: impl Into<PathBuf>, bytes: &'static [u8]) -> Self {
+        Self {
+            path: label.into(),
+            source: Source::Static(bytes),
+            metadata: Default::default(),
+        }
+    }
+
+    /// The file (or the embedded pack's label).
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// The metadata value under `key`, if any.
+    pub fn metadata(&self, key: &str) -> Option<&str> {
+        self.metadata.get(key).map(String::as_str)
+    }
+
+    fn invalid(&self, reason: String) -> PackError {
+        PackError::Invalid {
+            path: self.path.clone(),
+            reason,
+        }
+    }
+
+    /// The JSON header under `key`, written by [`write`] with `format_version` = `version`.
+    pub fn header<H: DeserializeOwned>(&self, key: &str, version: u32) -> Result<H> {
+        let text = self
+            .metadata(key)
+            .ok_or_else(|| self.invalid(format!("no `{key}` metadata: not written by vprompt")))?;
+        let unreadable = |e: serde_json::Error| self.invalid(format!("unreadable `{key}` header: {e}"));
+        let found = serde_json::from_str::<Version>(text).map_err(unreadable)?;
+        if found.format_version != version {
+            return Err(self.invalid(format!(
+                "format version {} is not supported (this vprompt reads version {version})",
+                found.format_version
+            )));
+        }
+        serde_json::from_str(text).map_err(unreadable)
+    }
+
+    /// Loads the pack's tensors into `module` (built with the right structure), checking that each
+    /// of the module's tensors is present with its shape and, with [`Extra::Refuse`], that the pack
+    /// holds nothing else.
+    pub fn load_into<M: Module>(&self, module: &mut M, extra: Extra) -> Result<()> {
+        let store = match &self.source {
+            Source::Bytes(bytes) => BurnpackStore::from_bytes(Some(bytes.clone())),
+            Source::Static(bytes) => BurnpackStore::from_static(bytes),
+        };
+        let applied = module
+            .load_from(&mut store.allow_partial(true))
+            .map_err(|e| self.invalid(format!("cannot read tensors ({e})")))?;
+        let mut problems: Vec<String> = applied
+            .missing
+            .iter()
+            .map(|(name, _)| format!("missing tensor `{name}`"))
+            .collect();
+        problems.extend(applied.errors.iter().map(ToString::to_string));
+        if extra == Extra::Refuse {
+            problems.extend(
+                applied
+                    .unused
+                    .iter()
+                    .map(|name| format!("unexpected tensor `{name}`")),
+            );
+        }
+        if problems.is_empty() {
+            Ok(())
+        } else {
+            Err(PackError::Tensors {
+                path: self.path.clone(),
+                problems,
+            })
+        }
+    }
+
+    /// The pack's tensors, by name.
+    pub fn tensors(&self) -> Result<Vec<PackTensor>> {
+        let Source::Bytes(bytes) = &self.source else {
+            return Err(self.invalid("an embedded pack is only loaded into its module".into()));
+        };
+        Reader::from_bytes(bytes.clone())
+            .and_then(Reader::into_tensors)
+            .map_err(|e| self.invalid(format!("cannot read tensors ({e})")))
+    }
+
+    /// The `f32` values and shape of tensor `name`.
+    pub fn f32_tensor(&self, name: &str) -> Result<(Vec<f32>, Vec<usize>)> {
+        let tensor = self
+            .tensors()?
+            .into_iter()
+            .find(|t| t.name == name)
+            .ok_or_else(|| self.invalid(format!("no `{name}` tensor")))?;
+        let dims = tensor.shape.to_vec();
+        if tensor.dtype != burn::tensor::DType::F32 {
+            return Err(self.invalid(format!("`{name}` is {:?} {dims:?}, expected f32", tensor.dtype)));
+        }
+        let bytes = tensor.to_bytes().map_err(|e| self.invalid(e.to_string()))?;
+        if bytes.len() != 4 * dims.iter().product::<usize>() {
+            return Err(self.invalid(format!("`{name}` is cut short")));
+        }
+        let values = bytes
+            .chunks_exact(4)
+            .map(|b| f32::from_le_bytes(b.try_into().expect("4 bytes")))
+            .collect();
+        Ok((values, dims))
+    }
+}
+
+/// The tensors of `module`, named by their paths, ready for [`write`].
+pub fn module_tensors<M: Module>(module: &M) -> Vec<PackTensor> {
+    module.collect(None, None, false)
+}
+
+/// An `f32` tensor named `name` with `shape`, ready for [`write`].
+pub fn f32_tensor(name: &str, values: &[f32], shape: &[usize]) -> PackTensor {
+    let bytes: Vec<u8> = values.iter().flat_map(|v| v.to_le_bytes()).collect();
+    PackTensor::new(
+        name.into(),
+        burn::tensor::DType::F32,
+        shape.to_vec(),
+        None,
+        Bytes::from_bytes_vec(bytes),
+    )
+}
+
+/// A versioned JSON header: `{"format_version": version, ...header's fields}`.
+pub fn json_header<H: Serialize>(version: u32, header: &H) -> String {
+    #[derive(Serialize)]
+    struct Versioned<'a, H> {
+        format_version: u32,
+        #[serde(flatten)]
+        header: &'a H,
+    }
+    serde_json::to_string(&Versioned {
+        format_version: version,
+        header,
+    })
+    .expect("headers serialise")
+}
+
+/// Writes `tensors` and `metadata` to `path` (replacing it through a temporary file and a rename).
+pub fn write(path: impl AsRef<Path>, mut tensors: Vec<PackTensor>, metadata: &[(&str, &str)]) -> Result<()> {
+    let path = path.as_ref();
+    for tensor in &mut tensors {
+        tensor.param_id = None;
+    }
+    let mut writer = Writer::new(tensors).auto_extension(false).overwrite(true);
+    for (key, value) in metadata {
+        writer = writer.with_metadata(key, value);
+    }
+    writer.write_to_file(path).map_err(|e| PackError::Io {
+        path: path.to_path_buf(),
+        source: std::io::Error::other(e.to_string()),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use burn::module::Param;
+    use burn::prelude::*;
+
+    #[derive(Module, Debug)]
+    struct Two {
+        a: Param<Tensor<2>>,
+        b: Param<Tensor<1>>,
+    }
+
+    #[derive(Module, Debug)]
+    struct One {
+        a: Param<Tensor<2>>,
+    }
+
+    #[derive(Debug, PartialEq, Serialize, serde::Deserialize)]
+    struct Header {
+        name: String,
+    }
+
+    fn two(device: &Device, scale: f32) -> Two {
+        Two {
+            a: Param::from_tensor(Tensor::<2>::ones([2, 3], device) * scale),
+            b: Param::from_tensor(Tensor::<1>::zeros([4], device)),
+        }
+    }
+
+    #[test]
+    fn header_and_tensors_round_trip_and_every_problem_is_named() {
+        let device = Device::flex();
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("two.bpk");
+        let header = Header { name: "x".into() };
+        let text = json_header(3, &header);
+        write(&path, module_tensors(&two(&device, 2.0)), &[("k", &text)]).unwrap();
+        let first = std::fs::read(&path).unwrap();
+        write(&path, module_tensors(&two(&device, 2.0)), &[("k", &text)]).unwrap();
+        assert_eq!(
+            first,
+            std::fs::read(&path).unwrap(),
+            "the same values give the same bytes"
+        );
+
+        let pack = Pack::read(&path).unwrap();
+        assert_eq!(pack.header::<Header>("k", 3).unwrap(), header);
+        let err = pack.header::<Header>("k", 4).unwrap_err().to_string();
+        assert!(err.contains("format version 3 is not supported"), "{err}");
+        let err = pack.header::<Header>("other", 3).unwrap_err().to_string();
+        assert!(
+            err.contains("no `other` metadata: not written by vprompt"),
+            "{err}"
+        );
+
+        let mut loaded = two(&device, 0.0);
+        pack.load_into(&mut loaded, Extra::Refuse).unwrap();
+        assert_eq!(
+            loaded.a.val().into_data(),
+            (Tensor::<2>::ones([2, 3], &device) * 2.0).into_data()
+        );
+        let (values, shape) = pack.f32_tensor("a").unwrap();
+        assert_eq!((values, shape), (vec![2.0; 6], vec![2, 3]));
+
+        // A module with fewer tensors: the extra one is refused unless allowed.
+        let mut one = One {
+            a: Param::from_tensor(Tensor::<2>::zeros([2, 3], &device)),
+        };
+        let PackError::Tensors { problems, .. } = pack.load_into(&mut one, Extra::Refuse).unwrap_err() else {
+            panic!()
+        };
+        assert_eq!(problems, ["unexpected tensor `b`"]);
+        pack.load_into(&mut one, Extra::Ignore).unwrap();
+        // A module with more, or other shapes: named.
+        let mut wide = Two {
+            a: Param::from_tensor(Tensor::<2>::zeros([3, 3], &device)),
+            b: Param::from_tensor(Tensor::<1>::zeros([4], &device)),
+        };
+        let err = pack.load_into(&mut wide, Extra::Refuse).unwrap_err().to_string();
+        assert!(err.contains('a') && err.contains("two.bpk"), "{err}");
+
+        // Not a pack, and no file.
+        std::fs::write(dir.path().join("text.bpk"), "hello").unwrap();
+        let err = Pack::read(dir.path().join("text.bpk")).unwrap_err();
+        assert!(matches!(err, PackError::Invalid { .. }) && err.to_string().contains("not a Burnpack file"));
+        let err = Pack::read(dir.path().join("none.bpk")).unwrap_err();
+        assert!(matches!(err, PackError::Io { .. }) && err.to_string().contains("none.bpk"));
+    }
+}
