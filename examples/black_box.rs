@@ -21,7 +21,7 @@ use std::sync::Arc;
 
 use vprompt::data::{BatchLoader, PreparedDataset, Preprocess, fashion_mnist, prepare};
 use vprompt::prelude::*;
-use vprompt::train::{BlackBoxTrained, Series, line_plot};
+use vprompt::train::{Axis, BlackBoxTrained, Series, line_plot};
 
 fn main() -> anyhow::Result<()> {
     vprompt::tune_allocator(); // keep freed tensor memory for reuse (see its docs)
@@ -132,7 +132,13 @@ fn main() -> anyhow::Result<()> {
         });
         rows.push((name, report));
     }
-    line_plot(&out.join("accuracy-vs-queries.png"), &series)?;
+    line_plot(
+        &out.join("accuracy-vs-queries.png"),
+        "White box against black box",
+        &Axis::log("images sent to the model (training)"),
+        &Axis::linear("validation top-1"),
+        &series,
+    )?;
 
     println!("validation top-1 against queries (images sent to the model during training)");
     println!(

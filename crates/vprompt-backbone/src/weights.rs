@@ -9,7 +9,7 @@ use burn::module::{Module, ModuleMapper, Param};
 use burn::prelude::*;
 use rand::{SeedableRng, rngs::StdRng};
 use rand_distr::{Distribution, Normal};
-use vprompt_core::pack::{self, Extra, Pack, PackError};
+use vprompt_core::pack::{self, Extra, Ids, Pack, PackError};
 
 use crate::error::{BackboneError, Result};
 use crate::preset::Preset;
@@ -84,7 +84,7 @@ fn weights_error(error: PackError, preset: Preset) -> BackboneError {
 /// give the same bytes and a committed file's sha256 can be checked. Returns the number of tensors
 /// and of values written.
 pub(crate) fn save<M: Module>(model: &M, path: &Path, preset: Preset) -> Result<(usize, usize)> {
-    let tensors = pack::module_tensors(model);
+    let tensors = pack::module_tensors(model, Ids::Drop);
     let counts = (tensors.len(), model.num_params());
     pack::write(path, tensors, &[(PRESET_KEY, preset.name())]).map_err(|e| weights_error(e, preset))?;
     Ok(counts)

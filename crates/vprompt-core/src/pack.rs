@@ -7,8 +7,7 @@
 //! the file exists and is readable ([`PackError::Io`]), it is a Burnpack file, the header is there
 //! and of a supported version ([`PackError::Invalid`]), and, when tensors are loaded into a
 //! module, that every tensor is present with the module's shape and, unless allowed, that no
-//! tensor is left over ([`PackError::Tensors`]). Writing clears Burn's per-process parameter ids,
-//! so the same values always give the same bytes, and replaces the file through a temporary file
+//! tensor is left over ([`PackError::Tensors`]). Writing replaces the file through a temporary file
 //! and a rename, so an interrupted save never leaves a truncated file.
 
 use std::path::{Path, PathBuf};
@@ -213,9 +212,26 @@ impl Pack {
     }
 }
 
+/// Whether a module's parameter ids are written with its tensors.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Ids {
+    /// Kept: loading gives the parameters their saved ids, which an optimiser's saved state is
+    /// keyed by (prompts and probes in checkpoints).
+    Keep,
+    /// Left out: Burn draws ids at random per process, so without them the same values always
+    /// give the same bytes (weights files with a checked sha256).
+    Drop,
+}
+
 /// The tensors of `module`, named by their paths, ready for [`write`].
-pub fn module_tensors<M: Module>(module: &M) -> Vec<PackTensor> {
-    module.collect(None, None, false)
+pub fn module_tensors<M: Module>(module: &M, ids: Ids) -> Vec<PackTensor> {
+    let mut tensors = module.collect(None, None, false);
+    if ids == Ids::Drop {
+        for tensor in &mut tensors {
+            tensor.param_id = None;
+        }
+    }
+    tensors
 }
 
 /// An `f32` tensor named `name` with `shape`, ready for [`write`].
@@ -246,11 +262,8 @@ pub fn json_header<H: Serialize>(version: u32, header: &H) -> String {
 }
 
 /// Writes `tensors` and `metadata` to `path` (replacing it through a temporary file and a rename).
-pub fn write(path: impl AsRef<Path>, mut tensors: Vec<PackTensor>, metadata: &[(&str, &str)]) -> Result<()> {
+pub fn write(path: impl AsRef<Path>, tensors: Vec<PackTensor>, metadata: &[(&str, &str)]) -> Result<()> {
     let path = path.as_ref();
-    for tensor in &mut tensors {
-        tensor.param_id = None;
-    }
     let mut writer = Writer::new(tensors).auto_extension(false).overwrite(true);
     for (key, value) in metadata {
         writer = writer.with_metadata(key, value);
@@ -297,9 +310,19 @@ mod tests {
         let path = dir.path().join("two.bpk");
         let header = Header { name: "x".into() };
         let text = json_header(3, &header);
-        write(&path, module_tensors(&two(&device, 2.0)), &[("k", &text)]).unwrap();
+        write(
+            &path,
+            module_tensors(&two(&device, 2.0), Ids::Drop),
+            &[("k", &text)],
+        )
+        .unwrap();
         let first = std::fs::read(&path).unwrap();
-        write(&path, module_tensors(&two(&device, 2.0)), &[("k", &text)]).unwrap();
+        write(
+            &path,
+            module_tensors(&two(&device, 2.0), Ids::Drop),
+            &[("k", &text)],
+        )
+        .unwrap();
         assert_eq!(
             first,
             std::fs::read(&path).unwrap(),
@@ -318,6 +341,16 @@ mod tests {
 
         let mut loaded = two(&device, 0.0);
         pack.load_into(&mut loaded, Extra::Refuse).unwrap();
+        // Kept ids come back with the values (an optimiser's state is keyed by them).
+        let saved = two(&device, 3.0);
+        let kept = dir.path().join("kept.bpk");
+        write(&kept, module_tensors(&saved, Ids::Keep), &[]).unwrap();
+        let mut fresh = two(&device, 0.0);
+        Pack::read(&kept)
+            .unwrap()
+            .load_into(&mut fresh, Extra::Refuse)
+            .unwrap();
+        assert_eq!((fresh.a.id, fresh.b.id), (saved.a.id, saved.b.id));
         assert_eq!(
             loaded.a.val().into_data(),
             (Tensor::<2>::ones([2, 3], &device) * 2.0).into_data()

@@ -8,7 +8,7 @@ use std::path::Path;
 
 use burn::prelude::*;
 use serde::{Deserialize, Serialize};
-use vprompt_core::pack::{self, Extra, Pack};
+use vprompt_core::pack::{self, Extra, Ids, Pack};
 
 use crate::any::{Prompt, PromptConfig};
 use crate::error::Result;
@@ -40,7 +40,7 @@ impl Prompt {
         );
         Ok(pack::write(
             path,
-            pack::module_tensors(self),
+            pack::module_tensors(self, Ids::Keep),
             &[(METADATA_KEY, &header)],
         )?)
     }

@@ -12,22 +12,37 @@ use crate::error::{Result, TrainError};
 ///        --> source outputs [B, S] --mapping--> logits [B, C]
 /// ```
 ///
+/// Built on the design's traits: the prompt is any [`VisualPrompt`] template (held as the
+/// run-time-chosen [`Prompt`], which is what checkpoints save and load), the backbone any
+/// [`Backbone`], the mapping any [`OutputMapping`] (held as [`Mapping`], likewise). Without a
+/// prompt ([`unprompted`](Self::unprompted)) it is the frozen model and its head alone: the
+/// paper's baselines (first-N, a fitted mapping, CLIP's text prompts).
+///
 /// Only the prompt learns. Keep the backbone (and the mapping) on the plain device and the prompt on
 /// the autodiff device: the backbone's weights then never enter the autodiff tape.
 #[derive(Debug, Clone)]
 pub struct PromptedClassifier<B: Backbone> {
-    /// The learned prompt.
-    pub prompt: Prompt,
+    /// The learned prompt; `None` for the unprompted classifier.
+    pub prompt: Option<Prompt>,
     /// The frozen model.
     pub backbone: B,
     /// Source outputs to target classes.
     pub mapping: Mapping,
 }
 
+/// One image's predicted class and its softmax probability.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Prediction {
+    /// The predicted class (index into the class names).
+    pub class: usize,
+    /// Its probability.
+    pub probability: f32,
+}
+
 /// Checks that `mapping` reads `backbone`'s outputs.
 pub(crate) fn check_mapping<B: Backbone>(backbone: &B, mapping: &Mapping) -> Result<()> {
     if mapping.source_dim() != backbone.output_dim() {
-        return Err(TrainError::InvalidConfig(format!(
+        return Err(TrainError::Mismatch(format!(
             "the mapping reads {} source outputs, backbone `{}` has {}",
             mapping.source_dim(),
             backbone.name(),
@@ -42,7 +57,7 @@ impl<B: Backbone> PromptedClassifier<B> {
     /// input size with 3 channels, and the mapping reads the backbone's outputs.
     pub fn new(prompt: Prompt, backbone: B, mapping: Mapping) -> Result<Self> {
         if prompt.image_size() != backbone.input_size() || prompt.channels() != 3 {
-            return Err(TrainError::InvalidConfig(format!(
+            return Err(TrainError::Mismatch(format!(
                 "the prompt is made for {}-channel {:?} images, backbone `{}` takes 3-channel {:?}",
                 prompt.channels(),
                 prompt.image_size(),
@@ -52,16 +67,46 @@ impl<B: Backbone> PromptedClassifier<B> {
         }
         check_mapping(&backbone, &mapping)?;
         Ok(Self {
-            prompt,
+            prompt: Some(prompt),
             backbone,
             mapping,
         })
     }
 
-    /// The size `[height, width]` images should be prepared at (the prompt's input size: the
-    /// backbone's, or the interior for shrink-and-frame).
+    /// The frozen model and its head without a prompt, checking that the mapping reads the
+    /// backbone's outputs.
+    pub fn unprompted(backbone: B, mapping: Mapping) -> Result<Self> {
+        check_mapping(&backbone, &mapping)?;
+        Ok(Self {
+            prompt: None,
+            backbone,
+            mapping,
+        })
+    }
+
+    /// The same classifier with the prompt off the autodiff tape (`Module::valid`), for
+    /// evaluating while training.
+    pub fn valid(&self) -> Self {
+        Self {
+            prompt: self.prompt.as_ref().map(Module::valid),
+            backbone: self.backbone.clone(),
+            mapping: self.mapping.clone(),
+        }
+    }
+
+    /// The prompt, or an error for the unprompted classifier (in code that trains one).
+    pub fn learned_prompt(&self) -> Result<&Prompt> {
+        self.prompt
+            .as_ref()
+            .ok_or_else(|| TrainError::Mismatch("this classifier has no prompt to train".into()))
+    }
+
+    /// The size `[height, width]` images should be prepared at: the prompt's input size (the
+    /// backbone's, or the interior for shrink-and-frame), the backbone's without a prompt.
     pub fn input_size(&self) -> [usize; 2] {
-        self.prompt.input_size()
+        self.prompt
+            .as_ref()
+            .map_or(self.backbone.input_size(), VisualPrompt::input_size)
     }
 
     /// Number of target classes.
@@ -69,15 +114,19 @@ impl<B: Backbone> PromptedClassifier<B> {
         self.mapping.num_classes()
     }
 
-    /// The backbone's input, prompted or not, from `[0, 1]` pixels.
+    /// The backbone's input from `[0, 1]` pixels: prompted in `phase`, or (with `None`, or
+    /// without a prompt) through the same pipeline unprompted.
     fn backbone_input(&self, pixels: Tensor<4>, phase: Option<Phase>) -> Result<Tensor<4>> {
-        let prompt = |x: Tensor<4>| match phase {
-            Some(phase) => self.prompt.apply(x, phase),
-            None => self.prompt.unprompted(x),
+        let Some(prompt) = &self.prompt else {
+            return Ok(self.backbone.normalize(pixels));
         };
-        Ok(match self.prompt.space() {
-            PromptSpace::Pixel { .. } => self.backbone.normalize(prompt(pixels)?),
-            PromptSpace::Normalized => prompt(self.backbone.normalize(pixels))?,
+        let prompt_in = |x: Tensor<4>| match phase {
+            Some(phase) => prompt.apply(x, phase),
+            None => prompt.unprompted(x),
+        };
+        Ok(match prompt.space() {
+            PromptSpace::Pixel { .. } => self.backbone.normalize(prompt_in(pixels)?),
+            PromptSpace::Normalized => prompt_in(self.backbone.normalize(pixels))?,
         })
     }
 
@@ -97,7 +146,7 @@ impl<B: Backbone> PromptedClassifier<B> {
             .forward_features(self.backbone_input(pixels, phase)?)?)
     }
 
-    /// Prompted logits.
+    /// Prompted logits (unprompted ones without a prompt).
     ///
     /// # Shapes
     /// - pixels: `[batch, 3, h, w]` in `[0, 1]`
@@ -111,5 +160,45 @@ impl<B: Backbone> PromptedClassifier<B> {
     pub fn forward_unprompted(&self, pixels: Tensor<4>) -> Result<Tensor<2>> {
         let (_, source) = self.backbone_outputs(pixels, None)?;
         Ok(self.mapping.forward(source)?)
+    }
+
+    /// Each image's most probable class under the softmax of [`forward`](Self::forward).
+    ///
+    /// # Shapes
+    /// - pixels: `[batch, 3, h, w]` in `[0, 1]`
+    pub fn predict(&self, pixels: Tensor<4>, phase: Phase) -> Result<Vec<Prediction>> {
+        let classes = self.num_classes();
+        let probabilities = burn::tensor::activation::softmax(self.forward(pixels, phase)?, 1)
+            .into_data()
+            .try_into_vec_as::<f32>()
+            .expect("f32 probabilities");
+        Ok(probabilities
+            .chunks(classes)
+            .map(|row| {
+                let class = (0..classes).fold(0, |best, k| if row[k] > row[best] { k } else { best });
+                Prediction {
+                    class,
+                    probability: row[class],
+                }
+            })
+            .collect())
+    }
+
+    /// What the backbone sees, back in `[0, 1]` pixel units (a `Normalized` prompt is mapped back
+    /// through the inverse normalisation): for showing prompted images.
+    ///
+    /// # Shapes
+    /// - pixels, output: `[batch, 3, h, w]`
+    pub fn prompted_pixels(&self, pixels: Tensor<4>, phase: Phase) -> Result<Tensor<4>> {
+        match self.prompt.as_ref().map(VisualPrompt::space) {
+            Some(PromptSpace::Normalized) => {
+                let normalized = self.backbone_input(pixels, Some(phase))?;
+                Ok(self.backbone.normalization().invert(normalized))
+            }
+            Some(PromptSpace::Pixel { .. }) => {
+                Ok(self.prompt.as_ref().expect("matched").apply(pixels, phase)?)
+            }
+            None => Ok(pixels),
+        }
     }
 }

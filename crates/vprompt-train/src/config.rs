@@ -1,9 +1,11 @@
-use burn::config::Config;
+use serde::{Deserialize, Serialize};
+use vprompt_mapping::LabelMappingConfig;
 
-use crate::error::{Result, TrainError};
+use crate::error::{ConfigError, Result};
 
 /// The optimiser that updates the prompt.
-#[derive(Config, Debug, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub enum OptimizerConfig {
     /// SGD, PyTorch semantics: `buf <- g` at the first step, then `buf <- m * buf + (1 - dampening) g`;
     /// weight decay added to `g` first (coupled).
@@ -31,7 +33,8 @@ pub enum OptimizerConfig {
 }
 
 /// How the learning rate evolves.
-#[derive(Config, Debug, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub enum ScheduleConfig {
     /// Constant.
     Constant,
@@ -55,29 +58,56 @@ pub enum ScheduleConfig {
     },
 }
 
-/// Everything about a training run except the model and the data.
-#[derive(Config, Debug)]
-pub struct TrainingConfig {
-    /// Epochs over the training split.
-    pub epochs: usize,
-    /// Images per batch.
-    #[config(default = 32)]
-    pub batch_size: usize,
-    /// Base learning rate.
-    pub learning_rate: f64,
-    /// The optimiser.
-    pub optimizer: OptimizerConfig,
-    /// The learning-rate schedule.
-    pub schedule: ScheduleConfig,
-    /// Seed of the batch order (the prompt's own seed is in its config).
-    #[config(default = 0)]
-    pub seed: u64,
-    /// Evaluate on the validation split every this many epochs (and after the last).
-    #[config(default = 1)]
-    pub eval_every: usize,
-    /// Print progress to stderr every this many steps (0: only per epoch).
-    #[config(default = 50)]
-    pub log_every: u64,
+vprompt_core::config! {
+    /// Everything about a gradient training run except the model and the data.
+    pub struct TrainingConfig {
+        /// Epochs over the training split.
+        pub epochs: usize,
+        /// Base learning rate.
+        pub learning_rate: f64,
+        /// The optimiser.
+        pub optimizer: OptimizerConfig,
+        /// The learning-rate schedule.
+        pub schedule: ScheduleConfig,
+    }
+    defaults {
+        /// Images per batch.
+        pub batch_size: usize = 32,
+        /// Seed of the batch order (the prompt's own seed is in its config).
+        pub seed: u64 = 0,
+        /// Evaluate on the validation split every this many epochs (and after the last).
+        pub eval_every: usize = 1,
+        /// Plain-line progress: a line every this many steps (0: only per epoch).
+        pub log_every: u64 = 50,
+        /// A data-driven label mapping (FLM, ILM, BLM, BLM+) fitted before the first epoch and
+        /// refitted as it says, replacing the classifier's; `None` keeps the classifier's mapping.
+        pub mapping: Option<LabelMappingConfig> = None,
+    }
+}
+
+crate::engine::loop_config!(TrainingConfig => "training");
+
+/// A named recipe: the paper's and two follow-ups'.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Recipe {
+    /// [`TrainingConfig::paper`].
+    Paper,
+    /// [`TrainingConfig::ilm_vp`].
+    IlmVp,
+    /// [`TrainingConfig::evp`].
+    Evp,
+}
+
+impl Recipe {
+    /// The recipe's training config.
+    pub fn config(self) -> TrainingConfig {
+        match self {
+            Recipe::Paper => TrainingConfig::paper(),
+            Recipe::IlmVp => TrainingConfig::ilm_vp(),
+            Recipe::Evp => TrainingConfig::evp(),
+        }
+    }
 }
 
 impl TrainingConfig {
@@ -152,62 +182,61 @@ impl TrainingConfig {
         self
     }
 
-    /// Checks the settings.
+    /// Checks the settings; an error names the field (`learning_rate`, `optimizer.Sgd.momentum`).
     pub fn validate(&self) -> Result<()> {
-        let bad = |m: String| Err(TrainError::InvalidConfig(m));
-        if self.epochs == 0 {
-            return bad("epochs must be at least 1".into());
-        }
-        if self.batch_size == 0 {
-            return bad("the batch size must be at least 1".into());
-        }
-        if !(self.learning_rate.is_finite() && self.learning_rate > 0.0) {
-            return bad(format!(
-                "the learning rate must be finite and > 0, got {}",
-                self.learning_rate
-            ));
-        }
-        if self.eval_every == 0 {
-            return bad("eval_every must be at least 1".into());
-        }
+        ConfigError::at_least_one("epochs", self.epochs as u64)?;
+        ConfigError::at_least_one("batch_size", self.batch_size as u64)?;
+        ConfigError::positive("learning_rate", self.learning_rate)?;
+        ConfigError::at_least_one("eval_every", self.eval_every as u64)?;
         match &self.optimizer {
             OptimizerConfig::Sgd {
                 momentum,
                 dampening,
                 weight_decay,
             } => {
-                for (name, v) in [
-                    ("momentum", momentum),
-                    ("dampening", dampening),
-                    ("weight decay", weight_decay),
-                ] {
-                    if !(v.is_finite() && *v >= 0.0) {
-                        return bad(format!("SGD {name} must be finite and >= 0, got {v}"));
-                    }
-                }
+                ConfigError::non_negative("optimizer.Sgd.momentum", *momentum)?;
+                ConfigError::non_negative("optimizer.Sgd.dampening", *dampening)?;
+                ConfigError::non_negative("optimizer.Sgd.weight_decay", *weight_decay)?;
             }
             OptimizerConfig::Adam {
                 beta1,
                 beta2,
                 weight_decay,
             } => {
-                if !((0.0..1.0).contains(beta1) && (0.0..1.0).contains(beta2)) {
-                    return bad(format!("Adam betas must be in [0, 1), got {beta1}, {beta2}"));
+                for (name, beta) in [("beta1", beta1), ("beta2", beta2)] {
+                    if !(0.0..1.0).contains(beta) {
+                        return Err(ConfigError::new(
+                            format!("optimizer.Adam.{name}"),
+                            format!("must be in [0, 1), got {beta}"),
+                        )
+                        .into());
+                    }
                 }
-                if !(weight_decay.is_finite() && *weight_decay >= 0.0) {
-                    return bad(format!(
-                        "Adam weight decay must be finite and >= 0, got {weight_decay}"
-                    ));
-                }
+                ConfigError::non_negative("optimizer.Adam.weight_decay", *weight_decay)?;
             }
             OptimizerConfig::NormalizedGradient => {}
         }
-        if let ScheduleConfig::MultiStep { milestones, gamma } = &self.schedule
-            && (milestones.iter().any(|m| !(0.0..=1.0).contains(m)) || !(gamma.is_finite() && *gamma > 0.0))
+        if let ScheduleConfig::MultiStep { milestones, gamma } = &self.schedule {
+            if let Some(m) = milestones.iter().find(|m| !(0.0..=1.0).contains(*m)) {
+                return Err(ConfigError::new(
+                    "schedule.MultiStep.milestones",
+                    format!("must be fractions of the epochs in [0, 1], got {m}"),
+                )
+                .into());
+            }
+            ConfigError::positive("schedule.MultiStep.gamma", *gamma)?;
+        }
+        if let Some(mapping) = &self.mapping
+            && !mapping.needs_fit()
         {
-            return bad(format!(
-                "multi-step milestones must be fractions in [0, 1] and gamma > 0, got {milestones:?}, {gamma}"
-            ));
+            return Err(ConfigError::new(
+                "mapping",
+                format!(
+                    "`{}` is not fitted on data; give it to the classifier instead",
+                    mapping.method()
+                ),
+            )
+            .into());
         }
         Ok(())
     }

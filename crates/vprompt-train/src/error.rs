@@ -1,5 +1,7 @@
 use std::path::PathBuf;
 
+pub use vprompt_core::ConfigError;
+
 /// Everything that can go wrong while training or evaluating.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
@@ -16,9 +18,13 @@ pub enum TrainError {
     /// A data error.
     #[error(transparent)]
     Data(#[from] vprompt_data::DataError),
-    /// A setting is out of range or settings contradict each other.
-    #[error("invalid training setting: {0}")]
-    InvalidConfig(String),
+    /// A setting is out of range: its key path and the reason.
+    #[error("invalid training setting {0}")]
+    InvalidConfig(#[from] ConfigError),
+    /// The pieces of a run do not fit together: a prompt made for another image size, a mapping
+    /// for other outputs, splits prepared at another size or with other classes.
+    #[error("{0}")]
+    Mismatch(String),
     /// The loss became NaN or infinite; the last checkpoint (if any) is intact.
     #[error(
         "the loss became {loss} at step {step} (epoch {epoch}); training stopped. The last good \
@@ -29,7 +35,7 @@ pub enum TrainError {
         loss: f32,
         /// Global optimisation step.
         step: u64,
-        /// Epoch.
+        /// Epoch (1-based).
         epoch: usize,
     },
     /// A run directory or checkpoint file could not be read or written.
@@ -43,7 +49,7 @@ pub enum TrainError {
     },
     /// A black-box model's query failed or returned the wrong number of scores.
     #[error("black-box query failed: {0}")]
-    Query(#[source] crate::blackbox::QueryError),
+    Query(#[source] crate::black_box::QueryError),
     /// A checkpoint is unreadable or belongs to another run.
     #[error("{path}: {reason}")]
     Checkpoint {
@@ -60,4 +66,18 @@ pub type Result<T, E = TrainError> = std::result::Result<T, E>;
 pub(crate) fn io(path: impl Into<PathBuf>) -> impl FnOnce(std::io::Error) -> TrainError {
     let path = path.into();
     move |source| TrainError::Io { path, source }
+}
+
+impl From<vprompt_core::pack::PackError> for TrainError {
+    fn from(error: vprompt_core::pack::PackError) -> Self {
+        use vprompt_core::pack::PackError;
+        match error {
+            PackError::Io { path, source } => TrainError::Io { path, source },
+            PackError::Invalid { path, reason } => TrainError::Checkpoint { path, reason },
+            PackError::Tensors { path, problems } => TrainError::Checkpoint {
+                path,
+                reason: problems.join("; "),
+            },
+        }
+    }
 }

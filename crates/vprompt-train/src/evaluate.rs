@@ -3,6 +3,7 @@ use std::fmt;
 use burn::prelude::*;
 use serde::{Deserialize, Serialize};
 use vprompt_backbone::Backbone;
+use vprompt_core::{Quiet, Task};
 use vprompt_data::BatchLoader;
 use vprompt_prompt::Phase;
 
@@ -100,6 +101,17 @@ pub fn evaluate<B: Backbone>(
     device: &Device,
     prompted: bool,
 ) -> Result<Evaluation> {
+    evaluate_with(classifier, loader, device, prompted, &mut Quiet)
+}
+
+/// [`evaluate`], advancing `task` by each batch's images.
+pub fn evaluate_with<B: Backbone>(
+    classifier: &PromptedClassifier<B>,
+    loader: &BatchLoader,
+    device: &Device,
+    prompted: bool,
+    task: &mut dyn Task,
+) -> Result<Evaluation> {
     let mut tally = Tally::new(classifier.num_classes());
     for (k, batch) in loader.epoch(0, 0, device).enumerate() {
         let logits = if prompted {
@@ -110,6 +122,7 @@ pub fn evaluate<B: Backbone>(
         let logits = logits.into_data().try_into_vec_as::<f32>().expect("float logits");
         let labels: Vec<usize> = batch.indices.iter().map(|&i| loader.data().labels[i]).collect();
         tally.add(&logits, &labels);
+        task.advance(labels.len() as u64, &String::new);
     }
     Ok(tally.finish())
 }

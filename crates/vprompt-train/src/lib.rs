@@ -3,42 +3,50 @@
 //! # Feature flags
 //! - `flex` (default), `wgpu`, `cuda`, `cpu`: backends, forwarded to burn.
 //!
-//! - [`PromptedClassifier`]: prompt + frozen backbone + mapping, `[0, 1]` pixels to logits.
-//! - [`TrainingConfig`]: the paper's recipe ([`TrainingConfig::paper`]: SGD lr 40, momentum 0.9,
-//!   1000-iteration warmup and cosine decay), ILM-VP's ([`TrainingConfig::ilm_vp`]), EVP's
-//!   ([`TrainingConfig::evp`]).
-//! - [`Trainer`]: the loop, with validation-based selection, crash-safe checkpoints and exact resume
-//!   ([`RunDir`]), refits of data-driven mappings, metrics and curves.
+//! # What is here
+//! - [`PromptedClassifier`]: prompt + frozen backbone + mapping, `[0, 1]` pixels to logits; without
+//!   a prompt ([`PromptedClassifier::unprompted`]) the baselines' classifier.
+//! - [`Trainer`]: one engine for every way of training (validation selection, crash-safe
+//!   checkpoints and exact resume in a [`RunDir`], metrics and curves, progress through
+//!   [`Progress`]), configured by what it trains:
+//!   - [`TrainingConfig`]: a prompt by gradient steps, with the paper's recipe
+//!     ([`TrainingConfig::paper`]: SGD lr 40, momentum 0.9, 1000-iteration warmup and cosine
+//!     decay), ILM-VP's and EVP's ([`Recipe`]), and refits of data-driven label mappings;
+//!   - [`BlackBoxConfig`] ([`BlackBoxTrainer`]): a prompt by zeroth-order steps through a
+//!     [`BlackBoxModel`] (images in, scores out; [`LocalModel`] for any backbone + mapping), RGF
+//!     and SPSA-GC ([`ZerothOrderConfig`]), every query counted, an optional budget;
+//!   - [`LinearProbeConfig`]: the linear-probe baseline on frozen features.
 //! - [`evaluate`]: top-1, top-5, per-class accuracy, confusion matrix, prompted and unprompted
-//!   ([`Report`]); [`LinearProbeConfig`]: the linear-probe baseline.
-//! - Black-box prompting (paper section 2.3): [`BlackBoxModel`] (images in, scores out; [`LocalModel`]
-//!   for any backbone + mapping), zeroth-order optimisers ([`ZerothOrderConfig`]: RGF and SPSA-GC)
-//!   and [`BlackBoxTrainer`], the same harness with every query counted and an optional budget.
+//!   ([`Report`]).
+//! - [`line_plot`]: the curves' line plots (axis labels, ticks, a legend; a bundled font).
 
-mod black_box_trainer;
-mod blackbox;
+mod black_box;
 mod classifier;
 mod config;
+mod engine;
 mod error;
 mod evaluate;
+mod gradient;
 mod optimizer;
-mod plot;
 mod probe;
-mod run;
 mod schedule;
 mod trainer;
-mod zeroth_order;
 
-pub use black_box_trainer::{BlackBoxConfig, BlackBoxTrained, BlackBoxTrainer};
-pub use blackbox::{BlackBoxModel, BlackBoxReport, LocalModel, QueryError, Scores, evaluate_black_box};
-pub use classifier::PromptedClassifier;
-pub use config::{OptimizerConfig, ScheduleConfig, TrainingConfig};
-pub use error::{Result, TrainError};
-pub use evaluate::{Evaluation, Report, Tally, evaluate};
+pub use black_box::{
+    BlackBoxConfig, BlackBoxModel, BlackBoxReport, BlackBoxTrained, BlackBoxTrainer, LocalModel, QueryError,
+    Scores, ZerothOrderConfig, ZerothOrderOptimizer, evaluate_black_box,
+};
+pub use classifier::{Prediction, PromptedClassifier};
+pub use config::{OptimizerConfig, Recipe, ScheduleConfig, TrainingConfig};
+pub use engine::{
+    Axis, Checkpoint, CheckpointState, EpochRecord, MAPPING_FILE, OPTIMIZER_FILE, PROBE_FILE, PROMPT_FILE,
+    RunDir, Series, line_plot,
+};
+pub use error::{ConfigError, Result, TrainError};
+pub use evaluate::{Evaluation, Report, Tally, evaluate, evaluate_with};
+pub use gradient::{Trained, evaluate_unprompted, fit_mapping, train_step};
 pub use optimizer::PromptOptimizer;
-pub use plot::{Series, color_name, line_plot};
 pub use probe::{LinearProbe, LinearProbeConfig};
-pub use run::{Checkpoint, CheckpointState, EpochRecord, RunDir};
 pub use schedule::learning_rate;
-pub use trainer::{Trained, Trainer, evaluate_unprompted, fit_mapping, train_step};
-pub use zeroth_order::{ZerothOrderConfig, ZerothOrderOptimizer};
+pub use trainer::Trainer;
+pub use vprompt_core::{Lines, Progress, Quiet, Task};

@@ -73,7 +73,10 @@ impl PromptOptimizer {
             Self::Burn(optim) => optim
                 .into_bytes()
                 .map(|b| b.to_vec())
-                .map_err(|e| TrainError::InvalidConfig(format!("cannot serialise the optimiser state: {e}"))),
+                .map_err(|e| TrainError::Checkpoint {
+                    path: crate::engine::OPTIMIZER_FILE.into(),
+                    reason: format!("cannot serialise the optimiser state: {e}"),
+                }),
             Self::NormalizedGradient => Ok(Vec::new()),
         }
     }

@@ -324,10 +324,11 @@ fn normalized_gradient_steps_have_the_learning_rate_as_length() {
     let loss = burn::nn::loss::CrossEntropyLossConfig::new()
         .init(&ad)
         .forward(logits, labels);
-    let grads = burn::optim::GradientsParams::from_grads(loss.backward(), &model.prompt);
-    let before = to_vec(model.prompt.perturbation(Phase::Eval { batch: 0 }));
+    let prompt = model.learned_prompt().unwrap().clone();
+    let grads = burn::optim::GradientsParams::from_grads(loss.backward(), &prompt);
+    let before = to_vec(prompt.perturbation(Phase::Eval { batch: 0 }));
     let mut optim = PromptOptimizer::new(&OptimizerConfig::NormalizedGradient);
-    let prompt = optim.step(0.7, model.prompt.clone(), grads);
+    let prompt = optim.step(0.7, prompt, grads);
     let after = to_vec(prompt.perturbation(Phase::Eval { batch: 0 }));
     let length: f64 = before
         .iter()
@@ -353,7 +354,66 @@ fn linear_probe_baseline() {
     assert_eq!(backbone.feature_dim(), 16);
     // 16 pooled features of a digits-trained net: far above chance (10 %) on Fashion-MNIST.
     assert!(eval.top1 > 0.5, "linear probe top-1 {:.3}", eval.top1);
-    assert!(probe.best.1 > 0.5);
+    assert!(probe.best.unwrap().1 > 0.5);
+}
+
+/// The probe runs through the same engine: a run directory with its checkpoint, selection and
+/// curves, and a probe killed mid-run resumes to exactly the layer and accuracies of an
+/// uninterrupted one (Adam's moments and the batch order are restored).
+#[test]
+fn linear_probe_resumes_bit_identical() {
+    let device = Device::flex();
+    let (train, valid, test) = common::fmnist_32();
+    let (train, valid) = (common::subset(&train, 300), common::subset(&valid, 60));
+    let backbone = common::tiny_resnet(&device);
+    let config = LinearProbeConfig::new()
+        .with_epochs(6)
+        .with_batch_size(64)
+        .with_learning_rate(0.02)
+        .with_seed(4);
+    let run = |dir: &std::path::Path, stop: Option<u64>| {
+        let mut trainer = Trainer::new(config.clone(), &device)
+            .with_run_dir(dir)
+            .quiet(true);
+        if let Some(stop) = stop {
+            trainer = trainer.stop_after_steps(stop);
+        }
+        trainer.train(&backbone, train.clone(), valid.clone()).unwrap()
+    };
+    let full = tempfile::tempdir().unwrap();
+    let expected = run(full.path(), None);
+    // 300 images in batches of 64: 5 steps per epoch, 30 in all; killed mid-epoch 3.
+    let dir = tempfile::tempdir().unwrap();
+    let first = run(dir.path(), Some(13));
+    assert_eq!(first.best.map(|(epoch, _)| epoch <= 2), Some(true));
+    let resumed = run(dir.path(), None);
+    assert_eq!(resumed.best, expected.best);
+    let a = expected.evaluate(&backbone, &test, &device).unwrap();
+    let b = resumed.evaluate(&backbone, &test, &device).unwrap();
+    assert_eq!(
+        a.loss.to_bits(),
+        b.loss.to_bits(),
+        "the same layer: the same test loss"
+    );
+    assert_eq!(a.confusion, b.confusion);
+    let metrics = |d: &std::path::Path| std::fs::read_to_string(d.join("metrics.jsonl")).unwrap();
+    let losses = |text: String| -> Vec<u64> {
+        text.lines()
+            .map(|l| {
+                serde_json::from_str::<EpochRecord>(l)
+                    .unwrap()
+                    .train_loss
+                    .to_bits()
+            })
+            .collect()
+    };
+    assert_eq!(losses(metrics(dir.path())), losses(metrics(full.path())));
+    assert_eq!(losses(metrics(full.path())).len(), 6);
+    for file in ["best.json", "checkpoint.json", "loss.png", "accuracy.png"] {
+        assert!(full.path().join(file).exists(), "{file}");
+    }
+    let best = RunDir::create(full.path()).unwrap().best_dir().unwrap().unwrap();
+    assert!(best.join(PROBE_FILE).exists());
 }
 
 #[test]

@@ -328,7 +328,7 @@ pub struct Cell {
 }
 
 fn invalid(message: String) -> Error {
-    Error::Train(vprompt_train::TrainError::InvalidConfig(message))
+    Error::Train(vprompt_train::TrainError::Mismatch(message))
 }
 
 fn io(path: &Path, source: std::io::Error) -> Error {
@@ -611,7 +611,13 @@ impl ExperimentConfig {
         }
         let (markdown, series) = report(&results);
         if let (Some(plot), Some(series)) = (&config.plot, series) {
-            vprompt_train::line_plot(&out.join(&plot.file), &series)?;
+            vprompt_train::line_plot(
+                &out.join(&plot.file),
+                &config.title,
+                &vprompt_train::Axis::linear("x"),
+                &vprompt_train::Axis::linear("y"),
+                &series,
+            )?;
         }
         write_atomic(&out.join("results.md"), &markdown)?;
         Ok(results)
@@ -827,7 +833,7 @@ pub fn report(results: &Results) -> (String, Option<Vec<Series>>) {
         series
             .iter()
             .enumerate()
-            .map(|(i, s)| format!("{} = {}", vprompt_train::color_name(i), s.name))
+            .map(|(i, s)| format!("{} = {}", ["blue", "red", "green", "purple"][i % 4], s.name))
             .collect::<Vec<_>>()
             .join(", ")
     );

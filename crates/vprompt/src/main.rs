@@ -12,7 +12,7 @@ use vprompt::backbone::{Backbone, ImageBackbone, Preset, TextEncoder};
 use vprompt::data::{BatchLoader, Preprocess, decode_image, prepare};
 use vprompt::experiment::ExperimentConfig;
 use vprompt::mapping::{IMAGENET_TEMPLATES, OutputMapping, PAPER_TEMPLATE, clip_head};
-use vprompt::prompt::{PaddingPromptConfig, Phase, Prompt, PromptSpace, VisualPrompt};
+use vprompt::prompt::{PaddingPromptConfig, Phase, Prompt, VisualPrompt};
 use vprompt::run::{RunConfig, evaluate_run};
 use vprompt::train::{PromptedClassifier, RunDir, evaluate};
 
@@ -367,16 +367,7 @@ fn apply(dir: &Path, out: &Path, images: &[PathBuf], device: &Device) -> anyhow:
             .and_then(|c| c.get(best).cloned())
             .unwrap_or_else(|| format!("class {best}"));
         // What the backbone sees, back in pixel units.
-        let shown = match classifier.prompt.space() {
-            PromptSpace::Pixel { .. } => classifier.prompt.apply(batch.images, Phase::Eval { batch: 0 })?,
-            PromptSpace::Normalized => {
-                let normalized = classifier.prompt.apply(
-                    classifier.backbone.normalize(batch.images),
-                    Phase::Eval { batch: 0 },
-                )?;
-                classifier.backbone.normalization().invert(normalized)
-            }
-        };
+        let shown = classifier.prompted_pixels(batch.images, Phase::Eval { batch: 0 })?;
         let file = out.join(format!(
             "{}.png",
             path.file_stem().unwrap_or_default().to_string_lossy()

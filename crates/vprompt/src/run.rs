@@ -250,7 +250,7 @@ fn default_mapping() -> serde_json::Value {
 }
 
 fn invalid(message: String) -> Error {
-    Error::Train(vprompt_train::TrainError::InvalidConfig(message))
+    Error::Train(vprompt_train::TrainError::Mismatch(message))
 }
 
 /// The prepared splits of a run.

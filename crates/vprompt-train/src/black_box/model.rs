@@ -7,6 +7,7 @@ use std::sync::Arc;
 use burn::prelude::*;
 use serde::{Deserialize, Serialize};
 use vprompt_backbone::Backbone;
+use vprompt_core::{Quiet, Task};
 use vprompt_data::{BatchLoader, PreparedDataset};
 use vprompt_mapping::{Mapping, OutputMapping};
 use vprompt_prompt::{Phase, Prompt, VisualPrompt};
@@ -155,14 +156,14 @@ pub(crate) fn cross_entropy(scores: &[f32], labels: &[usize], classes: usize, ki
 /// takes images, not normalised tensors), 3 channels, the model's input size.
 pub(crate) fn check_prompt<M: BlackBoxModel + ?Sized>(prompt: &Prompt, model: &M) -> Result<()> {
     if !matches!(prompt.space(), vprompt_prompt::PromptSpace::Pixel { .. }) {
-        return Err(TrainError::InvalidConfig(
+        return Err(TrainError::Mismatch(
             "a black-box prompt must live in pixel space (`space: Pixel { clamp: true }`): the model \
              takes images and normalises them itself"
                 .into(),
         ));
     }
     if prompt.image_size() != model.input_size() || prompt.channels() != 3 {
-        return Err(TrainError::InvalidConfig(format!(
+        return Err(TrainError::Mismatch(format!(
             "the prompt is made for {}-channel {:?} images, the model takes 3-channel {:?}",
             prompt.channels(),
             prompt.image_size(),
@@ -182,10 +183,22 @@ pub fn evaluate_black_box<M: BlackBoxModel + ?Sized>(
     device: &Device,
     prompted: bool,
 ) -> Result<(Evaluation, u64)> {
+    evaluate_black_box_with(model, prompt, loader, device, prompted, &mut Quiet)
+}
+
+/// [`evaluate_black_box`], advancing `task` by each batch's images.
+pub(crate) fn evaluate_black_box_with<M: BlackBoxModel + ?Sized>(
+    model: &mut M,
+    prompt: &Prompt,
+    loader: &BatchLoader,
+    device: &Device,
+    prompted: bool,
+    task: &mut dyn Task,
+) -> Result<(Evaluation, u64)> {
     check_prompt(prompt, model)?;
     let classes = model.num_classes();
     if loader.data().classes.len() != classes {
-        return Err(TrainError::InvalidConfig(format!(
+        return Err(TrainError::Mismatch(format!(
             "the data has {} classes, the model {classes}",
             loader.data().classes.len()
         )));
@@ -207,6 +220,7 @@ pub fn evaluate_black_box<M: BlackBoxModel + ?Sized>(
             Scores::Probabilities => scores.iter().map(|&p| p.max(1e-12).ln()).collect(),
         };
         tally.add(&scores, &labels);
+        task.advance(labels.len() as u64, &String::new);
     }
     Ok((tally.finish(), queries))
 }

@@ -8,8 +8,12 @@
 //!   checkpoints/epoch-00007/{prompt.bpk, mapping.bpk, optimizer.bin, state.json}
 //!   best.json, best/epoch-00005/{prompt.bpk, mapping.bpk}    selected on the validation split
 //!   metrics.jsonl        one JSON object per epoch (and one per final evaluation)
-//!   loss.png, accuracy.png   curves (blue: training, red: validation)
+//!   loss.png, accuracy.png   curves (training and validation, with a legend)
+//!   accuracy-vs-queries.png  black-box runs: validation top-1 against training queries
 //! ```
+//!
+//! What a snapshot directory holds is the method's: a prompt run writes `prompt.bpk` (and
+//! `mapping.bpk`), a linear probe `probe.bpk`; checkpoints add `optimizer.bin`.
 //!
 //! A checkpoint directory is written completely, synced, and renamed into place before the pointer
 //! file is replaced by a rename, so a run killed at any moment leaves the previous checkpoint
@@ -24,11 +28,21 @@ use serde::{Deserialize, Serialize};
 use vprompt_mapping::Mapping;
 use vprompt_prompt::Prompt;
 
+use super::curves::{Axis, Series, line_plot};
 use crate::error::{Result, TrainError, io};
-use crate::plot::{Series, line_plot};
+
+/// The learned prompt, in a snapshot directory.
+pub const PROMPT_FILE: &str = "prompt.bpk";
+/// The label mapping, in a snapshot directory.
+pub const MAPPING_FILE: &str = "mapping.bpk";
+/// A linear probe's layer, in a snapshot directory.
+pub const PROBE_FILE: &str = "probe.bpk";
+/// The optimiser's state, in a checkpoint directory.
+pub const OPTIMIZER_FILE: &str = "optimizer.bin";
+const STATE_FILE: &str = "state.json";
 
 /// What a checkpoint records besides the tensors.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct CheckpointState {
     /// Epochs completed.
     pub epochs_done: usize,
@@ -85,6 +99,29 @@ pub struct EpochRecord {
     pub queries: Option<u64>,
 }
 
+impl EpochRecord {
+    /// The one-line summary of the epoch, for a run of `epochs` epochs (`exhausted`: the method's
+    /// budget ended it).
+    pub fn summary(&self, epochs: usize, exhausted: bool) -> String {
+        let mut line = format!(
+            "epoch {}/{epochs}: train loss {:.4} top-1 {:.2}%",
+            self.epoch,
+            self.train_loss,
+            100.0 * self.train_top1
+        );
+        if let Some(v) = self.valid_top1 {
+            line += &format!(", validation top-1 {:.2}%", 100.0 * v);
+        }
+        if let Some(q) = self.queries {
+            line += &format!(", {q} training queries");
+        }
+        if exhausted {
+            line += " (budget spent)";
+        }
+        line + &format!(" ({:.1} img/s)", self.images_per_second)
+    }
+}
+
 /// A run directory.
 #[derive(Debug, Clone)]
 pub struct RunDir {
@@ -96,7 +133,8 @@ struct Pointer {
     dir: String,
 }
 
-fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
+/// Writes `bytes` to `path` through a synced temporary file and a rename.
+pub(crate) fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
     let tmp = path.with_extension(format!("tmp{}", std::process::id()));
     let mut file = File::create(&tmp).map_err(io(&tmp))?;
     file.write_all(bytes).map_err(io(&tmp))?;
@@ -153,11 +191,12 @@ impl RunDir {
         }
     }
 
+    /// Writes a snapshot directory completely (`write` fills a fresh temporary directory, plus
+    /// `extra` files), syncs it and renames it into place.
     fn write_snapshot(
         &self,
         dir: &Path,
-        prompt: &Prompt,
-        mapping: Option<&Mapping>,
+        write: impl FnOnce(&Path) -> Result<()>,
         extra: &[(&str, &[u8])],
     ) -> Result<()> {
         let tmp = dir.with_extension("tmp");
@@ -165,10 +204,7 @@ impl RunDir {
             std::fs::remove_dir_all(&tmp).map_err(io(&tmp))?;
         }
         std::fs::create_dir_all(&tmp).map_err(io(&tmp))?;
-        prompt.save(tmp.join("prompt.bpk"))?;
-        if let Some(mapping) = mapping {
-            mapping.save(tmp.join("mapping.bpk"))?;
-        }
+        write(&tmp)?;
         for (name, bytes) in extra {
             write_atomic(&tmp.join(name), bytes)?;
         }
@@ -208,81 +244,84 @@ impl RunDir {
         }
     }
 
-    /// Writes a checkpoint and makes it current, then deletes the checkpoints it replaces.
+    /// Writes a checkpoint (`write` fills its directory; the state is added) and makes it current,
+    /// then deletes the checkpoints it replaces.
     pub fn save_checkpoint(
         &self,
         state: &CheckpointState,
-        prompt: &Prompt,
-        mapping: Option<&Mapping>,
-        optimizer: &[u8],
+        write: impl FnOnce(&Path) -> Result<()>,
     ) -> Result<()> {
         let name = format!("epoch-{:05}", state.epochs_done);
         let dir = self.root.join("checkpoints").join(&name);
         let state_json = serde_json::to_vec(state).expect("states serialise");
-        self.write_snapshot(
-            &dir,
-            prompt,
-            mapping,
-            &[("optimizer.bin", optimizer), ("state.json", &state_json)],
-        )?;
+        self.write_snapshot(&dir, write, &[(STATE_FILE, &state_json)])?;
         self.point("checkpoint.json", &dir)?;
-        let entries = std::fs::read_dir(self.root.join("checkpoints")).map_err(io(&self.root))?;
+        self.remove_others("checkpoints", &name)
+    }
+
+    /// Deletes every snapshot in `folder` but `keep`.
+    fn remove_others(&self, folder: &str, keep: &str) -> Result<()> {
+        let entries = std::fs::read_dir(self.root.join(folder)).map_err(io(&self.root))?;
         for entry in entries.flatten() {
-            if entry.file_name().to_string_lossy() != name {
+            if entry.file_name().to_string_lossy() != keep {
                 let _ = std::fs::remove_dir_all(entry.path());
             }
         }
         Ok(())
     }
 
-    /// Reads the current checkpoint, if there is one.
-    pub fn load_checkpoint(&self, device: &Device) -> Result<Option<Checkpoint>> {
+    /// The current checkpoint's state and directory, if there is one.
+    pub fn checkpoint(&self) -> Result<Option<(CheckpointState, PathBuf)>> {
         let Some(dir) = self.pointed("checkpoint.json")? else {
             return Ok(None);
         };
-        let bad = |reason: String| TrainError::Checkpoint {
-            path: dir.clone(),
-            reason,
+        let path = dir.join(STATE_FILE);
+        let state = serde_json::from_slice(&std::fs::read(&path).map_err(io(&path))?).map_err(|e| {
+            TrainError::Checkpoint {
+                path: path.clone(),
+                reason: format!("unreadable state: {e}"),
+            }
+        })?;
+        Ok(Some((state, dir)))
+    }
+
+    /// Reads the current checkpoint of a prompt run (prompt, mapping if any, optimiser state), if
+    /// there is one.
+    pub fn load_checkpoint(&self, device: &Device) -> Result<Option<Checkpoint>> {
+        let Some((state, dir)) = self.checkpoint()? else {
+            return Ok(None);
         };
-        let state: CheckpointState =
-            serde_json::from_slice(&std::fs::read(dir.join("state.json")).map_err(io(&dir))?)
-                .map_err(|e| bad(format!("unreadable state: {e}")))?;
-        let prompt = Prompt::load(dir.join("prompt.bpk"), device)?;
-        let mapping = load_mapping(&dir, device)?;
-        let optimizer = std::fs::read(dir.join("optimizer.bin")).map_err(io(&dir))?;
+        let path = dir.join(OPTIMIZER_FILE);
         Ok(Some(Checkpoint {
             state,
-            prompt,
-            mapping,
-            optimizer,
+            prompt: Prompt::load(dir.join(PROMPT_FILE), device)?,
+            mapping: load_mapping(&dir, device)?,
+            optimizer: std::fs::read(&path).map_err(io(&path))?,
         }))
     }
 
-    /// Saves the best prompt and mapping so far (selected on the validation split).
-    pub fn save_best(&self, epoch: usize, prompt: &Prompt, mapping: Option<&Mapping>) -> Result<()> {
+    /// Saves the best state so far (selected on the validation split): `write` fills its directory.
+    pub fn save_best(&self, epoch: usize, write: impl FnOnce(&Path) -> Result<()>) -> Result<()> {
         std::fs::create_dir_all(self.root.join("best")).map_err(io(&self.root))?;
         let name = format!("epoch-{epoch:05}");
         let dir = self.root.join("best").join(&name);
-        self.write_snapshot(&dir, prompt, mapping, &[])?;
+        self.write_snapshot(&dir, write, &[])?;
         self.point("best.json", &dir)?;
-        for entry in std::fs::read_dir(self.root.join("best"))
-            .map_err(io(&self.root))?
-            .flatten()
-        {
-            if entry.file_name().to_string_lossy() != name {
-                let _ = std::fs::remove_dir_all(entry.path());
-            }
-        }
-        Ok(())
+        self.remove_others("best", &name)
     }
 
-    /// The best prompt and mapping saved so far, if any.
+    /// The directory of the best state saved so far, if any.
+    pub fn best_dir(&self) -> Result<Option<PathBuf>> {
+        self.pointed("best.json")
+    }
+
+    /// The best prompt and mapping of a prompt run saved so far, if any.
     pub fn load_best(&self, device: &Device) -> Result<Option<(Prompt, Option<Mapping>)>> {
-        let Some(dir) = self.pointed("best.json")? else {
+        let Some(dir) = self.best_dir()? else {
             return Ok(None);
         };
         Ok(Some((
-            Prompt::load(dir.join("prompt.bpk"), device)?,
+            Prompt::load(dir.join(PROMPT_FILE), device)?,
             load_mapping(&dir, device)?,
         )))
     }
@@ -326,7 +365,8 @@ impl RunDir {
         file.sync_data().map_err(io(&path))
     }
 
-    /// Redraws `loss.png` and `accuracy.png` from the epoch records.
+    /// Redraws the curves from the epoch records: `loss.png` and `accuracy.png` against epochs,
+    /// and for black-box runs `accuracy-vs-queries.png` (training queries on a log axis).
     pub fn plot(&self, records: &[EpochRecord]) -> Result<()> {
         let series = |name: &str, f: &dyn Fn(&EpochRecord) -> Option<f64>| Series {
             name: name.into(),
@@ -335,29 +375,39 @@ impl RunDir {
                 .filter_map(|r| f(r).map(|v| (r.epoch as f64, v)))
                 .collect(),
         };
+        let epochs = Axis::integer("epoch");
         line_plot(
             &self.root.join("loss.png"),
+            "Loss",
+            &epochs,
+            &Axis::linear("mean cross-entropy"),
             &[
-                series("train loss", &|r| Some(r.train_loss)),
-                series("valid loss", &|r| r.valid_loss),
+                series("training", &|r| Some(r.train_loss)),
+                series("validation", &|r| r.valid_loss),
             ],
         )?;
         line_plot(
             &self.root.join("accuracy.png"),
+            "Accuracy",
+            &epochs,
+            &Axis::linear("top-1 accuracy (%)"),
             &[
-                series("train top-1", &|r| Some(r.train_top1)),
-                series("valid top-1", &|r| r.valid_top1),
+                series("training", &|r| Some(100.0 * r.train_top1)),
+                series("validation", &|r| r.valid_top1.map(|v| 100.0 * v)),
             ],
         )?;
         if records.iter().any(|r| r.queries.is_some()) {
             let points = records
                 .iter()
-                .filter_map(|r| Some((r.queries? as f64, r.valid_top1?)))
+                .filter_map(|r| Some((r.queries? as f64, 100.0 * r.valid_top1?)))
                 .collect();
             line_plot(
                 &self.root.join("accuracy-vs-queries.png"),
+                "Validation accuracy against queries",
+                &Axis::log("training queries"),
+                &Axis::linear("validation top-1 (%)"),
                 &[Series {
-                    name: "valid top-1 vs training queries".into(),
+                    name: "validation top-1".into(),
                     points,
                 }],
             )?;
@@ -368,7 +418,7 @@ impl RunDir {
 
 /// The snapshot's mapping, if it has one.
 fn load_mapping(dir: &Path, device: &Device) -> Result<Option<Mapping>> {
-    let path = dir.join("mapping.bpk");
+    let path = dir.join(MAPPING_FILE);
     if path.exists() {
         Ok(Some(Mapping::load(path, device)?))
     } else {

@@ -5,16 +5,17 @@
 //! for the losses of a set of candidate points at once, so that one batched forward pass evaluates
 //! every perturbation of a batch.
 
-use burn::config::Config;
 use rand::{RngExt, SeedableRng, rngs::StdRng};
 use rand_distr::{Distribution, StandardNormal};
+use serde::{Deserialize, Serialize};
 
-use crate::error::{Result, TrainError};
+use crate::error::{ConfigError, Result, TrainError};
 
 /// A zeroth-order optimiser and its hyper-parameters. The defaults are the reference code's
 /// (`changdaeoh/BlackVIP`, `train.py`); both are stated for prompts added to normalised images,
 /// so rescale step sizes for pixel-space prompts (the pixel range is about 4x smaller).
-#[derive(Config, Debug, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub enum ZerothOrderConfig {
     /// Random gradient-free estimation (BAR, Tsai et al. 2020):
     /// `g = sum_j (d/q) u_j (L(w + beta u_j) - L(w)) / beta` with `u_j` Gaussian directions
@@ -97,18 +98,8 @@ impl ZerothOrderConfig {
         }
     }
 
-    /// Checks the settings.
+    /// Checks the settings; an error names the field (`Rgf.smoothing`).
     pub fn validate(&self) -> Result<()> {
-        let positive = |name: &str, v: f64| {
-            if v.is_finite() && v > 0.0 {
-                Ok(())
-            } else {
-                Err(TrainError::InvalidConfig(format!(
-                    "{}: {name} must be finite and > 0, got {v}",
-                    self.name()
-                )))
-            }
-        };
         match *self {
             ZerothOrderConfig::Rgf {
                 directions,
@@ -116,17 +107,15 @@ impl ZerothOrderConfig {
                 learning_rate,
                 learning_rate_min,
             } => {
-                if directions == 0 {
-                    return Err(TrainError::InvalidConfig(
-                        "rgf: directions must be at least 1".into(),
-                    ));
-                }
-                positive("smoothing", smoothing)?;
-                positive("learning_rate", learning_rate)?;
+                ConfigError::at_least_one("Rgf.directions", directions as u64)?;
+                ConfigError::positive("Rgf.smoothing", smoothing)?;
+                ConfigError::positive("Rgf.learning_rate", learning_rate)?;
                 if !(learning_rate_min.is_finite() && (0.0..=learning_rate).contains(&learning_rate_min)) {
-                    return Err(TrainError::InvalidConfig(format!(
-                        "rgf: learning_rate_min must be in [0, learning_rate], got {learning_rate_min}"
-                    )));
+                    return Err(ConfigError::new(
+                        "Rgf.learning_rate_min",
+                        format!("must be in [0, learning_rate], got {learning_rate_min}"),
+                    )
+                    .into());
                 }
             }
             ZerothOrderConfig::SpsaGc {
@@ -138,24 +127,18 @@ impl ZerothOrderConfig {
                 gamma,
                 momentum,
             } => {
-                if draws == 0 {
-                    return Err(TrainError::InvalidConfig(
-                        "spsa-gc: draws must be at least 1".into(),
-                    ));
-                }
-                positive("a", a)?;
-                positive("c", c)?;
-                for (name, v) in [("o", o), ("alpha", alpha), ("gamma", gamma)] {
-                    if !(v.is_finite() && v >= 0.0) {
-                        return Err(TrainError::InvalidConfig(format!(
-                            "spsa-gc: {name} must be finite and >= 0, got {v}"
-                        )));
-                    }
-                }
+                ConfigError::at_least_one("SpsaGc.draws", draws as u64)?;
+                ConfigError::positive("SpsaGc.a", a)?;
+                ConfigError::positive("SpsaGc.c", c)?;
+                ConfigError::non_negative("SpsaGc.o", o)?;
+                ConfigError::non_negative("SpsaGc.alpha", alpha)?;
+                ConfigError::non_negative("SpsaGc.gamma", gamma)?;
                 if !(0.0..1.0).contains(&momentum) {
-                    return Err(TrainError::InvalidConfig(format!(
-                        "spsa-gc: momentum must be in [0, 1), got {momentum}"
-                    )));
+                    return Err(ConfigError::new(
+                        "SpsaGc.momentum",
+                        format!("must be in [0, 1), got {momentum}"),
+                    )
+                    .into());
                 }
             }
         }
@@ -257,7 +240,7 @@ impl ZerothOrderConfig {
         loss: impl FnOnce(&[Vec<f32>]) -> Result<Vec<f64>>,
     ) -> Result<(Vec<f32>, Vec<f64>)> {
         if w.len() != mask.len() {
-            return Err(TrainError::InvalidConfig(format!(
+            return Err(TrainError::Mismatch(format!(
                 "{} values but a mask of {}",
                 w.len(),
                 mask.len()
@@ -266,7 +249,7 @@ impl ZerothOrderConfig {
         let (points, perturbations) = self.candidates(w, mask, step, rng);
         let losses = loss(&points)?;
         if losses.len() != points.len() {
-            return Err(TrainError::InvalidConfig(format!(
+            return Err(TrainError::Mismatch(format!(
                 "the loss returned {} values for {} points",
                 losses.len(),
                 points.len()

@@ -1,0 +1,317 @@
+//! Training a prompt by gradient steps (the paper's white-box setting): the engine's
+//! [`Method`] for `Trainer<TrainingConfig>`. What is particular to it: the prompt trains on the
+//! autodiff twin of the backbone's device (the frozen backbone never enters the tape), the
+//! learning rate is a pure function of the global step, and data-driven label mappings are
+//! refitted between epochs.
+
+use std::path::Path;
+use std::sync::Arc;
+
+use burn::nn::loss::CrossEntropyLossConfig;
+use burn::optim::GradientsParams;
+use burn::prelude::*;
+use vprompt_backbone::Backbone;
+use vprompt_core::{Progress, Task};
+use vprompt_data::{Batch, BatchLoader, PreparedDataset};
+use vprompt_mapping::{FrequencyMatrix, LabelMappingConfig, Mapping};
+use vprompt_prompt::{Phase, Prompt};
+
+use crate::classifier::PromptedClassifier;
+use crate::config::TrainingConfig;
+use crate::engine::{
+    self, At, EpochRecord, MAPPING_FILE, Method, OPTIMIZER_FILE, PROMPT_FILE, RunDir, Snapshot, Stepped,
+};
+use crate::error::{Result, TrainError};
+use crate::evaluate::{Evaluation, Report, evaluate, evaluate_with};
+use crate::optimizer::PromptOptimizer;
+use crate::schedule::learning_rate;
+use crate::trainer::Trainer;
+
+/// The result of training.
+#[derive(Debug, Clone)]
+pub struct Trained<B: Backbone> {
+    /// The classifier with the prompt (and mapping) selected on the validation split: the best
+    /// validation top-1, or the last epoch's if the run never evaluated.
+    pub classifier: PromptedClassifier<B>,
+    /// One record per epoch.
+    pub history: Vec<EpochRecord>,
+    /// Best validation top-1 and its epoch (1-based).
+    pub best: Option<(usize, f64)>,
+    /// Optimisation steps taken.
+    pub steps: u64,
+    /// Whether the run stopped at [`Trainer::stop_after_steps`] before finishing.
+    pub interrupted: bool,
+    device: Device,
+    run_dir: Option<RunDir>,
+}
+
+impl Trainer<TrainingConfig> {
+    /// Fits a data-driven label mapping (FLM, ILM, BLM, BLM+) before training and refits it as the
+    /// config says; the classifier's mapping is replaced (the config's `mapping`).
+    pub fn with_mapping(mut self, mapping: LabelMappingConfig) -> Self {
+        self.config.mapping = Some(mapping);
+        self
+    }
+
+    /// Trains `classifier`'s prompt on `train`, selecting on `valid`. Neither split may be the test
+    /// split: evaluate on it once, afterwards, with [`Trained::evaluate`].
+    pub fn train<B: Backbone>(
+        &self,
+        classifier: PromptedClassifier<B>,
+        train: Arc<PreparedDataset>,
+        valid: Arc<PreparedDataset>,
+    ) -> Result<Trained<B>> {
+        self.config.validate()?;
+        if let Some(mapping) = &self.config.mapping {
+            mapping.validate(classifier.backbone.output_dim(), classifier.num_classes())?;
+        }
+        let ad = self.device.clone().autodiff();
+        let prompt = classifier.learned_prompt()?.clone().fork(&ad).train();
+        let mut method = GradientMethod {
+            config: self.config.clone(),
+            device: self.device.clone(),
+            optimizer: PromptOptimizer::new(&self.config.optimizer),
+            classifier: PromptedClassifier {
+                prompt: Some(prompt),
+                mapping: classifier.mapping.fork(&self.device),
+                ..classifier
+            },
+            ad,
+        };
+        let outcome = engine::run(&self.options, &self.config, &mut method, train, valid)?;
+        let (prompt, mapping) = outcome.selected;
+        Ok(Trained {
+            classifier: PromptedClassifier {
+                prompt: Some(prompt.fork(&self.device)),
+                backbone: method.classifier.backbone,
+                mapping,
+            },
+            history: outcome.history,
+            best: outcome.best,
+            steps: outcome.steps,
+            interrupted: outcome.interrupted,
+            device: self.device.clone(),
+            run_dir: outcome.run_dir,
+        })
+    }
+}
+
+/// A gradient run's state: the classifier with its prompt on the autodiff device, and the
+/// optimiser.
+struct GradientMethod<B: Backbone> {
+    config: TrainingConfig,
+    device: Device,
+    ad: Device,
+    classifier: PromptedClassifier<B>,
+    optimizer: PromptOptimizer,
+}
+
+impl<B: Backbone> GradientMethod<B> {
+    fn prompt(&self) -> &Prompt {
+        self.classifier
+            .prompt
+            .as_ref()
+            .expect("a gradient run has a prompt")
+    }
+}
+
+impl<B: Backbone> Method for GradientMethod<B> {
+    type Selected = (Prompt, Mapping);
+    type Batch = Batch;
+
+    fn input_size(&self) -> [usize; 2] {
+        self.classifier.input_size()
+    }
+
+    fn num_classes(&self) -> usize {
+        self.classifier.num_classes()
+    }
+
+    fn batches(&self, loader: &BatchLoader, epoch: u64) -> Box<dyn Iterator<Item = Batch>> {
+        Box::new(loader.epoch(epoch, 0, &self.ad))
+    }
+
+    /// Data-driven mappings: fitted before the first epoch, refitted every k epochs.
+    fn begin_epoch(&mut self, epoch: usize, train: &BatchLoader, progress: &dyn Progress) -> Result<()> {
+        let Some(config) = &self.config.mapping else {
+            return Ok(());
+        };
+        if epoch == 0 || config.refit_every().is_some_and(|k| epoch.is_multiple_of(k)) {
+            let unshuffled = BatchLoader::new(train.data().clone(), self.config.batch_size)?;
+            self.classifier.mapping =
+                fit_mapping(&self.classifier.valid(), config, &unshuffled, &self.device)?;
+            progress.line(&format!(
+                "epoch {}: {} mapping fitted",
+                epoch + 1,
+                config.method()
+            ));
+        }
+        Ok(())
+    }
+
+    fn step(&mut self, batch: Batch, _labels: &[usize], at: At) -> Result<Stepped> {
+        let lr = learning_rate(
+            &self.config.schedule,
+            self.config.learning_rate,
+            at.step,
+            at.steps_per_epoch,
+            at.total_steps,
+        );
+        let (loss, logits) = train_step(
+            &mut self.classifier,
+            &mut self.optimizer,
+            batch.images,
+            batch.labels,
+            lr,
+            at.step,
+        )
+        .map_err(|e| match e {
+            TrainError::NonFiniteLoss { loss, step, .. } => TrainError::NonFiniteLoss {
+                loss,
+                step,
+                epoch: at.epoch + 1,
+            },
+            e => e,
+        })?;
+        Ok(Stepped {
+            loss: loss as f64,
+            scores: logits.into_data().try_into_vec_as::<f32>().expect("f32 logits"),
+            lr,
+        })
+    }
+
+    fn validate(&mut self, valid: &BatchLoader, task: &mut dyn Task) -> Result<Evaluation> {
+        evaluate_with(&self.classifier.valid(), valid, &self.device, true, task)
+    }
+
+    fn selected(&self) -> (Prompt, Mapping) {
+        (self.prompt().valid(), self.classifier.mapping.clone())
+    }
+
+    fn save(&self, dir: &Path, snapshot: Snapshot) -> Result<()> {
+        self.prompt().save(dir.join(PROMPT_FILE))?;
+        self.classifier.mapping.save(dir.join(MAPPING_FILE))?;
+        if snapshot == Snapshot::Checkpoint {
+            engine::write_file(&dir.join(OPTIMIZER_FILE), &self.optimizer.state()?)?;
+        }
+        Ok(())
+    }
+
+    fn restore(&mut self, dir: &Path, _state: &engine::CheckpointState) -> Result<()> {
+        let unreadable = |reason: String| TrainError::Checkpoint {
+            path: dir.to_path_buf(),
+            reason,
+        };
+        let mapping = dir.join(MAPPING_FILE);
+        if !mapping.exists() {
+            return Err(unreadable(
+                "the checkpoint has no mapping (is it a black-box run?)".into(),
+            ));
+        }
+        self.classifier.mapping = Mapping::load(mapping, &self.device)?;
+        self.classifier.prompt = Some(Prompt::load(dir.join(PROMPT_FILE), &self.ad)?);
+        let path = dir.join(OPTIMIZER_FILE);
+        let bytes = std::fs::read(&path).map_err(crate::error::io(&path))?;
+        self.optimizer = PromptOptimizer::new(&self.config.optimizer)
+            .with_state(bytes)
+            .map_err(|reason| unreadable(format!("unreadable optimiser state: {reason}")))?;
+        Ok(())
+    }
+
+    fn load_selected(&self, dir: &Path) -> Result<(Prompt, Mapping)> {
+        Ok((
+            Prompt::load(dir.join(PROMPT_FILE), &self.device)?,
+            Mapping::load(dir.join(MAPPING_FILE), &self.device)?,
+        ))
+    }
+}
+
+/// One optimisation step on one batch: prompted forward (`Phase::Train { step }`), cross-entropy,
+/// backward to the prompt only, update with learning rate `lr`. The classifier's prompt is replaced
+/// by the updated one; returns the loss and the batch's logits (detached). A non-finite loss leaves
+/// the prompt untouched and returns [`TrainError::NonFiniteLoss`] (with epoch 0: the caller knows
+/// the epoch).
+///
+/// # Shapes
+/// - images: `[batch, 3, h, w]` in `[0, 1]`, on the prompt's (autodiff) device
+/// - labels: `[batch]`
+pub fn train_step<B: Backbone>(
+    classifier: &mut PromptedClassifier<B>,
+    optimizer: &mut PromptOptimizer,
+    images: Tensor<4>,
+    labels: Tensor<1, Int>,
+    lr: f64,
+    step: u64,
+) -> Result<(f32, Tensor<2>)> {
+    classifier.learned_prompt()?;
+    let logits = classifier.forward(images, Phase::Train { step })?;
+    let loss = CrossEntropyLossConfig::new()
+        .init(&logits.device())
+        .forward(logits.clone(), labels);
+    let value = loss.clone().into_scalar::<f32>();
+    if !value.is_finite() {
+        return Err(TrainError::NonFiniteLoss {
+            loss: value,
+            step,
+            epoch: 0,
+        });
+    }
+    let prompt = classifier.prompt.take().expect("checked above");
+    let grads = GradientsParams::from_grads(loss.backward(), &prompt);
+    classifier.prompt = Some(optimizer.step(lr, prompt, grads));
+    Ok((value, logits.inner()))
+}
+
+/// One pass over the training data with the current prompt (none for an unprompted classifier),
+/// accumulating the evidence the mapping is fitted on.
+pub fn fit_mapping<B: Backbone>(
+    classifier: &PromptedClassifier<B>,
+    config: &LabelMappingConfig,
+    loader: &BatchLoader,
+    device: &Device,
+) -> Result<Mapping> {
+    let classes = classifier.num_classes();
+    let mut frequencies = FrequencyMatrix::new(classifier.backbone.output_dim(), classes);
+    let evidence = config.evidence(classes);
+    for (k, batch) in loader.epoch(0, 0, device).enumerate() {
+        let (_, source) = classifier.backbone_outputs(batch.images, Some(Phase::Eval { batch: k as u64 }))?;
+        let labels: Vec<usize> = batch.indices.iter().map(|&i| loader.data().labels[i]).collect();
+        frequencies.add(source, &labels, evidence)?;
+    }
+    Ok(config.fit(&frequencies, device)?)
+}
+
+impl<B: Backbone> Trained<B> {
+    /// The selected prompt.
+    pub fn prompt(&self) -> &Prompt {
+        self.classifier
+            .prompt
+            .as_ref()
+            .expect("a trained classifier has its prompt")
+    }
+
+    /// Evaluates the selected classifier on `data` (the test split, once, at the end) with and
+    /// without the prompt, and records the result in the run's metrics log.
+    pub fn evaluate(&self, data: Arc<PreparedDataset>, batch_size: usize) -> Result<Report> {
+        let loader = BatchLoader::new(data.clone(), batch_size)?;
+        let report = Report {
+            classes: data.classes.clone(),
+            prompted: evaluate(&self.classifier, &loader, &self.device, true)?,
+            unprompted: evaluate(&self.classifier, &loader, &self.device, false)?,
+        };
+        if let Some(run) = &self.run_dir {
+            run.append_metrics(&serde_json::json!({ "final_evaluation": data.source, "report": report }))?;
+        }
+        Ok(report)
+    }
+}
+
+/// Accuracy of the unprompted classifier (same mapping): the baseline beside a prompt's.
+pub fn evaluate_unprompted<B: Backbone>(
+    classifier: &PromptedClassifier<B>,
+    data: Arc<PreparedDataset>,
+    batch_size: usize,
+    device: &Device,
+) -> Result<Evaluation> {
+    evaluate(classifier, &BatchLoader::new(data, batch_size)?, device, false)
+}
