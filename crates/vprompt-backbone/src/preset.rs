@@ -307,6 +307,21 @@ impl std::fmt::Display for Preset {
     }
 }
 
+/// Written by name (`efficientnet-lite0`), as config files spell it.
+impl serde::Serialize for Preset {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> std::result::Result<S::Ok, S::Error> {
+        serializer.serialize_str(self.name())
+    }
+}
+
+/// Read by name; an unknown name is an error listing the presets.
+impl<'de> serde::Deserialize<'de> for Preset {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> std::result::Result<Self, D::Error> {
+        let name = String::deserialize(deserializer)?;
+        Preset::from_name(&name).map_err(serde::de::Error::custom)
+    }
+}
+
 impl std::str::FromStr for Preset {
     type Err = BackboneError;
 

@@ -31,6 +31,37 @@ pub fn decode_image(path: impl AsRef<Path>) -> Result<RawImage> {
     })
 }
 
+/// Writes an RGB image of `[0, 1]` values (clamped) as a PNG file.
+///
+/// # Shapes
+/// - image: `[3, height, width]`
+pub fn save_image(image: burn::tensor::Tensor<3>, path: impl AsRef<Path>) -> Result<()> {
+    let path = path.as_ref();
+    let [channels, height, width] = image.dims();
+    if channels != 3 {
+        return Err(DataError::InvalidConfig(format!(
+            "an RGB image has 3 channels, this one {channels}"
+        )));
+    }
+    let values = image
+        .clamp(0.0, 1.0)
+        .into_data()
+        .try_into_vec_as::<f32>()
+        .expect("f32 pixels");
+    let plane = height * width;
+    let rgb: Vec<u8> = (0..plane)
+        .flat_map(|k| (0..3).map(move |c| (c, k)))
+        .map(|(c, k)| (values[c * plane + k] * 255.0).round() as u8)
+        .collect();
+    image::RgbImage::from_raw(width as u32, height as u32, rgb)
+        .expect("a buffer of the image's size")
+        .save_with_format(path, image::ImageFormat::Png)
+        .map_err(|e| DataError::Io {
+            path: path.to_path_buf(),
+            source: std::io::Error::other(e.to_string()),
+        })
+}
+
 fn is_image_name(path: &Path) -> bool {
     path.extension()
         .and_then(|e| e.to_str())

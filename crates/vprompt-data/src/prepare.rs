@@ -5,13 +5,15 @@ use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
 
 use rayon::prelude::*;
+use vprompt_core::{Quiet, Task};
 
 use crate::dataset::{Dataset, RawImage};
 use crate::error::{DataError, Result, io};
 use crate::resample;
 
 /// Resampling filter, computed exactly as Pillow's `Image.resize` does (see `resample`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
 pub enum Filter {
     /// Nearest neighbour (Pillow's `NEAREST`).
     Nearest,
@@ -174,6 +176,18 @@ fn resize_one(image: &RawImage, p: &Preprocess, channels: usize) -> Vec<u8> {
 
 /// Resizes every image of `dataset` once, in parallel.
 pub fn prepare(dataset: &Dataset, preprocess: &Preprocess) -> Result<PreparedDataset> {
+    prepare_with(dataset, preprocess, &mut Quiet)
+}
+
+/// Images resized between two reports of progress.
+const PROGRESS_CHUNK: usize = 256;
+
+/// [`prepare`], advancing `task` by the images resized.
+pub fn prepare_with(
+    dataset: &Dataset,
+    preprocess: &Preprocess,
+    task: &mut dyn Task,
+) -> Result<PreparedDataset> {
     preprocess.validate()?;
     if dataset.is_empty() {
         return Err(DataError::Empty {
@@ -185,11 +199,15 @@ pub fn prepare(dataset: &Dataset, preprocess: &Preprocess) -> Result<PreparedDat
     } else {
         3
     };
-    let resized: Vec<Vec<u8>> = dataset
-        .images
-        .par_iter()
-        .map(|image| resize_one(image, preprocess, channels))
-        .collect();
+    let mut resized: Vec<Vec<u8>> = Vec::with_capacity(dataset.len());
+    for chunk in dataset.images.chunks(PROGRESS_CHUNK) {
+        resized.par_extend(
+            chunk
+                .par_iter()
+                .map(|image| resize_one(image, preprocess, channels)),
+        );
+        task.advance(chunk.len() as u64, &String::new);
+    }
     Ok(PreparedDataset {
         source: dataset.source.clone(),
         size: preprocess.size,
@@ -237,6 +255,16 @@ pub fn prepare_cached(
     preprocess: &Preprocess,
     dir: impl AsRef<Path>,
 ) -> Result<(PreparedDataset, bool)> {
+    prepare_cached_with(dataset, preprocess, dir, &mut Quiet)
+}
+
+/// [`prepare_cached`], advancing `task` by the images resized (none when the cache has them).
+pub fn prepare_cached_with(
+    dataset: &Dataset,
+    preprocess: &Preprocess,
+    dir: impl AsRef<Path>,
+    task: &mut dyn Task,
+) -> Result<(PreparedDataset, bool)> {
     preprocess.validate()?;
     let dir = dir.as_ref();
     let key = cache_key(dataset, preprocess);
@@ -244,7 +272,7 @@ pub fn prepare_cached(
     if let Some(prepared) = read_cache(&path, key, dataset) {
         return Ok((prepared, true));
     }
-    let prepared = prepare(dataset, preprocess)?;
+    let prepared = prepare_with(dataset, preprocess, task)?;
     std::fs::create_dir_all(dir).map_err(io(dir))?;
     write_cache(&path, key, &prepared)?;
     Ok((prepared, false))

@@ -40,7 +40,11 @@ fn fashion_mnist_fixture_counts_labels_and_pixels() {
     );
 }
 
+/// Needs Debian's full Fashion-MNIST; `.ci/run` installs it and runs this test with
+/// `cargo test --workspace --test readers -- --ignored`.
 #[test]
+#[ignore = "needs Debian's dataset-fashion-mnist: apt-get install dataset-fashion-mnist, then \
+            cargo test --workspace --test readers -- --ignored"]
 fn debian_fashion_mnist_is_the_official_set_and_contains_the_fixture() {
     let full = fashion_mnist(DEBIAN_FMNIST)
         .unwrap_or_else(|e| panic!("{e}\n(install it: apt-get install dataset-fashion-mnist)"));

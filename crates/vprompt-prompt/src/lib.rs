@@ -45,6 +45,7 @@ mod patch;
 mod png;
 mod shrink_frame;
 mod space;
+mod statistics;
 mod visual_prompt;
 
 pub use any::{Prompt, PromptConfig};
@@ -58,4 +59,5 @@ pub use patch::{
 pub use png::{save_png, symmetric_scale};
 pub use shrink_frame::{ResizeFilter, ShrinkFramePrompt, ShrinkFramePromptConfig};
 pub use space::{Phase, PromptInit, PromptSpace};
+pub use statistics::PromptStatistics;
 pub use visual_prompt::VisualPrompt;

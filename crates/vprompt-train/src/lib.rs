@@ -40,7 +40,7 @@ pub use classifier::{Prediction, PromptedClassifier};
 pub use config::{OptimizerConfig, Recipe, ScheduleConfig, TrainingConfig};
 pub use engine::{
     Axis, Checkpoint, CheckpointState, EpochRecord, MAPPING_FILE, OPTIMIZER_FILE, PROBE_FILE, PROMPT_FILE,
-    RunDir, Series, line_plot,
+    RunDir, Series, color_name, line_plot,
 };
 pub use error::{ConfigError, Result, TrainError};
 pub use evaluate::{Evaluation, Report, Tally, evaluate, evaluate_with};

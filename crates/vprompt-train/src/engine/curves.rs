@@ -29,6 +29,12 @@ const COLORS: [RGBColor; 4] = [
     RGBColor(148, 103, 189),
 ];
 
+/// The colour of the `i`-th series of a [`line_plot`], in words (for reports that list the
+/// lines beside the figure).
+pub fn color_name(i: usize) -> &'static str {
+    ["blue", "red", "green", "purple"][i % COLORS.len()]
+}
+
 /// One line: a legend name and `(x, y)` points (non-finite points are left out).
 #[derive(Debug, Clone, PartialEq)]
 pub struct Series {

@@ -27,7 +27,7 @@ use std::time::Instant;
 use vprompt_core::{Lines, Progress, Quiet, Task};
 use vprompt_data::{BatchLoader, PreparedDataset};
 
-pub use curves::{Axis, Series, line_plot};
+pub use curves::{Axis, Series, color_name, line_plot};
 pub(crate) use run_dir::write_atomic as write_file;
 pub use run_dir::{
     Checkpoint, CheckpointState, EpochRecord, MAPPING_FILE, OPTIMIZER_FILE, PROBE_FILE, PROMPT_FILE, RunDir,
