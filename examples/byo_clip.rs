@@ -6,8 +6,8 @@
 //! ```text
 //! python scripts/export_onnx.py clip-vit-b32-image clip-image.onnx
 //! python scripts/export_onnx.py clip-vit-b32-text clip-text.onnx
-//! cargo run --release -p vprompt -- import clip-vit-b32-image clip-image.onnx clip-image.bpk
-//! cargo run --release -p vprompt -- import clip-vit-b32-text clip-text.onnx clip-text.bpk
+//! cargo run --release -p vprompt-cli -- import clip-vit-b32-image clip-image.onnx clip-image.bpk
+//! cargo run --release -p vprompt-cli -- import clip-vit-b32-text clip-text.onnx clip-text.bpk
 //! ```
 //! Run: `cargo run --release --example byo_clip -- clip-image.bpk clip-text.bpk`
 //! (the tiny CLIP-style fixtures work too: add `tiny-vit tiny-clip-text` after the two files).

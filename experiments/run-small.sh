@@ -4,7 +4,7 @@
 # An interrupted run resumes: run this again.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-cargo build --release -p vprompt
+cargo build --release -p vprompt-cli
 for name in fashion-mnist fig8-single-pixel fig9-few-shot fig7-template-size; do
     ./target/release/vprompt experiment "experiments/$name.toml" --profile small \
         --out "docs/experiments/$name"

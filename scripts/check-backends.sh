@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The library crates compile against the GPU and CubeCL-CPU backends alone (no flex, no CLI), as a
+# The library crates compile against the GPU and CubeCL-CPU backends alone (no flex), as a
 # `default-features = false, features = ["cuda"]` user builds them; there is no GPU here to run
 # them (docs/backends.md). DOCS_RS=1 is the switch with which tracel-llvm-bundler's build script
 # (pulled in by cubecl-cuda and cubecl-cpu) skips downloading LLVM from GitHub, which this

@@ -7,11 +7,15 @@
 //! - `wgpu`: any GPU through wgpu (Vulkan, Metal, DirectX, WebGPU), `Device::wgpu(..)`.
 //! - `cuda`: NVIDIA GPUs, `Device::cuda(0)`.
 //! - `cpu`: CubeCL's CPU backend, `Device::cpu()`.
-//! - `cli` (default): the `vprompt` command-line tool (and the ONNX import it needs, through
-//!   burn-onnx). Library users can leave it out: `default-features = false, features = ["flex"]`.
 //!
 //! The library never names a backend: every function takes a `&Device`, and a program picks its
-//! device once. Training needs an autodiff device, e.g. `Device::flex().autodiff()`.
+//! device once. Pass the plain device (`Device::flex()`): the frozen backbone and the data stay on
+//! it, and gradient training puts only the prompt on its autodiff twin (`device.autodiff()`), so
+//! the backbone's weights never enter the autodiff tape.
+//!
+//! This crate is the facade: it re-exports the crates below and adds [`prelude`], [`enum@Error`]
+//! and [`tune_allocator`]. The `vprompt` command-line tool (typed run and experiment configs,
+//! progress bars) is the `vprompt-cli` crate.
 //!
 //! # Crates
 //! - [`prompt`]: the prompt templates (padding, fixed and random patch, full image,
@@ -22,10 +26,10 @@
 //!   few-shot samples, preprocessing done once (with a disk cache), and batching.
 //! - [`mapping`]: source outputs to downstream classes: label mappings (first-N, random, manual,
 //!   FLM, ILM, BLM, BLM+) and the CLIP text-prompt head.
-//! - [`train`]: the prompted classifier, the paper's and follow-ups' training recipes, the training
-//!   loop with validation selection and crash-safe, exactly resumable checkpoints, evaluation, and the
-//!   linear-probe baseline, and black-box prompting with zeroth-order optimisers (RGF, SPSA-GC)
-//!   through any [`BlackBoxModel`] (images in, scores out).
+//! - [`train`]: the prompted classifier and one training engine with validation selection and
+//!   crash-safe, exactly resumable checkpoints, for gradient training (the paper's and
+//!   follow-ups' recipes), black-box training with zeroth-order optimisers (RGF, SPSA-GC) through
+//!   any [`BlackBoxModel`] (images in, scores out), and the linear-probe baseline; evaluation.
 //!
 //! Most programs only need `use vprompt::prelude::*;`.
 
@@ -38,22 +42,20 @@ pub use vprompt_prompt as prompt;
 pub use vprompt_train as train;
 
 pub mod allocator;
-pub mod experiment;
-pub mod run;
 
 pub use allocator::tune_allocator;
 pub use vprompt_backbone::{Backbone, ImageBackbone, Normalization, OutputKind, Preset, TextEncoder};
+pub use vprompt_data::{Dataset, PreparedDataset, Preprocess};
 pub use vprompt_mapping::{LabelMappingConfig, Mapping, OutputMapping};
-pub use vprompt_train::{
-    BlackBoxConfig, BlackBoxModel, BlackBoxReport, BlackBoxTrainer, LinearProbeConfig, LocalModel,
-    OptimizerConfig, PromptedClassifier, QueryError, Report, ScheduleConfig, Scores, Trainer, TrainingConfig,
-    ZerothOrderConfig,
-};
-
 pub use vprompt_prompt::{
     EvalLocation, FixedPatchPromptConfig, FullImagePromptConfig, PaddingPromptConfig, Phase, Prompt,
     PromptConfig, PromptInit, PromptSpace, RandomPatchPromptConfig, ResizeFilter, ShrinkFramePromptConfig,
     VisualPrompt,
+};
+pub use vprompt_train::{
+    BlackBoxConfig, BlackBoxModel, BlackBoxReport, BlackBoxTrainer, ConfigError, LinearProbeConfig,
+    LocalModel, OptimizerConfig, Progress, PromptedClassifier, QueryError, Recipe, Report, ScheduleConfig,
+    Scores, Trainer, TrainingConfig, ZerothOrderConfig,
 };
 
 /// Any error from the vprompt crates.
@@ -84,11 +86,12 @@ pub type Result<T, E = Error> = std::result::Result<T, E>;
 pub mod prelude {
     pub use burn::prelude::*;
 
+    pub use crate::data::{fashion_mnist, prepare};
     pub use crate::{
-        Backbone, BlackBoxConfig, BlackBoxModel, BlackBoxTrainer, ImageBackbone, LabelMappingConfig,
+        Backbone, BlackBoxConfig, BlackBoxModel, BlackBoxTrainer, Dataset, ImageBackbone, LabelMappingConfig,
         LinearProbeConfig, LocalModel, Mapping, Normalization, OptimizerConfig, OutputKind, OutputMapping,
-        Preset, PromptedClassifier, Report, ScheduleConfig, TextEncoder, Trainer, TrainingConfig,
-        ZerothOrderConfig,
+        PreparedDataset, Preprocess, Preset, PromptedClassifier, Recipe, Report, ScheduleConfig, TextEncoder,
+        Trainer, TrainingConfig, ZerothOrderConfig,
     };
     pub use crate::{
         EvalLocation, FixedPatchPromptConfig, FullImagePromptConfig, PaddingPromptConfig, Phase, Prompt,

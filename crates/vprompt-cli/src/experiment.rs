@@ -4,8 +4,8 @@
 //!
 //! - `results.json`: the effective config and every run (accuracy, unprompted accuracy with the same
 //!   head, image counts, seconds), rewritten atomically after each run, so an interrupted experiment
-//!   resumes where it stopped (finished runs are skipped, an interrupted training resumes from its
-//!   checkpoint in `runs/`);
+//!   resumes where it stopped (finished runs are skipped, an interrupted training or linear probe
+//!   resumes from its checkpoint in `runs/`);
 //! - `results.md`: mean ± std test top-1 over seeds per method and dataset/backbone column;
 //! - with a `[plot]` section, a PNG (`plot.png`) and the plotted points as a table.
 //!
@@ -51,83 +51,80 @@
 
 use std::collections::{BTreeMap, HashSet};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Instant;
 
+use anyhow::Context;
 use burn::prelude::*;
 use serde::{Deserialize, Serialize};
-use vprompt_backbone::Backbone;
-use vprompt_mapping::LabelMappingConfig;
-use vprompt_prompt::{PaddingPromptConfig, PromptInit};
-use vprompt_train::{LinearProbeConfig, PromptedClassifier, Series, evaluate_unprompted, fit_mapping};
+use vprompt::backbone::Backbone;
+use vprompt::mapping::LabelMappingConfig;
+use vprompt::prompt::{PaddingPromptConfig, PromptConfig};
+use vprompt::train::{
+    Axis, ConfigError, LinearProbeConfig, Progress, PromptedClassifier, Quiet, ScheduleConfig, Series,
+    Trainer, color_name, evaluate_unprompted, fit_mapping, line_plot,
+};
 
 use crate::run::{BackboneConfig, DataConfig, RunConfig, TrainingChoice};
-use crate::{Error, Result};
 
-/// One experiment: the grid of datasets x backbones x methods x seeds, and how to plot it.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct ExperimentConfig {
-    /// The table's heading.
-    pub title: String,
-    /// A paragraph under the heading (what the paper reports for the same experiment, say).
-    #[serde(default)]
-    pub description: String,
-    /// Seeds: of the few-shot sample, the validation split, the batch order and the probe.
-    #[serde(default = "default_seeds")]
-    pub seeds: Vec<u64>,
-    /// The datasets (table columns).
-    pub datasets: Vec<DatasetEntry>,
-    /// The frozen models (more table columns); default: the embedded EfficientNet-Lite0.
-    #[serde(default = "default_backbones")]
-    pub backbones: Vec<BackboneEntry>,
-    /// The methods (table rows).
-    pub methods: Vec<MethodEntry>,
-    /// The recipe of every visual-prompt run (`vprompt::run::TrainingChoice`).
-    #[serde(default)]
-    pub training: TrainingChoice,
-    /// Linear-probe overrides.
-    #[serde(default)]
-    pub probe: ProbeChoice,
-    /// Optional figure.
-    #[serde(default)]
-    pub plot: Option<PlotConfig>,
-    /// Named overrides, e.g. `small` for this CPU and `full` for the paper's settings.
-    #[serde(default)]
-    pub profiles: BTreeMap<String, Profile>,
-}
-
-fn default_seeds() -> Vec<u64> {
-    vec![0]
+vprompt_core::config! {
+    /// One experiment: the grid of datasets x backbones x methods x seeds, and how to plot it.
+    pub struct ExperimentConfig {
+        /// The table's heading.
+        pub title: String,
+        /// The datasets (table columns).
+        pub datasets: Vec<DatasetEntry>,
+        /// The methods (table rows).
+        pub methods: Vec<MethodEntry>,
+    }
+    defaults {
+        /// A paragraph under the heading (what the paper reports for the same experiment, say).
+        pub description: String = String::new(),
+        /// Seeds: of the few-shot sample, the validation split, the batch order and the probe.
+        pub seeds: Vec<u64> = vec![0],
+        /// The frozen models (more table columns); default: the embedded EfficientNet-Lite0.
+        pub backbones: Vec<BackboneEntry> = default_backbones(),
+        /// The recipe of every visual-prompt run.
+        pub training: TrainingChoice = TrainingChoice::new(),
+        /// Linear-probe overrides.
+        pub probe: ProbeChoice = ProbeChoice::new(),
+        /// Optional figure.
+        pub plot: Option<PlotConfig> = None,
+        /// Named overrides, e.g. `small` for this CPU and `full` for the paper's settings.
+        pub profiles: BTreeMap<String, Profile> = BTreeMap::new(),
+    }
 }
 
 fn default_backbones() -> Vec<BackboneEntry> {
-    vec![BackboneEntry {
-        name: "EfficientNet-Lite0".into(),
-        model: BackboneConfig::default(),
-    }]
+    vec![BackboneEntry::new(
+        "EfficientNet-Lite0".into(),
+        BackboneConfig::new(),
+    )]
 }
 
-/// A dataset column.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct DatasetEntry {
-    /// Column name.
-    pub name: String,
-    /// Where the images come from (`vprompt::run::DataConfig`; `seed` is set per run).
-    pub data: DataConfig,
-    /// The x value of this dataset in a `[plot]` with `x = "dataset"` (e.g. shots per class).
-    #[serde(default)]
-    pub x: Option<f64>,
+vprompt_core::config! {
+    /// A dataset column.
+    pub struct DatasetEntry {
+        /// Column name.
+        pub name: String,
+        /// Where the images come from (`seed` is set per run).
+        pub data: DataConfig,
+    }
+    defaults {
+        /// The x value of this dataset in a `[plot]` with `x = "dataset"` (e.g. shots per class).
+        pub x: Option<f64> = None,
+    }
 }
 
-/// A backbone column.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct BackboneEntry {
-    /// Column name.
-    pub name: String,
-    /// Preset and weights (and a CLIP text tower).
-    pub model: BackboneConfig,
+vprompt_core::config! {
+    /// A backbone column.
+    pub struct BackboneEntry {
+        /// Column name.
+        pub name: String,
+        /// Preset and weights (and a CLIP text tower).
+        pub model: BackboneConfig,
+    }
+    defaults {}
 }
 
 /// What a method does.
@@ -144,84 +141,69 @@ pub enum MethodKind {
     LinearProbe,
 }
 
-/// A method row.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct MethodEntry {
-    /// Row name.
-    pub name: String,
-    /// What it does.
-    pub kind: MethodKind,
-    /// The prompt template (`visual-prompt`), e.g. `{Padding = {pad = 30}}`; default: padding 30.
-    #[serde(default)]
-    pub prompt: Option<serde_json::Value>,
-    /// The label mapping, e.g. `"FirstN"`, `{Random = {seed = 0}}`, `"Frequency"`,
-    /// `{Iterative = {every = 1}}`; default first-N. Ignored by CLIP backbones and linear probes.
-    #[serde(default)]
-    pub mapping: Option<serde_json::Value>,
-    /// CLIP backbones: the text prompt (default: the paper's).
-    #[serde(default)]
-    pub text_template: Option<String>,
-    /// Plot with `x = "method"`: the line this method belongs to (e.g. the template).
-    #[serde(default)]
-    pub series: Option<String>,
-    /// Plot with `x = "method"`: its x value (e.g. the prompt size).
-    #[serde(default)]
-    pub x: Option<f64>,
+vprompt_core::config! {
+    /// A method row.
+    pub struct MethodEntry {
+        /// Row name.
+        pub name: String,
+        /// What it does.
+        pub kind: MethodKind,
+    }
+    defaults {
+        /// The prompt template (`visual-prompt`), e.g. `{Padding = {pad = 30}}`; default: padding 30.
+        pub prompt: Option<PromptConfig> = None,
+        /// The label mapping, e.g. `"FirstN"`, `{Random = {seed = 0}}`, `"Frequency"`,
+        /// `{Iterative = {every = 1}}`; default first-N. Ignored by CLIP backbones and linear probes.
+        pub mapping: Option<LabelMappingConfig> = None,
+        /// CLIP backbones: the text prompt (default: the paper's).
+        pub text_template: Option<String> = None,
+        /// Plot with `x = "method"`: the line this method belongs to (e.g. the template).
+        pub series: Option<String> = None,
+        /// Plot with `x = "method"`: its x value (e.g. the prompt size).
+        pub x: Option<f64> = None,
+    }
 }
 
-/// Linear-probe settings (defaults: [`LinearProbeConfig`]'s).
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct ProbeChoice {
-    /// Epochs over the cached features.
-    #[serde(default)]
-    pub epochs: Option<usize>,
-    /// Adam learning rate.
-    #[serde(default)]
-    pub learning_rate: Option<f64>,
+vprompt_core::config! {
+    /// Linear-probe settings (defaults: [`LinearProbeConfig`]'s).
+    pub struct ProbeChoice {}
+    defaults {
+        /// Epochs over the cached features.
+        pub epochs: Option<usize> = None,
+        /// Adam learning rate.
+        pub learning_rate: Option<f64> = None,
+    }
 }
 
-/// Overrides applied by `--profile NAME`.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct Profile {
-    /// Run only these methods (by name), e.g. fewer prompt sizes on a CPU.
-    #[serde(default)]
-    pub methods: Option<Vec<String>>,
-    /// The recipe (`paper`, `ilm-vp`, `evp`).
-    #[serde(default)]
-    pub recipe: Option<String>,
-    /// The learning-rate schedule.
-    #[serde(default)]
-    pub schedule: Option<vprompt_train::ScheduleConfig>,
-    /// Seeds.
-    #[serde(default)]
-    pub seeds: Option<Vec<u64>>,
-    /// Visual-prompt epochs.
-    #[serde(default)]
-    pub epochs: Option<usize>,
-    /// Batch size.
-    #[serde(default)]
-    pub batch_size: Option<usize>,
-    /// Base learning rate.
-    #[serde(default)]
-    pub learning_rate: Option<f64>,
-    /// Training images per class, for datasets that do not set their own `few_shot`.
-    #[serde(default)]
-    pub train_per_class: Option<usize>,
-    /// Validation images per class.
-    #[serde(default)]
-    pub validation_per_class: Option<usize>,
-    /// Test images per class.
-    #[serde(default)]
-    pub test_per_class: Option<usize>,
-    /// Validation fraction.
-    #[serde(default)]
-    pub validation: Option<f64>,
-    /// Linear-probe epochs.
-    #[serde(default)]
-    pub probe_epochs: Option<usize>,
+vprompt_core::config! {
+    /// Overrides applied by `--profile NAME`.
+    pub struct Profile {}
+    defaults {
+        /// Run only these methods (by name), e.g. fewer prompt sizes on a CPU.
+        pub methods: Option<Vec<String>> = None,
+        /// The recipe.
+        pub recipe: Option<vprompt::train::Recipe> = None,
+        /// The learning-rate schedule.
+        pub schedule: Option<ScheduleConfig> = None,
+        /// Seeds.
+        pub seeds: Option<Vec<u64>> = None,
+        /// Visual-prompt epochs.
+        pub epochs: Option<usize> = None,
+        /// Batch size.
+        pub batch_size: Option<usize> = None,
+        /// Base learning rate.
+        pub learning_rate: Option<f64> = None,
+        /// Training images per class, for datasets that do not set their own `few_shot`.
+        pub train_per_class: Option<usize> = None,
+        /// Validation images per class.
+        pub validation_per_class: Option<usize> = None,
+        /// Test images per class.
+        pub test_per_class: Option<usize> = None,
+        /// Validation fraction.
+        pub validation: Option<f64> = None,
+        /// Linear-probe epochs.
+        pub probe_epochs: Option<usize> = None,
+    }
 }
 
 /// The x axis of the figure.
@@ -248,25 +230,20 @@ pub enum PlotY {
     Gain,
 }
 
-/// A figure: mean over seeds, one PNG.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct PlotConfig {
-    /// The x axis.
-    pub x: PlotX,
-    /// The y axis.
-    #[serde(default)]
-    pub y: PlotY,
-    /// Axis description written beside the figure.
-    #[serde(default)]
-    pub x_label: String,
-    /// File name in the output directory.
-    #[serde(default = "default_plot_file")]
-    pub file: String,
-}
-
-fn default_plot_file() -> String {
-    "plot.png".into()
+vprompt_core::config! {
+    /// A figure: mean over seeds, one PNG.
+    pub struct PlotConfig {
+        /// The x axis.
+        pub x: PlotX,
+    }
+    defaults {
+        /// The y axis.
+        pub y: PlotY = PlotY::Accuracy,
+        /// Axis description written beside the figure and on the plot.
+        pub x_label: String = String::new(),
+        /// File name in the output directory.
+        pub file: String = "plot.png".into(),
+    }
 }
 
 /// One finished run.
@@ -327,25 +304,17 @@ pub struct Cell {
     pub n: usize,
 }
 
-fn invalid(message: String) -> Error {
-    Error::Train(vprompt_train::TrainError::Mismatch(message))
-}
-
-fn io(path: &Path, source: std::io::Error) -> Error {
-    Error::Train(vprompt_train::TrainError::Io {
-        path: path.to_path_buf(),
-        source,
-    })
-}
-
-fn unique<'a>(what: &str, names: impl Iterator<Item = &'a str>) -> Result<()> {
+fn unique<'a>(what: &str, key: &str, names: impl Iterator<Item = &'a str>) -> Result<(), ConfigError> {
     let mut seen = HashSet::new();
     for name in names {
         if name.trim().is_empty() {
-            return Err(invalid(format!("every {what} needs a non-empty name")));
+            return Err(ConfigError::new(
+                key,
+                format!("every {what} needs a non-empty name"),
+            ));
         }
         if !seen.insert(name) {
-            return Err(invalid(format!("two {what}s are named `{name}`")));
+            return Err(ConfigError::new(key, format!("two {what}s are named `{name}`")));
         }
     }
     Ok(())
@@ -353,23 +322,29 @@ fn unique<'a>(what: &str, names: impl Iterator<Item = &'a str>) -> Result<()> {
 
 impl ExperimentConfig {
     /// The config with profile `name`'s overrides applied (and no profiles left).
-    pub fn with_profile(&self, name: &str) -> Result<Self> {
+    pub fn with_profile(&self, name: &str) -> Result<Self, ConfigError> {
         let profile = self.profiles.get(name).ok_or_else(|| {
             let known: Vec<&str> = self.profiles.keys().map(String::as_str).collect();
-            invalid(format!(
-                "no profile `{name}` in this experiment (it has: {})",
-                if known.is_empty() {
-                    "none".into()
-                } else {
-                    known.join(", ")
-                }
-            ))
+            ConfigError::new(
+                "profiles",
+                format!(
+                    "no profile `{name}` in this experiment (it has: {})",
+                    if known.is_empty() {
+                        "none".into()
+                    } else {
+                        known.join(", ")
+                    }
+                ),
+            )
         })?;
         let mut c = self.clone();
         c.profiles.clear();
         if let Some(names) = &profile.methods {
             if let Some(n) = names.iter().find(|n| !self.methods.iter().any(|m| &m.name == *n)) {
-                return Err(invalid(format!("profile `{name}` lists an unknown method `{n}`")));
+                return Err(ConfigError::new(
+                    format!("profiles.{name}.methods"),
+                    format!("lists an unknown method `{n}`"),
+                ));
             }
             c.methods.retain(|m| names.contains(&m.name));
         }
@@ -377,9 +352,7 @@ impl ExperimentConfig {
             c.seeds = seeds.clone();
         }
         let t = &mut c.training;
-        if let Some(r) = &profile.recipe {
-            t.recipe = r.clone();
-        }
+        t.recipe = profile.recipe.unwrap_or(t.recipe);
         t.schedule = profile.schedule.clone().or(t.schedule.take());
         t.epochs = profile.epochs.or(t.epochs);
         t.batch_size = profile.batch_size.or(t.batch_size);
@@ -397,7 +370,7 @@ impl ExperimentConfig {
     }
 
     /// The run config of one cell (the visual-prompt runs train through it; the other methods use
-    /// its data, backbone and head).
+    /// its data, backbone and head, and write their own checkpoints to its run directory).
     pub fn run_config(
         &self,
         dataset: &DatasetEntry,
@@ -414,92 +387,109 @@ impl ExperimentConfig {
         let mut training = self.training.clone();
         training.seed = Some(seed);
         let clip = backbone.model.text_preset.is_some();
-        RunConfig {
-            run_dir: out.join("runs").join(slug(&format!(
+        RunConfig::new(
+            out.join("runs").join(slug(&format!(
                 "{}-{}-{}-seed{seed}",
                 dataset.name, backbone.name, method.name
             ))),
             data,
-            backbone: backbone.model.clone(),
-            // Methods without a prompt get the smallest frame, valid for any image size (unused).
-            prompt: method.prompt.clone().unwrap_or_else(|| {
-                let pad = if method.kind == MethodKind::VisualPrompt {
-                    30
-                } else {
-                    1
-                };
-                serde_json::to_value(vprompt_prompt::PromptConfig::from(PaddingPromptConfig::new(pad)))
-                    .expect("configs serialise")
-            }),
-            mapping: method.mapping.clone().unwrap_or_else(|| {
-                serde_json::to_value(LabelMappingConfig::FirstN).expect("configs serialise")
-            }),
-            text_template: if clip { method.text_template.clone() } else { None },
-            training,
-        }
+        )
+        .with_backbone(backbone.model.clone())
+        .with_prompt(
+            method
+                .prompt
+                .clone()
+                .unwrap_or_else(|| PaddingPromptConfig::new(30).into()),
+        )
+        .with_mapping(method.mapping.clone().unwrap_or(LabelMappingConfig::FirstN))
+        .with_text_template(if clip { method.text_template.clone() } else { None })
+        .with_training(training)
     }
 
     /// Checks the whole grid without reading data or weights: names, every cell's run config, and
     /// what the plot needs.
-    pub fn validate(&self) -> Result<()> {
-        if self.seeds.is_empty()
-            || self.datasets.is_empty()
-            || self.backbones.is_empty()
-            || self.methods.is_empty()
-        {
-            return Err(invalid(
-                "an experiment needs at least one seed, dataset, backbone and method".into(),
-            ));
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        for (key, empty) in [
+            ("seeds", self.seeds.is_empty()),
+            ("datasets", self.datasets.is_empty()),
+            ("backbones", self.backbones.is_empty()),
+            ("methods", self.methods.is_empty()),
+        ] {
+            if empty {
+                return Err(ConfigError::new(
+                    key,
+                    "an experiment needs at least one seed, dataset, backbone and method",
+                ));
+            }
         }
-        unique("dataset", self.datasets.iter().map(|d| d.name.as_str()))?;
-        unique("backbone", self.backbones.iter().map(|b| b.name.as_str()))?;
-        unique("method", self.methods.iter().map(|m| m.name.as_str()))?;
+        unique(
+            "dataset",
+            "datasets",
+            self.datasets.iter().map(|d| d.name.as_str()),
+        )?;
+        unique(
+            "backbone",
+            "backbones",
+            self.backbones.iter().map(|b| b.name.as_str()),
+        )?;
+        unique("method", "methods", self.methods.iter().map(|m| m.name.as_str()))?;
         let out = Path::new(".");
         for d in &self.datasets {
             for b in &self.backbones {
                 for m in &self.methods {
                     let rc = self.run_config(d, b, m, self.seeds[0], out);
-                    rc.validate()
-                        .map_err(|e| invalid(format!("{} / {} / {}: {e}", d.name, b.name, m.name)))?;
+                    rc.validate(m.kind == MethodKind::VisualPrompt).map_err(|e| {
+                        ConfigError::new(
+                            e.path.clone(),
+                            format!("{} / {} / {}: {}", d.name, b.name, m.name, e.reason),
+                        )
+                    })?;
                 }
             }
         }
         if let Some(m) = self.methods.iter().find(|m| m.text_template.is_some())
             && !self.backbones.iter().any(|b| b.model.text_preset.is_some())
         {
-            return Err(invalid(format!(
-                "method `{}` sets text_template but no backbone has a CLIP text tower",
-                m.name
-            )));
-        }
-        let probe = self.probe_config(0);
-        if probe.epochs == 0 || probe.learning_rate.is_nan() || probe.learning_rate <= 0.0 {
-            return Err(invalid(
-                "probe.epochs and probe.learning_rate must be positive".into(),
+            return Err(ConfigError::new(
+                "methods.text_template",
+                format!(
+                    "method `{}` sets text_template but no backbone has a CLIP text tower",
+                    m.name
+                ),
             ));
         }
+        self.probe_config(0).validate().map_err(|e| match e {
+            vprompt::train::TrainError::InvalidConfig(e) => e.within("probe"),
+            e => ConfigError::new("probe", e.to_string()),
+        })?;
         if let Some(plot) = &self.plot {
             if plot.file.is_empty() || plot.file.contains(['/', '\\']) {
-                return Err(invalid(format!(
-                    "plot.file `{}` must be a plain file name",
-                    plot.file
-                )));
+                return Err(ConfigError::new(
+                    "plot.file",
+                    format!("`{}` must be a plain file name", plot.file),
+                ));
             }
             match plot.x {
                 PlotX::Method => {
                     if let Some(m) = self.methods.iter().find(|m| m.x.is_none() || m.series.is_none()) {
-                        return Err(invalid(format!(
-                            "plot x = \"method\" needs `x` and `series` on every method; `{}` lacks one",
-                            m.name
-                        )));
+                        return Err(ConfigError::new(
+                            "plot.x",
+                            format!(
+                                "x = \"method\" needs `x` and `series` on every method; `{}` lacks one",
+                                m.name
+                            ),
+                        ));
                     }
                 }
                 PlotX::Dataset => {
                     if let Some(d) = self.datasets.iter().find(|d| d.x.is_none()) {
-                        return Err(invalid(format!(
-                            "plot x = \"dataset\" needs `x` on every dataset; `{}` has none",
-                            d.name
-                        )));
+                        return Err(ConfigError::new(
+                            "plot.x",
+                            format!(
+                                "x = \"dataset\" needs `x` on every dataset; `{}` has none",
+                                d.name
+                            ),
+                        ));
                     }
                 }
                 PlotX::Unprompted => {}
@@ -507,8 +497,9 @@ impl ExperimentConfig {
             if (plot.y == PlotY::Gain || plot.x == PlotX::Unprompted)
                 && !self.methods.iter().any(|m| m.kind == MethodKind::VisualPrompt)
             {
-                return Err(invalid(
-                    "a plot of gains or against unprompted accuracy needs a visual-prompt method".into(),
+                return Err(ConfigError::new(
+                    "plot",
+                    "a plot of gains or against unprompted accuracy needs a visual-prompt method",
                 ));
             }
         }
@@ -534,32 +525,33 @@ impl ExperimentConfig {
         c
     }
 
-    /// Runs every cell not yet in `out/results.json`, then writes `results.md` and the plot. `log`
-    /// receives one line per run (and per skipped run).
+    /// Runs every cell not yet in `out/results.json`, then writes `results.md` and the plot.
+    /// `progress` shows the cells (and each cell's preparation and training): one line per run,
+    /// and per skipped run.
     pub fn run(
         &self,
         profile: Option<&str>,
         out: &Path,
         device: &Device,
-        mut log: impl FnMut(&str),
-    ) -> Result<Results> {
+        progress: Arc<dyn Progress>,
+    ) -> anyhow::Result<Results> {
         let config = match profile {
             Some(p) => self.with_profile(p)?,
             None => self.clone(),
         };
         config.validate()?;
-        std::fs::create_dir_all(out).map_err(|e| io(out, e))?;
+        std::fs::create_dir_all(out).with_context(|| format!("cannot create {}", out.display()))?;
         let path = out.join("results.json");
         let mut results = match std::fs::read_to_string(&path) {
             Ok(text) => {
-                let old: Results =
-                    serde_json::from_str(&text).map_err(|e| invalid(format!("{}: {e}", path.display())))?;
+                let old: Results = serde_json::from_str(&text)
+                    .with_context(|| format!("{} is unreadable", path.display()))?;
                 if old.config != config || old.profile.as_deref() != profile {
-                    return Err(invalid(format!(
+                    anyhow::bail!(
                         "{} holds results of a different config or profile; choose another output \
                          directory or delete it",
                         path.display()
-                    )));
+                    );
                 }
                 old
             }
@@ -568,7 +560,7 @@ impl ExperimentConfig {
                 profile: profile.map(String::from),
                 runs: Vec::new(),
             },
-            Err(e) => return Err(io(&path, e)),
+            Err(e) => return Err(e).with_context(|| format!("cannot read {}", path.display())),
         };
         let done: HashSet<_> = results.runs.iter().map(RunRecord::key).collect();
         let total =
@@ -576,6 +568,7 @@ impl ExperimentConfig {
         let started = Instant::now();
         let mut ran = 0usize;
         let mut k = 0usize;
+        let mut cells = progress.task("experiment", total as u64, "runs");
         for d in &config.datasets {
             for b in &config.backbones {
                 for &seed in &config.seeds {
@@ -584,14 +577,17 @@ impl ExperimentConfig {
                         let key = (d.name.clone(), b.name.clone(), m.name.clone(), seed);
                         let what = format!("{} / {} / {} / seed {seed}", d.name, b.name, m.name);
                         if done.contains(&key) {
-                            log(&format!("[{k}/{total}] {what}: done before, skipped"));
+                            progress.line(&format!("[{k}/{total}] {what}: done before, skipped"));
+                            cells.advance(1, &String::new);
                             continue;
                         }
-                        let record = config.run_cell(d, b, m, seed, out, device)?;
+                        let record = config
+                            .run_cell(d, b, m, seed, out, device)
+                            .with_context(|| format!("run {what}"))?;
                         ran += 1;
                         let left = total - k;
                         let eta = started.elapsed().as_secs_f64() / ran as f64 * left as f64;
-                        log(&format!(
+                        progress.line(&format!(
                             "[{k}/{total}] {what}: top-1 {:.1} %{} ({:.0} s; about {:.0} min left)",
                             100.0 * record.top1,
                             record
@@ -600,6 +596,7 @@ impl ExperimentConfig {
                             record.seconds,
                             eta / 60.0
                         ));
+                        cells.advance(1, &|| what.clone());
                         results.runs.push(record);
                         write_atomic(
                             &path,
@@ -609,20 +606,17 @@ impl ExperimentConfig {
                 }
             }
         }
+        drop(cells);
         let (markdown, series) = report(&results);
         if let (Some(plot), Some(series)) = (&config.plot, series) {
-            vprompt_train::line_plot(
-                &out.join(&plot.file),
-                &config.title,
-                &vprompt_train::Axis::linear("x"),
-                &vprompt_train::Axis::linear("y"),
-                &series,
-            )?;
+            let (x, y) = plot.axes();
+            line_plot(&out.join(&plot.file), &config.title, &x, &y, &series)?;
         }
         write_atomic(&out.join("results.md"), &markdown)?;
         Ok(results)
     }
 
+    /// One cell. Runs inside it report nothing: the experiment's own lines say how it goes.
     fn run_cell(
         &self,
         d: &DatasetEntry,
@@ -631,14 +625,16 @@ impl ExperimentConfig {
         seed: u64,
         out: &Path,
         device: &Device,
-    ) -> Result<RunRecord> {
+    ) -> anyhow::Result<RunRecord> {
         let started = Instant::now();
         let rc = self.run_config(d, b, m, seed, out);
-        let batch = rc.training.config()?.batch_size;
+        let training = rc.training_config()?;
+        let quiet: Arc<dyn Progress> = Arc::new(Quiet);
         let (top1, unprompted_top1, train_images, test_images) = match m.kind {
             MethodKind::VisualPrompt => {
-                let (trained, data) = rc.train(device, true)?;
-                let report = trained.evaluate(data.test.clone(), batch)?;
+                let run = rc.train(device, quiet)?;
+                let (trained, data) = (run.trained, run.data);
+                let report = trained.evaluate(data.test.clone(), training.batch_size)?;
                 (
                     report.prompted.top1,
                     Some(report.unprompted.top1),
@@ -648,28 +644,24 @@ impl ExperimentConfig {
             }
             MethodKind::Unprompted => {
                 let backbone = rc.backbone(device)?;
-                let data = rc.prepare_data(backbone.input_size())?;
+                let data = rc.prepare_data(backbone.input_size(), quiet.as_ref())?;
                 let head = rc.head(&backbone, &data.train.classes, device)?;
-                // A zero prompt: the prompted path equals the unprompted one, which is what a fitted
-                // mapping must be fitted on here.
-                let zero = PaddingPromptConfig::new(1)
-                    .with_init(PromptInit::Zeros)
-                    .init(backbone.input_size(), device)?;
-                let mut classifier = PromptedClassifier::new(zero.into(), backbone, head)?;
-                if let Some(mapping) = rc.mapping_to_fit()? {
-                    let loader = vprompt_data::BatchLoader::new(data.train.clone(), batch)?;
-                    classifier.mapping = fit_mapping(&classifier, &mapping, &loader, device)?;
+                let mut classifier = PromptedClassifier::unprompted(backbone, head)?;
+                if let Some(mapping) = &training.mapping {
+                    let loader = vprompt::data::BatchLoader::new(data.train.clone(), training.batch_size)?;
+                    classifier.mapping = fit_mapping(&classifier, mapping, &loader, device)?;
                 }
-                let eval = evaluate_unprompted(&classifier, data.test.clone(), batch, device)?;
+                let eval = evaluate_unprompted(&classifier, data.test.clone(), training.batch_size, device)?;
                 (eval.top1, None, data.train.len(), data.test.len())
             }
             MethodKind::LinearProbe => {
                 let backbone = rc.backbone(device)?;
-                let data = rc.prepare_data(backbone.input_size())?;
-                let probe = self.probe_config(seed);
-                let eval = probe
-                    .fit(&backbone, &data.train, &data.valid, device)?
-                    .evaluate(&backbone, &data.test, device)?;
+                let data = rc.prepare_data(backbone.input_size(), quiet.as_ref())?;
+                let probe = Trainer::new(self.probe_config(seed), device)
+                    .with_run_dir(&rc.run_dir)
+                    .quiet(true)
+                    .train(&backbone, data.train.clone(), data.valid.clone())?;
+                let eval = probe.evaluate(&backbone, &data.test, device)?;
                 (eval.top1, None, data.train.len(), data.test.len())
             }
         };
@@ -687,6 +679,26 @@ impl ExperimentConfig {
     }
 }
 
+impl PlotConfig {
+    /// The figure's axes.
+    fn axes(&self) -> (Axis, Axis) {
+        let x_label = if self.x_label.is_empty() {
+            match self.x {
+                PlotX::Method => "method's x".to_string(),
+                PlotX::Dataset => "dataset's x".to_string(),
+                PlotX::Unprompted => "unprompted test top-1 (%)".to_string(),
+            }
+        } else {
+            self.x_label.clone()
+        };
+        let y_label = match self.y {
+            PlotY::Accuracy => "mean test top-1 (%)",
+            PlotY::Gain => "gain over unprompted (points)",
+        };
+        (Axis::linear(x_label), Axis::linear(y_label))
+    }
+}
+
 /// A file-system-safe name: letters, digits, `-`, `_`, `.`; anything else becomes `_`.
 fn slug(s: &str) -> String {
     s.chars()
@@ -700,10 +712,10 @@ fn slug(s: &str) -> String {
         .collect()
 }
 
-fn write_atomic(path: &Path, text: &str) -> Result<()> {
+fn write_atomic(path: &Path, text: &str) -> anyhow::Result<()> {
     let tmp: PathBuf = path.with_extension("tmp");
-    std::fs::write(&tmp, text).map_err(|e| io(&tmp, e))?;
-    std::fs::rename(&tmp, path).map_err(|e| io(path, e))
+    std::fs::write(&tmp, text).with_context(|| format!("cannot write {}", tmp.display()))?;
+    std::fs::rename(&tmp, path).with_context(|| format!("cannot write {}", path.display()))
 }
 
 /// The cells of `runs`: (dataset, backbone, method) -> mean, std over seeds.
@@ -833,7 +845,7 @@ pub fn report(results: &Results) -> (String, Option<Vec<Series>>) {
         series
             .iter()
             .enumerate()
-            .map(|(i, s)| format!("{} = {}", ["blue", "red", "green", "purple"][i % 4], s.name))
+            .map(|(i, s)| format!("{} = {}", color_name(i), s.name))
             .collect::<Vec<_>>()
             .join(", ")
     );
@@ -1015,7 +1027,7 @@ mod tests {
         assert_eq!(small.seeds, vec![3]);
         assert_eq!(small.methods.len(), 1);
         assert_eq!(small.training.epochs, Some(2));
-        assert_eq!(small.training.recipe, "ilm-vp");
+        assert_eq!(small.training.recipe, vprompt::train::Recipe::IlmVp);
         assert_eq!(small.datasets[0].data.few_shot, Some(20));
         assert_eq!(
             small.datasets[1].data.few_shot,
@@ -1026,7 +1038,7 @@ mod tests {
         let tc = small.training.config().unwrap();
         assert_eq!(
             (tc.epochs, tc.schedule.clone()),
-            (2, vprompt_train::ScheduleConfig::CosinePerStep)
+            (2, ScheduleConfig::CosinePerStep)
         );
         let err = config.with_profile("huge").unwrap_err().to_string();
         assert!(

@@ -1,0 +1,235 @@
+//! The command line: subcommands and flags. Flags that override a config file's settings are
+//! parsed into the settings' own types (a preset, a template, a finite learning rate), so a bad
+//! value is refused here, with the flag's name.
+
+use std::path::PathBuf;
+
+use clap::{Parser, Subcommand};
+use vprompt::backbone::Preset;
+use vprompt::mapping::LabelMappingConfig;
+use vprompt::prompt::PromptConfig;
+use vprompt::train::Recipe;
+
+use crate::config::{finite_f64, json};
+use crate::run::{DataConfig, DataFormat, RunConfig};
+
+#[derive(Parser)]
+#[command(
+    name = "vprompt",
+    version,
+    about = "Visual prompting: adapt a frozen vision model by learning only pixels"
+)]
+pub struct Cli {
+    /// Backend: flex (CPU, default), cpu, wgpu or cuda (when compiled in).
+    #[arg(long, global = true, default_value = "flex")]
+    pub device: String,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Subcommand)]
+pub enum Command {
+    /// Train a prompt. Settings come from a TOML run config, flags override it; the config is
+    /// written to the run directory, and an interrupted run resumes.
+    Train(TrainArgs),
+    /// Evaluate a run's selected prompt on its test split, prompted and unprompted.
+    Eval {
+        /// The run directory.
+        #[arg(long)]
+        run: PathBuf,
+    },
+    /// Apply a run's selected prompt to images: writes the prompted images as PNG and prints the
+    /// predicted class of each.
+    Apply {
+        /// The run directory.
+        #[arg(long)]
+        run: PathBuf,
+        /// Where the prompted PNGs go.
+        #[arg(long)]
+        out: PathBuf,
+        /// PNG or JPEG files.
+        #[arg(required = true)]
+        images: Vec<PathBuf>,
+    },
+    /// Run an experiment: every dataset x backbone x seed x method of a TOML config (see
+    /// `experiments/`), writing `results.json` (every run), `results.md` (mean ± std per cell) and
+    /// the config's plot. An interrupted experiment resumes.
+    Experiment {
+        /// The experiment config.
+        config: PathBuf,
+        /// A profile of the config, e.g. `small` (this CPU) or `full` (the paper's settings).
+        #[arg(long)]
+        profile: Option<String>,
+        /// Output directory (default: `runs/experiments/<config name>[-<profile>]`).
+        #[arg(long)]
+        out: Option<PathBuf>,
+        /// No progress on stderr.
+        #[arg(long)]
+        quiet: bool,
+    },
+    /// CLIP zero-shot accuracy with text prompts (the paper's TP baseline) on a dataset's test split.
+    ZeroShot(ZeroShotArgs),
+    /// Convert an exported ONNX file into a preset's weights file, after checking that its graph is
+    /// the preset's and that every tensor is present with the right shape.
+    Import {
+        /// The preset: efficientnet-lite0, resnet18, resnet50, resnext101-32x8d, clip-vit-b32-image,
+        /// clip-vit-b32-text (or a tiny-* test fixture).
+        preset: Preset,
+        /// The ONNX file (from `scripts/export_onnx.py`).
+        onnx: PathBuf,
+        /// The weights file to write (`.bpk`).
+        output: PathBuf,
+    },
+    /// Show a prompt: template, sizes, parameter count and value statistics (a `.bpk` prompt file, or
+    /// a run directory's selected prompt).
+    Inspect {
+        /// A prompt file or a run directory.
+        path: PathBuf,
+        /// Also write the prompt as a PNG here.
+        #[arg(long)]
+        png: Option<PathBuf>,
+    },
+}
+
+#[derive(clap::Args)]
+pub struct TrainArgs {
+    /// A TOML run config.
+    #[arg(long)]
+    pub config: Option<PathBuf>,
+    /// Run directory (checkpoints, metrics, curves).
+    #[arg(long)]
+    pub run_dir: Option<PathBuf>,
+    /// Data format: fashion-mnist, mnist, cifar10, cifar100, folder, csv.
+    #[arg(long, value_parser = json_str::<DataFormat>)]
+    pub data_format: Option<DataFormat>,
+    /// Data directory.
+    #[arg(long)]
+    pub data: Option<PathBuf>,
+    /// Few-shot: N training images per class.
+    #[arg(long)]
+    pub few_shot: Option<usize>,
+    /// Evaluate on N test images per class only.
+    #[arg(long)]
+    pub test_per_class: Option<usize>,
+    /// Backbone preset.
+    #[arg(long)]
+    pub preset: Option<Preset>,
+    /// Backbone weights file.
+    #[arg(long)]
+    pub weights: Option<PathBuf>,
+    /// Prompt template as JSON, e.g. '{"Padding": {"pad": 30}}'.
+    #[arg(long, value_parser = json::<PromptConfig>)]
+    pub prompt: Option<PromptConfig>,
+    /// Label mapping as JSON, e.g. '"FirstN"' or '{"Iterative": {"every": 1}}'.
+    #[arg(long, value_parser = json::<LabelMappingConfig>)]
+    pub mapping: Option<LabelMappingConfig>,
+    /// Recipe: paper, ilm-vp, evp.
+    #[arg(long, value_parser = json_str::<Recipe>)]
+    pub recipe: Option<Recipe>,
+    /// Epochs.
+    #[arg(long)]
+    pub epochs: Option<usize>,
+    /// Batch size.
+    #[arg(long)]
+    pub batch_size: Option<usize>,
+    /// Learning rate.
+    #[arg(long, value_parser = finite_f64)]
+    pub lr: Option<f64>,
+    /// Seed of the batch order.
+    #[arg(long)]
+    pub seed: Option<u64>,
+    /// No progress on stderr.
+    #[arg(long)]
+    pub quiet: bool,
+}
+
+/// A plain word (`fashion-mnist`, `ilm-vp`) read as the JSON string of a typed value.
+fn json_str<T: serde::de::DeserializeOwned>(text: &str) -> Result<T, String> {
+    json(&serde_json::Value::String(text.to_string()).to_string())
+}
+
+impl TrainArgs {
+    /// The run config: the file's (or one built from `--run-dir`, `--data-format`, `--data`),
+    /// with every given flag overriding its setting.
+    pub fn run_config(&self) -> anyhow::Result<RunConfig> {
+        let mut config = match &self.config {
+            Some(path) => crate::config::read::<RunConfig>(path, "run config")?,
+            None => {
+                let missing = |flag: &str, key: &str| {
+                    anyhow::anyhow!(
+                        "invalid run config: `{key}` is required (give --config, or {flag} with --run-dir, \
+                         --data-format and --data)"
+                    )
+                };
+                RunConfig::new(
+                    self.run_dir
+                        .clone()
+                        .ok_or_else(|| missing("--run-dir", "run_dir"))?,
+                    DataConfig::new(
+                        self.data_format
+                            .ok_or_else(|| missing("--data-format", "data.format"))?,
+                        self.data.clone().ok_or_else(|| missing("--data", "data.path"))?,
+                    ),
+                )
+            }
+        };
+        let c = &mut config;
+        if let Some(v) = &self.run_dir {
+            c.run_dir = v.clone();
+        }
+        if let Some(v) = self.data_format {
+            c.data.format = v;
+        }
+        if let Some(v) = &self.data {
+            c.data.path = v.clone();
+        }
+        c.data.few_shot = self.few_shot.or(c.data.few_shot);
+        c.data.test_per_class = self.test_per_class.or(c.data.test_per_class);
+        c.backbone.preset = self.preset.unwrap_or(c.backbone.preset);
+        c.backbone.weights = self.weights.clone().or(c.backbone.weights.take());
+        if let Some(v) = &self.prompt {
+            c.prompt = v.clone();
+        }
+        if let Some(v) = &self.mapping {
+            c.mapping = v.clone();
+        }
+        let t = &mut c.training;
+        t.recipe = self.recipe.unwrap_or(t.recipe);
+        t.epochs = self.epochs.or(t.epochs);
+        t.batch_size = self.batch_size.or(t.batch_size);
+        t.learning_rate = self.lr.or(t.learning_rate);
+        t.seed = self.seed.or(t.seed);
+        Ok(config)
+    }
+}
+
+#[derive(clap::Args)]
+pub struct ZeroShotArgs {
+    /// Image tower preset (clip-vit-b32-image, or tiny-vit).
+    #[arg(long, default_value = "clip-vit-b32-image")]
+    pub image_preset: Preset,
+    /// Image tower weights.
+    #[arg(long)]
+    pub image_weights: PathBuf,
+    /// Text tower preset (clip-vit-b32-text, or tiny-clip-text).
+    #[arg(long, default_value = "clip-vit-b32-text")]
+    pub text_preset: Preset,
+    /// Text tower weights.
+    #[arg(long)]
+    pub text_weights: PathBuf,
+    /// Data format (as for train).
+    #[arg(long, value_parser = json_str::<DataFormat>)]
+    pub data_format: DataFormat,
+    /// Data directory.
+    #[arg(long)]
+    pub data: PathBuf,
+    /// Evaluate on N test images per class only.
+    #[arg(long)]
+    pub test_per_class: Option<usize>,
+    /// Template with `{}` for the class name (default: the paper's "This is a photo of a {}").
+    #[arg(long)]
+    pub template: Option<String>,
+    /// Average over OpenAI's 80 ImageNet templates instead.
+    #[arg(long)]
+    pub ensemble: bool,
+}

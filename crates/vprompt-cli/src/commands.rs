@@ -1,0 +1,220 @@
+//! What each subcommand does, over library calls. Results go to stdout, progress and errors to
+//! stderr.
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use anyhow::Context;
+use burn::prelude::*;
+use vprompt::backbone::{Backbone, ImageBackbone, TextEncoder};
+use vprompt::data::{BatchLoader, Dataset, Preprocess, decode_image, prepare, save_image};
+use vprompt::mapping::{IMAGENET_TEMPLATES, OutputMapping, PAPER_TEMPLATE, clip_head};
+use vprompt::prompt::{Phase, Prompt, VisualPrompt};
+use vprompt::train::{PromptedClassifier, RunDir, evaluate};
+
+use crate::cli::{Command, TrainArgs, ZeroShotArgs};
+use crate::experiment::ExperimentConfig;
+use crate::run::{DataConfig, RunConfig, TrainedRun, class_names, evaluate_run, load_run};
+
+/// Runs one subcommand on `device`.
+pub fn run(command: Command, device: &Device) -> anyhow::Result<()> {
+    let mut out = std::io::stdout().lock();
+    match command {
+        Command::Train(args) => train(&args, device, &mut out),
+        Command::Eval { run } => {
+            let report = evaluate_run(&run, device, crate::progress::stderr(false).as_ref())?;
+            Ok(writeln!(out, "{report}")?)
+        }
+        Command::Apply {
+            run,
+            out: dir,
+            images,
+        } => apply(&run, &dir, &images, device, &mut out),
+        Command::ZeroShot(args) => zero_shot(args, device, &mut out),
+        Command::Experiment {
+            config,
+            profile,
+            out: dir,
+            quiet,
+        } => experiment(&config, profile.as_deref(), dir, quiet, device, &mut out),
+        Command::Import { preset, onnx, output } => {
+            let report = vprompt::backbone::import::import_weights(preset, &onnx, &output)?;
+            Ok(writeln!(
+                out,
+                "{}: wrote {} ({} tensors, {} values)",
+                report.preset,
+                report.output.display(),
+                report.tensors,
+                report.values
+            )?)
+        }
+        Command::Inspect { path, png } => inspect(&path, png.as_deref(), device, &mut out),
+    }
+}
+
+fn train(args: &TrainArgs, device: &Device, out: &mut impl Write) -> anyhow::Result<()> {
+    let config = args.run_config()?;
+    config.validate(true).context("invalid run config")?;
+    let progress = crate::progress::stderr(args.quiet);
+    progress.line(&format!("training into {}", config.run_dir.display()));
+    let TrainedRun {
+        trained,
+        data,
+        training,
+    } = config.train(device, progress)?;
+    if trained.interrupted {
+        return Ok(());
+    }
+    let report = trained.evaluate(data.test, training.batch_size)?;
+    writeln!(out, "{report}")?;
+    let png = config.run_dir.join("prompt.png");
+    trained.prompt().save_png(&png)?;
+    writeln!(
+        out,
+        "selected prompt: {}, {}",
+        config.run_dir.join("best.json").display(),
+        png.display()
+    )?;
+    Ok(())
+}
+
+fn apply(
+    dir: &Path,
+    out_dir: &Path,
+    images: &[PathBuf],
+    device: &Device,
+    out: &mut impl Write,
+) -> anyhow::Result<()> {
+    let (_, classifier) = load_run(dir, device)?;
+    std::fs::create_dir_all(out_dir).with_context(|| format!("cannot create {}", out_dir.display()))?;
+    let classes = class_names(dir).ok();
+    let size = classifier.input_size();
+    let phase = Phase::Eval { batch: 0 };
+    for path in images {
+        let dataset = Dataset {
+            source: path.display().to_string(),
+            images: vec![decode_image(path)?],
+            labels: vec![0],
+            classes: vec!["?".into()],
+            skipped: vec![],
+        };
+        let prepared = Arc::new(prepare(&dataset, &Preprocess::stretch(size))?);
+        let batch = BatchLoader::new(prepared, 1)?
+            .epoch(0, 0, device)
+            .next()
+            .expect("one image");
+        let prediction = classifier.predict(batch.images.clone(), phase)?[0];
+        let name = classes
+            .as_ref()
+            .and_then(|c| c.get(prediction.class).cloned())
+            .unwrap_or_else(|| format!("class {}", prediction.class));
+        let file = out_dir.join(format!(
+            "{}.png",
+            path.file_stem().unwrap_or_default().to_string_lossy()
+        ));
+        let shown = classifier.prompted_pixels(batch.images, phase)?;
+        save_image(shown.squeeze_dim::<3>(0), &file)?;
+        writeln!(
+            out,
+            "{}: {name} ({:.1}%) -> {}",
+            path.display(),
+            100.0 * prediction.probability,
+            file.display()
+        )?;
+    }
+    Ok(())
+}
+
+fn experiment(
+    path: &Path,
+    profile: Option<&str>,
+    dir: Option<PathBuf>,
+    quiet: bool,
+    device: &Device,
+    out: &mut impl Write,
+) -> anyhow::Result<()> {
+    let config: ExperimentConfig = crate::config::read(path, "experiment config")?;
+    let dir = dir.unwrap_or_else(|| {
+        let stem = path
+            .file_stem()
+            .map_or("experiment".into(), |s| s.to_string_lossy().into_owned());
+        let name = match profile {
+            Some(p) => format!("{stem}-{p}"),
+            None => stem,
+        };
+        Path::new("runs/experiments").join(name)
+    });
+    let results = config.run(profile, &dir, device, crate::progress::stderr(quiet))?;
+    writeln!(out, "{}", crate::experiment::report(&results).0)?;
+    writeln!(out, "wrote {}", dir.join("results.md").display())?;
+    Ok(())
+}
+
+fn zero_shot(args: ZeroShotArgs, device: &Device, out: &mut impl Write) -> anyhow::Result<()> {
+    let image = ImageBackbone::load(args.image_preset, &args.image_weights, device)?;
+    let text = TextEncoder::load(args.text_preset, &args.text_weights, device)?;
+    let config = RunConfig::new(
+        std::env::temp_dir().join("vprompt-zero-shot"),
+        DataConfig::new(args.data_format, args.data).with_test_per_class(args.test_per_class),
+    );
+    let progress = crate::progress::stderr(false);
+    let data = config.prepare_data(image.input_size(), progress.as_ref())?;
+    let templates: Vec<String> = if args.ensemble {
+        IMAGENET_TEMPLATES.iter().map(|t| t.to_string()).collect()
+    } else {
+        vec![args.template.unwrap_or_else(|| PAPER_TEMPLATE.to_string())]
+    };
+    let head = clip_head(&data.test.classes, &templates, 64, device, |tokens| {
+        text.forward(tokens)
+    })?;
+    progress.line(&format!(
+        "text head: {} classes x {} templates, {}-d",
+        head.num_classes(),
+        templates.len(),
+        head.source_dim()
+    ));
+    let classifier = PromptedClassifier::unprompted(image, head)?;
+    let loader = BatchLoader::new(data.test.clone(), 64)?;
+    let eval = evaluate(&classifier, &loader, device, false)?;
+    writeln!(
+        out,
+        "zero-shot on {} test images: top-1 {:.2}%, top-5 {:.2}%",
+        eval.count,
+        100.0 * eval.top1,
+        100.0 * eval.top5
+    )?;
+    Ok(())
+}
+
+fn inspect(path: &Path, png: Option<&Path>, device: &Device, out: &mut impl Write) -> anyhow::Result<()> {
+    let prompt = if path.is_dir() {
+        RunDir::create(path)?
+            .load_best(device)?
+            .with_context(|| format!("{} has no selected prompt yet", path.display()))?
+            .0
+    } else {
+        Prompt::load(path, device)?
+    };
+    let stats = prompt.statistics();
+    writeln!(out, "template      {}", prompt.config().to_json())?;
+    writeln!(
+        out,
+        "image size    {:?} (images delivered at {:?})",
+        prompt.image_size(),
+        prompt.input_size()
+    )?;
+    writeln!(out, "space         {:?}", prompt.space())?;
+    writeln!(out, "parameters    {}", prompt.num_params())?;
+    writeln!(out, "non-zero      {} values", stats.nonzero)?;
+    writeln!(out, "values        {stats}")?;
+    if let Some(png) = png {
+        let scale = prompt.save_png(png)?;
+        writeln!(
+            out,
+            "wrote {} (grey = 0, black/white = -/+{scale:.3})",
+            png.display()
+        )?;
+    }
+    Ok(())
+}

@@ -1,0 +1,111 @@
+//! Reading typed config files: TOML straight into the config types, with every error naming the
+//! file and the key path.
+
+use std::path::Path;
+
+use anyhow::Context;
+use serde::de::DeserializeOwned;
+use vprompt::train::ConfigError;
+
+/// Reads `path` into `T`. A syntax error names the file and the line; a non-finite number (`nan`,
+/// `inf`), a value of the wrong type, an unknown or a missing field names its key path
+/// (`training.learning_rate: must be a finite number, got nan`). `what` names the kind of file in
+/// messages (`run config`).
+pub fn read<T: DeserializeOwned>(path: &Path, what: &str) -> anyhow::Result<T> {
+    let text = std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))?;
+    parse(&text).with_context(|| format!("{} is not a valid {what}", path.display()))
+}
+
+/// Parses TOML text into `T` (see [`read`]).
+pub fn parse<T: DeserializeOwned>(text: &str) -> anyhow::Result<T> {
+    let table: toml::Table = toml::from_str(text).context("not valid TOML")?;
+    check_finite(&toml::Value::Table(table), "")?;
+    let deserializer = toml::Deserializer::parse(text).context("not valid TOML")?;
+    serde_path_to_error::deserialize(deserializer).map_err(|e| {
+        let path = e.path().to_string();
+        let message = e.into_inner().message().to_string();
+        anyhow::Error::new(ConfigError::new(
+            if path == "." { String::new() } else { path },
+            message,
+        ))
+    })
+}
+
+/// Refuses non-finite floats anywhere in `value`, naming their key path: TOML has `nan` and
+/// `inf`, and no setting of vprompt means them.
+fn check_finite(value: &toml::Value, path: &str) -> Result<(), ConfigError> {
+    let join = |key: &str| {
+        if path.is_empty() {
+            key.to_string()
+        } else {
+            format!("{path}.{key}")
+        }
+    };
+    match value {
+        toml::Value::Float(f) if !f.is_finite() => Err(ConfigError::new(
+            path,
+            format!("must be a finite number, got {f}"),
+        )),
+        toml::Value::Table(table) => table.iter().try_for_each(|(k, v)| check_finite(v, &join(k))),
+        toml::Value::Array(items) => items
+            .iter()
+            .enumerate()
+            .try_for_each(|(i, v)| check_finite(v, &format!("{path}[{i}]"))),
+        _ => Ok(()),
+    }
+}
+
+/// A finite floating-point flag value (clap's parser accepts `nan` and `inf`).
+pub fn finite_f64(text: &str) -> Result<f64, String> {
+    let value: f64 = text.parse().map_err(|e| format!("{e}"))?;
+    if value.is_finite() {
+        Ok(value)
+    } else {
+        Err(format!("must be a finite number, got {value}"))
+    }
+}
+
+/// A typed value given on the command line as JSON (`--prompt '{"Padding": {"pad": 30}}'`).
+pub fn json<T: DeserializeOwned>(text: &str) -> Result<T, String> {
+    serde_json::from_str(text).map_err(|e| format!("{e}"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde::Deserialize;
+
+    #[derive(Debug, Deserialize)]
+    #[serde(deny_unknown_fields)]
+    #[allow(dead_code)]
+    struct Inner {
+        rate: f64,
+        #[serde(default)]
+        count: usize,
+    }
+
+    #[derive(Debug, Deserialize)]
+    #[serde(deny_unknown_fields)]
+    #[allow(dead_code)]
+    struct Outer {
+        inner: Inner,
+    }
+
+    #[test]
+    fn errors_name_the_key_path() {
+        let err = |text: &str| format!("{:#}", parse::<Outer>(text).unwrap_err());
+        assert_eq!(
+            err("[inner]\nrate = nan"),
+            "inner.rate: must be a finite number, got NaN"
+        );
+        assert!(err("[inner]\nrate = -inf").starts_with("inner.rate: must be a finite number"));
+        assert!(err("[inner]\nrate = 1.0\ncount = \"x\"").starts_with("inner.count: invalid type"));
+        let unknown = err("[inner]\nrate = 1.0\ncuont = 2");
+        assert!(unknown.starts_with("inner.cuont: unknown field `cuont`"), "{unknown}");
+        assert!(err("[inner]").contains("missing field `rate`"));
+        assert!(err("inner = [").contains("not valid TOML"));
+        assert_eq!(parse::<Outer>("[inner]\nrate = 0.5").unwrap().inner.rate, 0.5);
+        assert_eq!(finite_f64("nan").unwrap_err(), "must be a finite number, got NaN");
+        assert_eq!(finite_f64("0.25"), Ok(0.25));
+    }
+}

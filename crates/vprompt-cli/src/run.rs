@@ -1,0 +1,502 @@
+//! A whole visual-prompting run described by one config (what `vprompt train --config run.toml`
+//! reads): data, backbone, prompt, mapping, training recipe, run directory. Every field has a
+//! default except the run directory and the data; the config is written to the run directory.
+//!
+//! ```toml
+//! run_dir = "runs/fmnist"
+//!
+//! [data]
+//! format = "fashion-mnist"            # fashion-mnist, mnist, cifar10, cifar100, folder, csv
+//! path = "/usr/share/datasets/fashion-mnist"
+//! validation = 0.1                    # held out of train, seeded and stratified
+//!
+//! [backbone]
+//! preset = "efficientnet-lite0"       # weights = "resnet50.bpk" for bring-your-own presets
+//! # input_size = [288, 288]           # other sizes: convolutional presets only
+//!
+//! [prompt]
+//! Padding = { pad = 30 }              # any template, omitted fields take their defaults
+//!
+//! [training]
+//! recipe = "paper"                    # paper, ilm-vp, evp; then any override:
+//! epochs = 20
+//! batch_size = 64
+//! ```
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use anyhow::Context;
+use burn::prelude::*;
+use serde::{Deserialize, Serialize};
+use vprompt::backbone::{Backbone, ImageBackbone, Modality, Preset, TextEncoder};
+use vprompt::data::{
+    Dataset, Filter, Fit, OnError, PreparedDataset, Preprocess, Splits, cifar10, cifar100, csv_list,
+    fashion_mnist, image_folder, mnist, prepare_cached_with,
+};
+use vprompt::mapping::{LabelMappingConfig, Mapping, PAPER_TEMPLATE, clip_head};
+use vprompt::prompt::{PaddingPromptConfig, PromptConfig, VisualPrompt};
+use vprompt::train::{
+    ConfigError, Progress, PromptedClassifier, Recipe, Report, RunDir, ScheduleConfig, Trained, Trainer,
+    TrainingConfig, evaluate,
+};
+
+/// How the dataset is stored.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum DataFormat {
+    /// Fashion-MNIST's IDX files (the official split).
+    FashionMnist,
+    /// MNIST's IDX files (the official split).
+    Mnist,
+    /// CIFAR-10's binary batches (the official split).
+    Cifar10,
+    /// CIFAR-100's binary batches (the official split).
+    Cifar100,
+    /// One sub-folder per class; the test split in `test_path`.
+    Folder,
+    /// `path,label` lines with `classes`; the test split in `test_path`.
+    Csv,
+}
+
+impl DataFormat {
+    /// Whether the format has its own test split (otherwise `test_path` gives it).
+    fn has_test_split(self) -> bool {
+        !matches!(self, DataFormat::Folder | DataFormat::Csv)
+    }
+}
+
+vprompt_core::config! {
+    /// Where the images come from.
+    pub struct DataConfig {
+        /// How the dataset is stored.
+        pub format: DataFormat,
+        /// The dataset directory (or, for `csv`, the list file).
+        pub path: PathBuf,
+    }
+    defaults {
+        /// The test split for `folder` and `csv`.
+        pub test_path: Option<PathBuf> = None,
+        /// Class names for `csv` lists.
+        pub classes: Option<Vec<String>> = None,
+        /// Fraction of train held out for validation (selection).
+        pub validation: f64 = 0.1,
+        /// Train on exactly N images per class (few-shot, the paper's N in {1, 2, 4, 8, 16}),
+        /// sampled from the train split after the validation part is held out of it.
+        pub few_shot: Option<usize> = None,
+        /// Select on N validation images per class only (default: all of the held-out part, or
+        /// N = the few-shot N in few-shot runs, so that a 1-shot run does not validate on 6000
+        /// images).
+        pub validation_per_class: Option<usize> = None,
+        /// Evaluate on N test images per class only (quick runs).
+        pub test_per_class: Option<usize> = None,
+        /// Seed of the splits and samples.
+        pub seed: u64 = 0,
+        /// Leave unreadable image files out (counted) instead of failing.
+        pub skip_unreadable: bool = false,
+        /// Resize filter.
+        pub filter: Filter = Filter::Bicubic,
+        /// Resize the shorter side to this and centre-crop (default: stretch to the input size).
+        pub center_crop_from: Option<usize> = None,
+        /// Directory of the preprocessing cache (default: `<run_dir>/../.vprompt-cache`).
+        pub cache_dir: Option<PathBuf> = None,
+    }
+}
+
+vprompt_core::config! {
+    /// The frozen model.
+    pub struct BackboneConfig {}
+    defaults {
+        /// The preset (`vprompt import --help` lists them).
+        pub preset: Preset = Preset::EfficientNetLite0,
+        /// Its weights file; not needed for the embedded `efficientnet-lite0`.
+        pub weights: Option<PathBuf> = None,
+        /// CLIP: the text tower's preset (`clip-vit-b32-text`). With it the classes are scored by
+        /// text prompts (the run's `text_template`) instead of a label mapping.
+        pub text_preset: Option<Preset> = None,
+        /// The text tower's weights file.
+        pub text_weights: Option<PathBuf> = None,
+        /// `[height, width]` of the images the backbone takes, when not the preset's (224 x 224):
+        /// only the convolutional presets (EfficientNet, ResNets) run at other sizes, each side in
+        /// 32..=1024. Data and prompt follow it.
+        pub input_size: Option<[usize; 2]> = None,
+    }
+}
+
+vprompt_core::config! {
+    /// The training recipe and overrides of its settings.
+    pub struct TrainingChoice {}
+    defaults {
+        /// The recipe.
+        pub recipe: Recipe = Recipe::Paper,
+        /// Epochs.
+        pub epochs: Option<usize> = None,
+        /// Batch size.
+        pub batch_size: Option<usize> = None,
+        /// Base learning rate.
+        pub learning_rate: Option<f64> = None,
+        /// Seed of the batch order.
+        pub seed: Option<u64> = None,
+        /// Validate every N epochs.
+        pub eval_every: Option<usize> = None,
+        /// The learning-rate schedule, e.g. `"CosinePerStep"` or `{WarmupCosine = {warmup = 100}}`.
+        pub schedule: Option<ScheduleConfig> = None,
+    }
+}
+
+impl TrainingChoice {
+    /// The effective training config: the recipe with the overrides applied, validated.
+    pub fn config(&self) -> Result<TrainingConfig, ConfigError> {
+        let mut c = self.recipe.config();
+        c.epochs = self.epochs.unwrap_or(c.epochs);
+        c.batch_size = self.batch_size.unwrap_or(c.batch_size);
+        c.learning_rate = self.learning_rate.unwrap_or(c.learning_rate);
+        c.seed = self.seed.unwrap_or(c.seed);
+        c.eval_every = self.eval_every.unwrap_or(c.eval_every);
+        c.schedule = self.schedule.clone().unwrap_or(c.schedule);
+        c.validate().map_err(|e| match e {
+            vprompt::train::TrainError::InvalidConfig(e) => e,
+            e => ConfigError::new("", e.to_string()),
+        })?;
+        Ok(c)
+    }
+}
+
+vprompt_core::config! {
+    /// A whole run.
+    pub struct RunConfig {
+        /// Where checkpoints, metrics and curves go.
+        pub run_dir: PathBuf,
+        /// The data.
+        pub data: DataConfig,
+    }
+    defaults {
+        /// The frozen model.
+        pub backbone: BackboneConfig = BackboneConfig::new(),
+        /// The prompt template, e.g. `{ Padding = { pad = 30 } }` (the paper's default).
+        pub prompt: PromptConfig = PaddingPromptConfig::new(30).into(),
+        /// The label mapping, e.g. `"FirstN"` (the paper's) or `{ Iterative = { every = 1 } }`.
+        pub mapping: LabelMappingConfig = LabelMappingConfig::FirstN,
+        /// CLIP (a backbone with a `text_preset`): the text prompt, `{}` standing for the class
+        /// name (default: the paper's "This is a photo of a {}").
+        pub text_template: Option<String> = None,
+        /// Recipe and overrides.
+        pub training: TrainingChoice = TrainingChoice::new(),
+    }
+}
+
+/// The prepared splits of a run.
+#[derive(Debug, Clone)]
+pub struct PreparedSplits {
+    /// Training part of the train split.
+    pub train: Arc<PreparedDataset>,
+    /// Validation part, for selection.
+    pub valid: Arc<PreparedDataset>,
+    /// The test split, evaluated once at the end.
+    pub test: Arc<PreparedDataset>,
+}
+
+/// A finished (or interrupted) training run.
+pub struct TrainedRun {
+    /// The selected classifier and the records.
+    pub trained: Trained<ImageBackbone>,
+    /// The prepared splits (the test split is not used by training).
+    pub data: PreparedSplits,
+    /// The effective training config it ran with.
+    pub training: TrainingConfig,
+}
+
+/// The run config's file in a run directory.
+const RUN_FILE: &str = "run.json";
+/// The class names in a run directory, one per line.
+const CLASSES_FILE: &str = "classes.txt";
+
+impl RunConfig {
+    /// The `[height, width]` the backbone takes: `backbone.input_size`, or the preset's.
+    pub fn input_size(&self) -> Result<[usize; 2], ConfigError> {
+        let preset = self.backbone.preset;
+        let size = self.backbone.input_size.unwrap_or(preset.input_size());
+        preset
+            .check_input_size(size)
+            .map_err(|e| ConfigError::new("backbone.input_size", e.to_string()))?;
+        Ok(size)
+    }
+
+    /// Whether the classes are scored by a CLIP text tower rather than a label mapping.
+    pub fn is_clip(&self) -> bool {
+        self.backbone.text_preset.is_some()
+    }
+
+    /// Checks everything that can be checked without reading data or weights; with `prompted`,
+    /// also the prompt against the input size. An error names the key.
+    pub fn validate(&self, prompted: bool) -> Result<(), ConfigError> {
+        let (b, d) = (&self.backbone, &self.data);
+        if b.preset.modality() != Modality::Image {
+            return Err(ConfigError::new(
+                "backbone.preset",
+                format!("`{}` is a text tower, not an image backbone", b.preset),
+            ));
+        }
+        let size = self.input_size()?;
+        if prompted {
+            self.prompt
+                .validate(size)
+                .map_err(|e| ConfigError::new("prompt", e.to_string()))?;
+        }
+        self.training_config().map_err(|e| e.within("training"))?;
+        match (b.text_preset, &b.text_weights) {
+            (Some(p), Some(_)) if p.modality() != Modality::Text => {
+                return Err(ConfigError::new(
+                    "backbone.text_preset",
+                    format!("`{p}` is not a text tower"),
+                ));
+            }
+            (Some(_), None) => {
+                return Err(ConfigError::new(
+                    "backbone.text_weights",
+                    "backbone.text_preset needs the text tower's weights",
+                ));
+            }
+            (None, Some(_)) => {
+                return Err(ConfigError::new(
+                    "backbone.text_preset",
+                    "backbone.text_weights needs the text tower's preset",
+                ));
+            }
+            (None, None) if self.text_template.is_some() => {
+                return Err(ConfigError::new(
+                    "text_template",
+                    "needs a CLIP text tower (backbone.text_preset and text_weights)",
+                ));
+            }
+            _ => {}
+        }
+        if let Some(t) = &self.text_template
+            && !t.contains("{}")
+        {
+            return Err(ConfigError::new(
+                "text_template",
+                format!("`{t}` has no `{{}}` for the class name"),
+            ));
+        }
+        if !(d.validation > 0.0 && d.validation < 1.0) {
+            return Err(ConfigError::new(
+                "data.validation",
+                format!("must be in (0, 1), got {}", d.validation),
+            ));
+        }
+        if !d.format.has_test_split() && d.test_path.is_none() {
+            return Err(ConfigError::new(
+                "data.test_path",
+                "a `folder` or `csv` dataset needs the test split's path",
+            ));
+        }
+        if d.format == DataFormat::Csv && d.classes.is_none() {
+            return Err(ConfigError::new(
+                "data.classes",
+                "a `csv` list needs the class names",
+            ));
+        }
+        Ok(())
+    }
+
+    /// The effective training config: the recipe with the overrides, and the label mapping to
+    /// fit and refit on the data (FLM, ILM, BLM), if the run has one (never with CLIP, whose text
+    /// head is the mapping).
+    pub fn training_config(&self) -> Result<TrainingConfig, ConfigError> {
+        Ok(self.training.config()?.with_mapping(self.mapping_to_fit()))
+    }
+
+    /// The label mapping that must be fitted on the data, if any.
+    fn mapping_to_fit(&self) -> Option<LabelMappingConfig> {
+        (self.mapping.needs_fit() && !self.is_clip()).then(|| self.mapping.clone())
+    }
+
+    /// Loads the frozen backbone on `device`.
+    pub fn backbone(&self, device: &Device) -> anyhow::Result<ImageBackbone> {
+        let preset = self.backbone.preset;
+        let backbone = match (&self.backbone.weights, preset) {
+            (None, Preset::EfficientNetLite0) => ImageBackbone::efficientnet_lite0(device)?,
+            (Some(path), preset) => ImageBackbone::load(preset, path, device)?,
+            (None, preset) => ImageBackbone::load(preset, format!("{preset}.bpk"), device)?,
+        };
+        Ok(backbone.with_input_size(self.input_size()?)?)
+    }
+
+    /// The class head for `classes` before training: the CLIP text head when the backbone has a
+    /// text tower (computed once here), else the label mapping (`FirstN` standing in for a mapping
+    /// that is fitted on the data).
+    pub fn head(
+        &self,
+        backbone: &ImageBackbone,
+        classes: &[String],
+        device: &Device,
+    ) -> anyhow::Result<Mapping> {
+        if let (Some(preset), Some(weights)) = (self.backbone.text_preset, &self.backbone.text_weights) {
+            let text = TextEncoder::load(preset, weights, device)?;
+            let template = self.text_template.as_deref().unwrap_or(PAPER_TEMPLATE);
+            return Ok(clip_head(classes, &[template.to_string()], 32, device, |t| {
+                text.forward(t)
+            })?);
+        }
+        let config = match self.mapping_to_fit() {
+            Some(_) => LabelMappingConfig::FirstN,
+            None => self.mapping.clone(),
+        };
+        Ok(config.init(backbone.output_dim(), classes.len(), device)?)
+    }
+
+    fn read(&self) -> anyhow::Result<Splits> {
+        let d = &self.data;
+        let on_error = if d.skip_unreadable {
+            OnError::Skip
+        } else {
+            OnError::Fail
+        };
+        let test_path = || d.test_path.clone().context("data.test_path is required");
+        Ok(match d.format {
+            DataFormat::FashionMnist => fashion_mnist(&d.path)?,
+            DataFormat::Mnist => mnist(&d.path)?,
+            DataFormat::Cifar10 => cifar10(&d.path)?,
+            DataFormat::Cifar100 => cifar100(&d.path)?,
+            DataFormat::Folder => Splits {
+                train: image_folder(&d.path, on_error)?,
+                test: image_folder(test_path()?, on_error)?,
+            },
+            DataFormat::Csv => {
+                let classes = d.classes.clone().context("data.classes is required")?;
+                let root = |p: &Path| p.parent().map(Path::to_path_buf).unwrap_or_default();
+                let test = test_path()?;
+                Splits {
+                    train: csv_list(&d.path, root(&d.path), &classes, on_error)?,
+                    test: csv_list(&test, root(&test), &classes, on_error)?,
+                }
+            }
+        })
+    }
+
+    /// Reads, splits and prepares the data at `size` (cached on disk), reporting to `progress`.
+    pub fn prepare_data(&self, size: [usize; 2], progress: &dyn Progress) -> anyhow::Result<PreparedSplits> {
+        let d = &self.data;
+        let splits = self.read()?;
+        let (pool, valid) = splits.train.split_validation(d.validation, d.seed)?;
+        let train = match d.few_shot {
+            Some(n) => pool.few_shot(n, d.seed)?,
+            None => pool,
+        };
+        let valid = match d.validation_per_class.or(d.few_shot) {
+            Some(n) => valid.few_shot(n, d.seed)?,
+            None => valid,
+        };
+        let test = match d.test_per_class {
+            Some(n) => splits.test.few_shot(n, d.seed)?,
+            None => splits.test,
+        };
+        let preprocess = Preprocess {
+            size,
+            filter: d.filter,
+            fit: d
+                .center_crop_from
+                .map_or(Fit::Stretch, |s| Fit::CenterCrop { shorter_side: s }),
+        };
+        let cache = d.cache_dir.clone().unwrap_or_else(|| {
+            self.run_dir
+                .parent()
+                .unwrap_or(Path::new("."))
+                .join(".vprompt-cache")
+        });
+        let prepare = |name: &str, data: &Dataset| -> anyhow::Result<Arc<PreparedDataset>> {
+            let mut task = progress.task(&format!("preparing {name}"), data.len() as u64, "images");
+            Ok(Arc::new(
+                prepare_cached_with(data, &preprocess, &cache, task.as_mut())?.0,
+            ))
+        };
+        Ok(PreparedSplits {
+            train: prepare("training split", &train)?,
+            valid: prepare("validation split", &valid)?,
+            test: prepare("test split", &test)?,
+        })
+    }
+
+    /// Trains: loads the backbone and data, builds the prompt and head, runs the trainer (resuming
+    /// from the run directory's checkpoint if there is one), writes the config and the class
+    /// names beside it.
+    pub fn train(&self, device: &Device, progress: Arc<dyn Progress>) -> anyhow::Result<TrainedRun> {
+        self.validate(true)?;
+        let training = self.training_config()?;
+        let backbone = self.backbone(device)?;
+        let prompt = self.prompt.init(backbone.input_size(), device)?;
+        let data = self.prepare_data(prompt.input_size(), progress.as_ref())?;
+        let head = self.head(&backbone, &data.train.classes, device)?;
+        let classifier = PromptedClassifier::new(prompt, backbone, head)?;
+        std::fs::create_dir_all(&self.run_dir)
+            .with_context(|| format!("cannot create {}", self.run_dir.display()))?;
+        write(
+            &self.run_dir.join(CLASSES_FILE),
+            &(data.train.classes.join("\n") + "\n"),
+        )?;
+        write(
+            &self.run_dir.join(RUN_FILE),
+            &serde_json::to_string_pretty(self).expect("run configs serialise"),
+        )?;
+        let trained = Trainer::new(training.clone(), device)
+            .with_run_dir(&self.run_dir)
+            .with_progress(progress)
+            .train(classifier, data.train.clone(), data.valid.clone())?;
+        Ok(TrainedRun {
+            trained,
+            data,
+            training,
+        })
+    }
+
+    /// Reads the config a training run wrote to its directory.
+    pub fn from_run_dir(dir: &Path) -> anyhow::Result<Self> {
+        let path = dir.join(RUN_FILE);
+        let text =
+            std::fs::read_to_string(&path).with_context(|| format!("cannot read {}", path.display()))?;
+        serde_json::from_str(&text).with_context(|| format!("{} is not a run config", path.display()))
+    }
+}
+
+fn write(path: &Path, text: &str) -> anyhow::Result<()> {
+    std::fs::write(path, text).with_context(|| format!("cannot write {}", path.display()))
+}
+
+/// The class names a training run recorded.
+pub fn class_names(dir: &Path) -> anyhow::Result<Vec<String>> {
+    let path = dir.join(CLASSES_FILE);
+    let text = std::fs::read_to_string(&path).with_context(|| format!("cannot read {}", path.display()))?;
+    Ok(text.lines().map(String::from).collect())
+}
+
+/// A finished (or interrupted) run's config and its selected classifier.
+pub fn load_run(
+    dir: &Path,
+    device: &Device,
+) -> anyhow::Result<(RunConfig, PromptedClassifier<ImageBackbone>)> {
+    let config = RunConfig::from_run_dir(dir)?;
+    let (prompt, mapping) = RunDir::create(dir)?.load_best(device)?.with_context(|| {
+        format!(
+            "{} has no selected prompt yet (train at least one epoch)",
+            dir.display()
+        )
+    })?;
+    let mapping =
+        mapping.with_context(|| format!("{} holds no mapping (a black-box run?)", dir.display()))?;
+    let classifier = PromptedClassifier::new(prompt, config.backbone(device)?, mapping)?;
+    Ok((config, classifier))
+}
+
+/// Evaluates the selected prompt of a finished (or interrupted) run on its test split.
+pub fn evaluate_run(dir: &Path, device: &Device, progress: &dyn Progress) -> anyhow::Result<Report> {
+    let (config, classifier) = load_run(dir, device)?;
+    let data = config.prepare_data(classifier.input_size(), progress)?;
+    let batch = config.training_config()?.batch_size;
+    let loader = vprompt::data::BatchLoader::new(data.test.clone(), batch)?;
+    Ok(Report {
+        classes: data.test.classes.clone(),
+        prompted: evaluate(&classifier, &loader, device, true)?,
+        unprompted: evaluate(&classifier, &loader, device, false)?,
+    })
+}
