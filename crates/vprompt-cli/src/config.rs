@@ -101,7 +101,10 @@ mod tests {
         assert!(err("[inner]\nrate = -inf").starts_with("inner.rate: must be a finite number"));
         assert!(err("[inner]\nrate = 1.0\ncount = \"x\"").starts_with("inner.count: invalid type"));
         let unknown = err("[inner]\nrate = 1.0\ncuont = 2");
-        assert!(unknown.starts_with("inner.cuont: unknown field `cuont`"), "{unknown}");
+        assert!(
+            unknown.starts_with("inner.cuont: unknown field `cuont`"),
+            "{unknown}"
+        );
         assert!(err("[inner]").contains("missing field `rate`"));
         assert!(err("inner = [").contains("not valid TOML"));
         assert_eq!(parse::<Outer>("[inner]\nrate = 0.5").unwrap().inner.rate, 0.5);

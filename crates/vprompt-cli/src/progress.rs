@@ -4,7 +4,7 @@
 use std::io::IsTerminal;
 use std::sync::Arc;
 
-use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
+use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressState, ProgressStyle};
 use vprompt::train::{Lines, Progress, Quiet, Task};
 
 /// Plain-line progress prints a task's line every this many steps.
@@ -42,11 +42,14 @@ impl Progress for Bars {
     fn task(&self, label: &str, total: u64, unit: &'static str) -> Box<dyn Task + '_> {
         let bar = self.multi.add(ProgressBar::new(total));
         let template = format!(
-            "{{prefix:>18}} [{{bar:30.cyan/blue}}] {{pos}}/{{len}} {unit} ({{per_sec}}, ETA {{eta}}) {{msg}}"
+            "{{prefix:>18}} [{{bar:30.cyan/blue}}] {{pos}}/{{len}} {unit} ({{rate}}, ETA {{eta}}) {{msg}}"
         );
         bar.set_style(
             ProgressStyle::with_template(&template)
                 .expect("a valid template")
+                .with_key("rate", |state: &ProgressState, w: &mut dyn std::fmt::Write| {
+                    let _ = write!(w, "{:.1}/s", state.per_sec());
+                })
                 .progress_chars("=> "),
         );
         bar.set_prefix(label.to_string());

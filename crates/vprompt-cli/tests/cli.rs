@@ -426,3 +426,119 @@ methods = ["unprompted", "vp", "probe"]
         "not a valid experiment config",
     );
 }
+
+/// Typed configs: a setting that is not a finite number, of the wrong type, misspelt or out of
+/// range is refused before anything runs, with its key path; flags are typed the same way.
+#[test]
+fn config_errors_name_the_key_and_are_refused_before_training() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = |name: &str| dir.path().join(name).display().to_string();
+    let data = workspace()
+        .join("tests/fixtures/fashion-mnist")
+        .display()
+        .to_string();
+    let write = |name: &str, training: &str| {
+        let config = format!(
+            "run_dir = \"{}\"\n[data]\nformat = \"fashion-mnist\"\npath = \"{data}\"\n[training]\n{training}\n",
+            path("r")
+        );
+        std::fs::write(dir.path().join(name), config).unwrap();
+    };
+    for (training, needle) in [
+        (
+            "learning_rate = nan",
+            "training.learning_rate: must be a finite number, got NaN",
+        ),
+        (
+            "learning_rate = inf",
+            "training.learning_rate: must be a finite number, got inf",
+        ),
+        (
+            "learning_rate = -1.0",
+            "training.learning_rate: must be finite and > 0, got -1",
+        ),
+        ("epochs = \"ten\"", "training.epochs: invalid type"),
+        ("epoch = 10", "training.epoch: unknown field `epoch`"),
+        ("recipe = \"papper\"", "training.recipe: unknown variant `papper`"),
+        (
+            "schedule = { WarmupCosine = { warmpu = 3 } }",
+            "training.schedule.WarmupCosine: unexpected keys in table: warmpu",
+        ),
+    ] {
+        write("c.toml", training);
+        fails(&["train", "--config", &path("c.toml")], needle);
+    }
+    assert!(
+        !dir.path().join("r").exists(),
+        "nothing was written for a refused config"
+    );
+    write("ok.toml", "recipe = \"ilm-vp\"");
+    fails(
+        &["train", "--config", &path("ok.toml"), "--lr", "nan"],
+        "invalid value 'nan' for '--lr <LR>': must be a finite number",
+    );
+    fails(
+        &["train", "--config", &path("ok.toml"), "--recipe", "fast"],
+        "unknown variant `fast`",
+    );
+    fails(
+        &["train", "--config", &path("ok.toml"), "--preset", "resnet5"],
+        "resnet5",
+    );
+}
+
+/// Without a terminal, progress is plain lines on stderr; with `--quiet`, none.
+#[test]
+fn progress_is_plain_lines_without_a_terminal() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = |name: &str| dir.path().join(name).display().to_string();
+    ok(&[
+        "import",
+        "tiny-resnet",
+        &fixture("tiny_resnet.onnx"),
+        &path("tiny-resnet.bpk"),
+    ]);
+    let data = workspace().join("tests/fixtures/fashion-mnist");
+    let args = |run: &str, quiet: bool| {
+        let mut args = vec![
+            "train".to_string(),
+            "--run-dir".into(),
+            path(run),
+            "--data-format".into(),
+            "fashion-mnist".into(),
+            "--data".into(),
+            data.display().to_string(),
+            "--preset".into(),
+            "tiny-resnet".into(),
+            "--weights".into(),
+            path("tiny-resnet.bpk"),
+            "--few-shot".into(),
+            "5".into(),
+            "--test-per-class".into(),
+            "2".into(),
+            "--recipe".into(),
+            "ilm-vp".into(),
+            "--prompt".into(),
+            "{\"FullImage\": {}}".into(),
+            "--epochs".into(),
+            "1".into(),
+        ];
+        if quiet {
+            args.push("--quiet".into());
+        }
+        args
+    };
+    let run = |run: &str, quiet: bool| {
+        let args = args(run, quiet);
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        let out = vprompt(&args);
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        String::from_utf8(out.stderr).unwrap()
+    };
+    let stderr = run("loud", false);
+    for needle in ["training into", "epoch 1/1: train loss", "validation top-1"] {
+        assert!(stderr.contains(needle), "`{needle}` in:\n{stderr}");
+    }
+    assert!(!stderr.contains('\r'), "no bars redrawn in a log:\n{stderr}");
+    assert_eq!(run("quiet", true), "");
+}
