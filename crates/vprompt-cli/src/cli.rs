@@ -100,7 +100,7 @@ pub struct TrainArgs {
     #[arg(long)]
     pub run_dir: Option<PathBuf>,
     /// Data format: fashion-mnist, mnist, cifar10, cifar100, folder, csv.
-    #[arg(long, value_parser = json_str::<DataFormat>)]
+    #[arg(long, value_parser = word::<DataFormat>)]
     pub data_format: Option<DataFormat>,
     /// Data directory.
     #[arg(long)]
@@ -124,7 +124,7 @@ pub struct TrainArgs {
     #[arg(long, value_parser = json::<LabelMappingConfig>)]
     pub mapping: Option<LabelMappingConfig>,
     /// Recipe: paper, ilm-vp, evp.
-    #[arg(long, value_parser = json_str::<Recipe>)]
+    #[arg(long, value_parser = word::<Recipe>)]
     pub recipe: Option<Recipe>,
     /// Epochs.
     #[arg(long)]
@@ -143,9 +143,11 @@ pub struct TrainArgs {
     pub quiet: bool,
 }
 
-/// A plain word (`fashion-mnist`, `ilm-vp`) read as the JSON string of a typed value.
-fn json_str<T: serde::de::DeserializeOwned>(text: &str) -> Result<T, String> {
-    json(&serde_json::Value::String(text.to_string()).to_string())
+/// A plain word (`fashion-mnist`, `ilm-vp`) read as a typed value (a unit enum variant).
+fn word<T: serde::de::DeserializeOwned>(text: &str) -> Result<T, String> {
+    use serde::de::IntoDeserializer;
+    let word: serde::de::value::StrDeserializer<'_, serde::de::value::Error> = text.into_deserializer();
+    T::deserialize(word).map_err(|e| e.to_string())
 }
 
 impl TrainArgs {
@@ -218,7 +220,7 @@ pub struct ZeroShotArgs {
     #[arg(long)]
     pub text_weights: PathBuf,
     /// Data format (as for train).
-    #[arg(long, value_parser = json_str::<DataFormat>)]
+    #[arg(long, value_parser = word::<DataFormat>)]
     pub data_format: DataFormat,
     /// Data directory.
     #[arg(long)]

@@ -38,7 +38,7 @@ use vprompt::mapping::{LabelMappingConfig, Mapping, PAPER_TEMPLATE, clip_head};
 use vprompt::prompt::{PaddingPromptConfig, PromptConfig, VisualPrompt};
 use vprompt::train::{
     ConfigError, Progress, PromptedClassifier, Recipe, Report, RunDir, ScheduleConfig, Trained, Trainer,
-    TrainingConfig, evaluate,
+    TrainingConfig, evaluate_with,
 };
 
 /// How the dataset is stored.
@@ -494,9 +494,13 @@ pub fn evaluate_run(dir: &Path, device: &Device, progress: &dyn Progress) -> any
     let data = config.prepare_data(classifier.input_size(), progress)?;
     let batch = config.training_config()?.batch_size;
     let loader = vprompt::data::BatchLoader::new(data.test.clone(), batch)?;
+    let pass = |label: &str, prompted: bool| {
+        let mut task = progress.task(label, data.test.len() as u64, "images");
+        evaluate_with(&classifier, &loader, device, prompted, task.as_mut())
+    };
     Ok(Report {
         classes: data.test.classes.clone(),
-        prompted: evaluate(&classifier, &loader, device, true)?,
-        unprompted: evaluate(&classifier, &loader, device, false)?,
+        prompted: pass("test, prompted", true)?,
+        unprompted: pass("test, unprompted", false)?,
     })
 }

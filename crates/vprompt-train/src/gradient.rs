@@ -300,7 +300,7 @@ impl<B: Backbone> Trained<B> {
             unprompted: evaluate(&self.classifier, &loader, &self.device, false)?,
         };
         if let Some(run) = &self.run_dir {
-            run.append_metrics(&serde_json::json!({ "final_evaluation": data.source, "report": report }))?;
+            run.append_final_evaluation(&data.source, &report)?;
         }
         Ok(report)
     }

@@ -336,7 +336,7 @@ impl BlackBoxTrained {
             evaluation_queries: spent,
         };
         if let Some(run) = &self.run_dir {
-            run.append_metrics(&serde_json::json!({ "final_evaluation": data.source, "report": report }))?;
+            run.append_final_evaluation(&data.source, &report)?;
         }
         Ok(report)
     }

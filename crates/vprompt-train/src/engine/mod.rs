@@ -38,7 +38,7 @@ use crate::evaluate::{Evaluation, Tally};
 
 /// A method's config, as the engine reads it: the loop's settings, and the section it is recorded
 /// under in the run directory's `config.json`.
-pub(crate) trait LoopConfig: serde::Serialize {
+pub(crate) trait LoopConfig: serde::Serialize + serde::de::DeserializeOwned + PartialEq {
     /// Section name in `config.json` (`training`, `black_box`, `linear_probe`).
     const SECTION: &'static str;
     /// The loop's settings.
@@ -287,12 +287,7 @@ pub(crate) fn run<C: LoopConfig, M: Method>(
     let total_steps = steps_per_epoch * settings.epochs as u64;
     let run = options.run_dir.as_ref().map(RunDir::create).transpose()?;
     if let Some(run) = &run {
-        let mut recorded = serde_json::Map::new();
-        recorded.insert(
-            C::SECTION.into(),
-            serde_json::to_value(config).expect("configs serialise"),
-        );
-        run.check_or_write_config(&serde_json::Value::Object(recorded).to_string())?;
+        run.check_or_write_config(C::SECTION, config)?;
     }
 
     // Resume from the run directory's checkpoint, if it has one.

@@ -24,6 +24,9 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use burn::prelude::*;
+use std::collections::BTreeMap;
+
+use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use vprompt_mapping::Mapping;
 use vprompt_prompt::Prompt;
@@ -162,29 +165,35 @@ impl RunDir {
         &self.root
     }
 
-    /// Writes the effective config, or, if one is there already, checks that it is the same (a
-    /// resumed run with other settings would not continue the same run).
-    pub fn check_or_write_config(&self, json: &str) -> Result<()> {
+    /// Writes the effective config under `section`, or, if one is there already, checks that it
+    /// is the same (a resumed run with other settings would not continue the same run).
+    pub fn check_or_write_config<C>(&self, section: &str, config: &C) -> Result<()>
+    where
+        C: Serialize + DeserializeOwned + PartialEq,
+    {
         let path = self.root.join("config.json");
+        let json = serde_json::to_string(&BTreeMap::from([(section, config)])).expect("configs serialise");
         match std::fs::read_to_string(&path) {
             Ok(existing) => {
-                let (a, b): (serde_json::Value, serde_json::Value) = (
-                    serde_json::from_str(&existing).map_err(|e| TrainError::Checkpoint {
-                        path: path.clone(),
-                        reason: format!("unreadable config: {e}"),
-                    })?,
-                    serde_json::from_str(json).expect("configs serialise to JSON"),
-                );
-                if a != b {
-                    return Err(TrainError::Checkpoint {
+                let found = serde_json::from_str::<BTreeMap<String, C>>(&existing)
+                    .map(|mut sections| sections.remove(section));
+                match found {
+                    Ok(Some(found)) if &found == config => Ok(()),
+                    Ok(_) => Err(TrainError::Checkpoint {
                         path,
                         reason: format!(
                             "this run directory was made with another config; use a new directory or the same \
                              settings (found {existing}, asked for {json})"
                         ),
-                    });
+                    }),
+                    Err(e) => Err(TrainError::Checkpoint {
+                        path,
+                        reason: format!(
+                            "this run directory was made with another config, or its config is unreadable \
+                             ({e}); use a new directory (asked for {json})"
+                        ),
+                    }),
                 }
-                Ok(())
             }
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => write_atomic(&path, json.as_bytes()),
             Err(e) => Err(TrainError::Io { path, source: e }),
@@ -346,6 +355,19 @@ impl RunDir {
             .collect();
         write_atomic(&path, kept.as_bytes())?;
         Ok(records)
+    }
+
+    /// Appends the final evaluation on `source` (the test split) to `metrics.jsonl`, after the epochs.
+    pub fn append_final_evaluation(&self, source: &str, report: &impl Serialize) -> Result<()> {
+        #[derive(Serialize)]
+        struct Final<'a, R> {
+            final_evaluation: &'a str,
+            report: &'a R,
+        }
+        self.append_metrics(&Final {
+            final_evaluation: source,
+            report,
+        })
     }
 
     /// Appends a line to `metrics.jsonl`.
