@@ -1007,6 +1007,33 @@ mod tests {
         assert!(md.contains("blue = pad"), "{md}");
     }
 
+    /// Every committed experiment config parses with the typed reader and validates, as it is and
+    /// with each of its profiles.
+    #[test]
+    fn the_committed_experiment_configs_parse_and_validate() {
+        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../experiments");
+        let mut read = 0;
+        for entry in std::fs::read_dir(&dir).unwrap() {
+            let path = entry.unwrap().path();
+            if path.extension().is_none_or(|e| e != "toml") {
+                continue;
+            }
+            let config: ExperimentConfig = crate::config::read(&path, "experiment config")
+                .unwrap_or_else(|e| panic!("{}: {e:#}", path.display()));
+            config
+                .validate()
+                .unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+            for name in config.profiles.keys() {
+                let profiled = config.with_profile(name).unwrap();
+                profiled
+                    .validate()
+                    .unwrap_or_else(|e| panic!("{} --profile {name}: {e}", path.display()));
+            }
+            read += 1;
+        }
+        assert_eq!(read, 5, "the five configs under experiments/");
+    }
+
     #[test]
     fn profiles_override_and_bad_configs_are_refused() {
         let base = serde_json::json!({

@@ -249,14 +249,14 @@ fn check_splits(
     for (name, data) in [("training", train), ("validation", valid)] {
         if data.size != input_size {
             return Err(TrainError::Mismatch(format!(
-                "the {name} split is prepared at {:?}, the classifier takes {input_size:?} (prepare it at the \
+                "the {name} split is prepared at {:?}, the model takes {input_size:?} (prepare it at the \
                  prompt's input size)",
                 data.size
             )));
         }
         if data.classes.len() != classes {
             return Err(TrainError::Mismatch(format!(
-                "the {name} split has {} classes, the mapping {classes}",
+                "the {name} split has {} classes, the model {classes}",
                 data.classes.len()
             )));
         }
