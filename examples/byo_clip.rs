@@ -2,15 +2,16 @@
 //! {class}" into class embeddings once; a padding prompt is trained in front of the frozen image
 //! tower; test accuracy is printed without the prompt (the text-prompt baseline) and with it.
 //!
-//! First export and import the weights (on a machine with internet, see docs/backbones.md):
+//! The weights are the checkpoint as transformers or open_clip publish it, given twice (image and
+//! text tower), e.g. `openai/clip-vit-base-patch32`'s `model.safetensors` downloaded with
+//! `huggingface-cli download openai/clip-vit-base-patch32 model.safetensors`:
 //! ```text
-//! python scripts/export_onnx.py clip-vit-b32-image clip-image.onnx
-//! python scripts/export_onnx.py clip-vit-b32-text clip-text.onnx
-//! cargo run --release -p vprompt-cli -- import clip-vit-b32-image clip-image.onnx clip-image.bpk
-//! cargo run --release -p vprompt-cli -- import clip-vit-b32-text clip-text.onnx clip-text.bpk
+//! cargo run --release --example byo_clip -- model.safetensors model.safetensors
+//! cargo run --release --example byo_clip --features hub -- hf:openai/clip-vit-base-patch32 hf:openai/clip-vit-base-patch32
 //! ```
-//! Run: `cargo run --release --example byo_clip -- clip-image.bpk clip-text.bpk`
-//! (the tiny CLIP-style fixtures work too: add `tiny-vit tiny-clip-text` after the two files).
+//! (`.bpk` files from `vprompt import` work too; so do the reduced CLIP fixtures: add
+//! `tiny-vit tiny-clip-text` after the two files, e.g.
+//! `crates/vprompt-backbone/tests/fixtures/native/open-clip/open_clip_pytorch_model.bin`.)
 
 use std::sync::Arc;
 
@@ -24,9 +25,9 @@ fn main() -> anyhow::Result<()> {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let (image_weights, text_weights) = (
         args.first()
-            .context("usage: byo_clip IMAGE.bpk TEXT.bpk [IMAGE_PRESET TEXT_PRESET]")?,
+            .context("usage: byo_clip IMAGE_WEIGHTS TEXT_WEIGHTS [IMAGE_PRESET TEXT_PRESET]")?,
         args.get(1)
-            .context("usage: byo_clip IMAGE.bpk TEXT.bpk [IMAGE_PRESET TEXT_PRESET]")?,
+            .context("usage: byo_clip IMAGE_WEIGHTS TEXT_WEIGHTS [IMAGE_PRESET TEXT_PRESET]")?,
     );
     let image_preset: Preset = args.get(2).map_or("clip-vit-b32-image", String::as_str).parse()?;
     let text_preset: Preset = args.get(3).map_or("clip-vit-b32-text", String::as_str).parse()?;
@@ -43,9 +44,11 @@ fn main() -> anyhow::Result<()> {
     let [train, valid, test] = [&train, &valid, &splits.test].map(|d| prepare(d, &p).map(Arc::new));
     let (train, valid, test) = (train?, valid?, test?);
 
+    // Zero-shot logits are `scale * cos`, with the checkpoint's own logit scale.
     let head = clip_head(&train.classes, &[PAPER_TEMPLATE.to_string()], 32, &device, |t| {
         text.forward(t)
-    })?;
+    })?
+    .with_scale(text.logit_scale())?;
     let prompt = PaddingPromptConfig::new(30.min((image.input_size()[0] - 1) / 2))
         .init(image.input_size(), &device)?;
     let classifier = PromptedClassifier::new(prompt.into(), image, head)?;

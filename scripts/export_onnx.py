@@ -10,6 +10,7 @@ resnet50-v2           torchvision ResNet50_Weights.IMAGENET1K_V2 (ILM-VP)     fe
 resnext101-32x8d      torchvision ResNeXt101_32X8D_Weights.IMAGENET1K_V1      features [B,2048], logits [B,1000]
 resnext101-32x8d-wsl  torch.hub facebookresearch/WSL-Images (the paper's
                       Instagram model, fine-tuned on ImageNet-1k)             features [B,2048], logits [B,1000]
+bit-m-r50x1           timm resnetv2_50x1_bit.goog_in21k (BiT-M, ImageNet-21k)  features [B,2048], logits [B,21843]
 clip-vit-b32-image    open_clip ViT-B-32-quickgelu, pretrained="openai"       embedding [B,512]
 clip-vit-b32-text     the same model's text tower, int64 tokens [B,77]        text_embedding [B,512]
 
@@ -23,7 +24,11 @@ no second pass.
                   weights, the graph does not (random values avoid the zero biases and equal constants
                   that exporters would drop or merge).
 
-Requirements: torch, torchvision, open_clip_torch, onnx, onnxscript (and onnxruntime for --check).
+The paper's backbones need no export: `vprompt import` (and loading) reads their checkpoints as
+torchvision, timm, transformers and open_clip save them. This script is for `vprompt-codegen`
+(regenerating the committed architecture code) and for models the checkpoint route does not cover.
+
+Requirements: torch, torchvision, timm, open_clip_torch, onnx, onnxscript (and onnxruntime for --check).
 --check       also runs the exported file with onnxruntime against PyTorch on a random batch.
 """
 import argparse
@@ -33,6 +38,18 @@ import torch
 from torch import nn
 
 IMAGE_OUTPUTS = ["features", "logits"]
+
+
+class TimmWithFeatures(nn.Module):
+    """A timm model's forward, returning (pre-logits features, logits)."""
+
+    def __init__(self, net):
+        super().__init__()
+        self.net = net
+
+    def forward(self, x):
+        trunk = self.net.forward_features(x)
+        return self.net.forward_head(trunk, pre_logits=True), self.net.forward_head(trunk)
 
 
 class ResNetWithFeatures(nn.Module):
@@ -111,6 +128,11 @@ def build(name, random_weights):
             return ResNetWithFeatures(torchvision.models.resnext101_32x8d(weights=None)), "image"
         net = torch.hub.load("facebookresearch/WSL-Images", "resnext101_32x8d_wsl")
         return ResNetWithFeatures(net), "image"
+    if name == "bit-m-r50x1":
+        import timm
+
+        net = timm.create_model("resnetv2_50x1_bit.goog_in21k", pretrained=not random_weights)
+        return TimmWithFeatures(net), "image"
     if name in ("clip-vit-b32-image", "clip-vit-b32-text"):
         import open_clip
 

@@ -15,9 +15,10 @@ pub enum BackboneError {
     },
     /// A preset was asked for without a weights file at the given path.
     #[error(
-        "no weights for preset `{preset}` at {path}: vprompt ships no {preset} weights. Export them on a \
-         machine with internet (`python scripts/export_onnx.py {export_name} {preset}.onnx`), then \
-         convert them (`vprompt import {preset} {preset}.onnx {path}`)"
+        "no weights for preset `{preset}` at {path}: vprompt ships no {preset} weights. Give the checkpoint \
+         its library publishes (torchvision .pth, timm or Hugging Face .safetensors, open_clip .bin; an \
+         hf:ORG/REPO name with the `hub` feature), or export ONNX (`python scripts/export_onnx.py \
+         {export_name} {preset}.onnx`) and convert it (`vprompt import {preset} {preset}.onnx {path}`)"
     )]
     MissingWeights {
         /// The preset's name.
@@ -74,6 +75,14 @@ pub enum BackboneError {
         actual: &'static str,
         /// The type to build it with.
         constructor: &'static str,
+    },
+    /// Weights named on the Hugging Face Hub (`hf:ORG/REPO`) could not be had.
+    #[error("{name}: {reason}")]
+    Hub {
+        /// The hub name as given.
+        name: String,
+        /// What went wrong and what to do.
+        reason: String,
     },
     /// An argument is out of its range.
     #[error("invalid argument: {0}")]

@@ -52,9 +52,16 @@ impl ImageBackbone {
     }
 
     /// A preset with weights from a `.bpk` file written by `vprompt import` (or burn-onnx for the
-    /// same ONNX graph). Every tensor is checked by name and shape before the model is returned.
+    /// same ONNX graph), or straight from the checkpoint its library publishes (torchvision
+    /// `.pth`, timm or Hugging Face `.safetensors`, open_clip `.bin`; detected by content, read
+    /// through the preset's key map, see [`checkpoint`](crate::checkpoint)). Every tensor is checked
+    /// by name and shape before the model is returned.
+    ///
+    /// With the `hub` feature, `weights` may also be a Hugging Face Hub name,
+    /// `hf:ORG/REPO[/FILE][@REVISION]` (`hub` module).
     pub fn load(preset: Preset, weights: impl AsRef<Path>, device: &Device) -> Result<Self> {
-        Self::from_source(preset, &WeightsFile::Path(weights.as_ref().to_path_buf()), device)
+        let weights = weights::resolve(preset, weights.as_ref())?;
+        Self::from_source(preset, &WeightsFile::Path(weights), device)
     }
 
     /// The preset's architecture with seeded random weights `N(0, std^2)`: **not pretrained**. For

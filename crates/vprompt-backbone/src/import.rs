@@ -155,20 +155,99 @@ pub fn committed_code(preset: Preset) -> &'static str {
     generated::source(preset)
 }
 
-/// What [`import_weights`] wrote.
-#[derive(Debug, Clone)]
-pub struct ImportReport {
-    /// The preset the weights belong to.
-    pub preset: Preset,
-    /// Number of tensors written.
-    pub tensors: usize,
-    /// Number of values written.
-    pub values: usize,
-    /// The weights file.
-    pub output: PathBuf,
+pub use crate::convert::ImportReport;
+
+/// Derives how `checkpoint` (another library's safetensors file or PyTorch state dict) maps onto
+/// the tensors burn-onnx generates from `onnx`, an export of the same architecture with the same
+/// weights (`scripts/native_checkpoints.py` writes both): every generated tensor is found in the
+/// checkpoint by its values ([`checkpoint::derive`](crate::checkpoint::derive)), then the map is
+/// applied and must reproduce the export. `ignore` lists checkpoint keys the preset does not use
+/// (see [`KeyMap::ignore`](crate::checkpoint::KeyMap::ignore)). With `preset`, the export must
+/// generate the preset's committed code. Returns the map and the largest difference relative to
+/// each tensor's largest value.
+pub fn derive_key_map(
+    preset: Option<Preset>,
+    source: &str,
+    onnx: &Path,
+    checkpoint: &Path,
+    ignore: &[String],
+) -> Result<(crate::checkpoint::KeyMap, f64)> {
+    use crate::checkpoint::{HostTensor, NativeCheckpoint};
+    let generated = generate(onnx)?;
+    if let Some(preset) = preset
+        && let Some((line, want, got)) = first_difference(committed_code(preset), &generated.code)
+    {
+        return Err(BackboneError::ArchitectureMismatch {
+            path: onnx.to_path_buf(),
+            preset: preset.name(),
+            export_name: preset.spec().export_name,
+            line,
+            expected: want.trim().to_string(),
+            found: got.trim().to_string(),
+        });
+    }
+    let pack =
+        vprompt_core::pack::Pack::read(&generated.weights).map_err(|e| BackboneError::InvalidWeights {
+            path: onnx.to_path_buf(),
+            reason: e.to_string(),
+        })?;
+    let mut tensors = std::collections::BTreeMap::new();
+    for tensor in pack.tensors().map_err(|e| BackboneError::InvalidWeights {
+        path: onnx.to_path_buf(),
+        reason: e.to_string(),
+    })? {
+        let (values, shape) = pack
+            .f32_tensor(&tensor.name)
+            .map_err(|e| BackboneError::InvalidWeights {
+                path: onnx.to_path_buf(),
+                reason: e.to_string(),
+            })?;
+        tensors.insert(
+            tensor.name.clone(),
+            HostTensor {
+                shape,
+                values,
+                float: true,
+            },
+        );
+    }
+    let native = NativeCheckpoint::read(checkpoint)?;
+    let map = crate::checkpoint::derive(source, &tensors, &native, ignore).map_err(|reason| {
+        BackboneError::InvalidWeights {
+            path: checkpoint.to_path_buf(),
+            reason,
+        }
+    })?;
+    // The map, applied, gives the generated tensors back.
+    let shapes = tensors
+        .iter()
+        .map(|(k, t)| (k.clone(), t.shape.clone()))
+        .collect();
+    let applied = map.apply(&native, preset.unwrap_or(Preset::TinyResNet), &shapes)?;
+    let mut worst = 0.0f64;
+    for (name, t) in &applied {
+        let want = &tensors[name];
+        let scale = want
+            .values
+            .iter()
+            .fold(0.0f64, |m, v| m.max(f64::from(v.abs())))
+            .max(1e-12);
+        for (a, b) in t.values.iter().zip(&want.values) {
+            worst = worst.max(f64::from(a - b).abs() / scale);
+        }
+    }
+    if worst > 1e-5 {
+        return Err(BackboneError::InvalidWeights {
+            path: checkpoint.to_path_buf(),
+            reason: format!("the derived key map reproduces the export only to {worst:.2e} (relative)"),
+        });
+    }
+    Ok((map, worst))
 }
 
-/// Converts an exported ONNX file into a weights file for `preset`.
+/// Converts an exported ONNX file into a weights file for `preset`; a native checkpoint
+/// (safetensors, a PyTorch state dict; detected by content) goes to
+/// [`convert_checkpoint`](crate::convert_checkpoint).
 ///
 /// Checks, in order: the file parses as ONNX; burn-onnx generates exactly the preset's committed
 /// code from it (same graph: layers, activations, shapes); the generated weights load into the
@@ -176,6 +255,12 @@ pub struct ImportReport {
 /// temporary file and a rename), with the preset's name in its metadata so that loading it as
 /// another preset fails.
 pub fn import_weights(preset: Preset, onnx: &Path, output: &Path) -> Result<ImportReport> {
+    if matches!(
+        crate::checkpoint::detect(onnx),
+        Ok(crate::checkpoint::Format::Safetensors | crate::checkpoint::Format::PyTorch)
+    ) {
+        return crate::convert_checkpoint(preset, onnx, output);
+    }
     let generated = generate(onnx)?;
     let expected = committed_code(preset);
     if let Some((line, want, got)) = first_difference(expected, &generated.code) {

@@ -4,14 +4,21 @@
 //! - `flex` (default), `wgpu`, `cuda`, `cpu`: backends, forwarded to burn.
 //! - `import`: ONNX conversion with burn-onnx ([`import::import_weights`], [`import::generate`]),
 //!   used by `vprompt import` and `vprompt-codegen`. Loading weights does not need it.
+//! - `hub`: weights named on the Hugging Face Hub, `hf:ORG/REPO[/FILE][@REVISION]`, wherever a
+//!   weights path is taken ([`hub`]): downloaded once into the Hugging Face cache, converted once,
+//!   offline afterwards.
 //!
 //! # Presets
 //! The architectures are generated once from ONNX exports by burn-onnx and committed as code
 //! (plain Burn modules, so gradients reach the input). Weights come at run time: EfficientNet-Lite0's
-//! ImageNet weights are embedded ([`ImageBackbone::efficientnet_lite0`]); for ResNet-50,
-//! ResNeXt-101 32x8d and CLIP ViT-B/32 a user exports ONNX with `scripts/export_onnx.py` and
-//! converts it with `vprompt import`, which checks that the graph is the preset's before writing a
-//! weights file. See [`Preset`].
+//! ImageNet weights are embedded ([`ImageBackbone::efficientnet_lite0`]); ResNet-50, ResNeXt-101
+//! 32x8d, BiT-M R50x1 and CLIP ViT-B/32 load straight from the checkpoints their libraries publish
+//! (torchvision `.pth`, timm and Hugging Face `.safetensors`, open_clip `.bin`):
+//! [`ImageBackbone::load`] and [`TextEncoder::load`] detect the format by content and read it
+//! through the preset's committed key map ([`checkpoint`]), and [`convert_checkpoint`] (`vprompt
+//! import`) writes the result once as a `.bpk` file. Any other architecture comes as an ONNX
+//! export (`scripts/export_onnx.py`), which `vprompt import` checks is the preset's graph before
+//! writing a weights file. See [`Preset`].
 //!
 //! The generated convolutions (depthwise and dense), max pooling and ReLU6 layers call
 //! [`kernels`] (the `vprompt-kernels` crate): on `flex` these are Burn backend extensions with
@@ -32,9 +39,14 @@
 //! ```
 
 mod backbone;
+pub mod checkpoint;
+mod convert;
 mod error;
 mod generated;
+#[cfg(feature = "hub")]
+pub mod hub;
 mod image;
+mod keymaps;
 mod normalization;
 mod preset;
 mod text;
@@ -46,9 +58,10 @@ pub use vprompt_kernels as kernels;
 pub mod import;
 
 pub use backbone::{Backbone, check_image_input};
+pub use convert::{ImportReport, convert_checkpoint};
 pub use error::{BackboneError, Result};
 pub use image::ImageBackbone;
 pub use normalization::Normalization;
 pub use preset::{INPUT_SIDE_RANGE, Modality, OutputKind, Preset};
-pub use text::TextEncoder;
-pub use weights::{PRESET_KEY, WeightsFile};
+pub use text::{CLIP_LOGIT_SCALE, TextEncoder};
+pub use weights::{LOGIT_SCALE_KEY, PRESET_KEY, WeightsFile};

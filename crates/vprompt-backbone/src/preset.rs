@@ -19,7 +19,8 @@ pub const INPUT_SIDE_RANGE: std::ops::RangeInclusive<usize> = 32..=1024;
 /// | `resnext101-32x8d` | 224 | 2048 features, 1000 ImageNet logits | bring your own (torchvision or Instagram WSL) |
 /// | `clip-vit-b32-image` | 224 | 512 image embedding | bring your own (OpenAI CLIP) |
 /// | `clip-vit-b32-text` | 77 tokens | 512 text embedding | bring your own (OpenAI CLIP) |
-/// | `tiny-resnet`, `tiny-vit`, `tiny-clip-text` | 32 / 77 tokens | small | test fixtures with random weights |
+/// | `bit-m-r50x1` | 224 | 2048 features, 21,843 ImageNet-21k logits | bring your own (timm BiT-M) |
+/// | `tiny-resnet`, `tiny-resnet50`, `tiny-resnext`, `tiny-bit`, `tiny-vit`, `tiny-clip-text` | 32 or 64 / 77 tokens | small | test fixtures with random weights |
 ///
 /// The tiny presets are random-weight models of the same families, used to test the whole
 /// export -> import -> load path where real weights cannot be shipped; they are not pretrained.
@@ -38,8 +39,19 @@ pub enum Preset {
     ClipVitB32Image,
     /// CLIP ViT-B/32 text tower (projected embedding).
     ClipVitB32Text,
+    /// BiT-M R50x1 (Big Transfer, ImageNet-21k; timm `resnetv2_50x1_bit.goog_in21k`): group norm
+    /// and weight-standardised convolutions, 21,843 classes.
+    BitMR50x1,
     /// Test fixture: a narrow ResNet with BatchNorm, random weights.
     TinyResNet,
+    /// Test fixture: torchvision's ResNet-50 classes (bottleneck blocks) at small widths, random
+    /// weights; loads torchvision-style state dicts.
+    TinyResNet50,
+    /// Test fixture: torchvision's ResNeXt classes (grouped bottlenecks) at small widths, random
+    /// weights.
+    TinyResNeXt,
+    /// Test fixture: timm's ResNetV2 (BiT) at small widths, random weights.
+    TinyBit,
     /// Test fixture: a tiny CLIP-style ViT image tower, random weights.
     TinyVit,
     /// Test fixture: a tiny CLIP-style text tower (full vocabulary, context 77), random weights.
@@ -86,14 +98,18 @@ pub(crate) struct Spec {
 
 impl Preset {
     /// Every preset.
-    pub const ALL: [Preset; 9] = [
+    pub const ALL: [Preset; 13] = [
         Preset::EfficientNetLite0,
         Preset::ResNet18,
         Preset::ResNet50,
         Preset::ResNeXt101_32x8d,
         Preset::ClipVitB32Image,
         Preset::ClipVitB32Text,
+        Preset::BitMR50x1,
         Preset::TinyResNet,
+        Preset::TinyResNet50,
+        Preset::TinyResNeXt,
+        Preset::TinyBit,
         Preset::TinyVit,
         Preset::TinyClipText,
     ];
@@ -161,9 +177,43 @@ impl Preset {
                 output_dim: 512,
                 feature_dim: 512,
             },
+            Preset::BitMR50x1 => image(
+                "bit-m-r50x1",
+                "bit-m-r50x1",
+                Normalization::HALF,
+                Logits,
+                21_843,
+                2048,
+            ),
             Preset::TinyResNet => Spec {
                 input_size: [32, 32],
                 ..image("tiny-resnet", "tiny_resnet", Normalization::HALF, Logits, 10, 16)
+            },
+            Preset::TinyResNet50 => Spec {
+                input_size: [64, 64],
+                ..image(
+                    "tiny-resnet50",
+                    "tiny_resnet50",
+                    Normalization::IMAGENET,
+                    Logits,
+                    10,
+                    64,
+                )
+            },
+            Preset::TinyResNeXt => Spec {
+                input_size: [64, 64],
+                ..image(
+                    "tiny-resnext",
+                    "tiny_resnext",
+                    Normalization::IMAGENET,
+                    Logits,
+                    10,
+                    64,
+                )
+            },
+            Preset::TinyBit => Spec {
+                input_size: [64, 64],
+                ..image("tiny-bit", "tiny_bit", Normalization::HALF, Logits, 10, 128)
             },
             Preset::TinyVit => Spec {
                 input_size: [32, 32],
@@ -277,9 +327,12 @@ impl Preset {
     }
 
     /// Class names for presets that output logits: ImageNet-1k in torchvision order for the
-    /// ImageNet presets, `class 0`.. for the tiny fixture.
+    /// ImageNet presets, ImageNet-21k in timm's (Google's) order for BiT-M (each synset's first
+    /// lemma, from timm's `imagenet21k_goog_synsets.txt` and `imagenet_synset_to_lemma.txt`),
+    /// `class 0`.. for the tiny fixtures.
     pub fn class_names(self) -> Option<&'static [String]> {
         static IMAGENET: OnceLock<Vec<String>> = OnceLock::new();
+        static IMAGENET21K: OnceLock<Vec<String>> = OnceLock::new();
         static TINY: OnceLock<Vec<String>> = OnceLock::new();
         match self {
             Preset::EfficientNetLite0 | Preset::ResNet18 | Preset::ResNet50 | Preset::ResNeXt101_32x8d => {
@@ -290,7 +343,15 @@ impl Preset {
                         .collect()
                 }))
             }
-            Preset::TinyResNet => Some(TINY.get_or_init(|| (0..10).map(|i| format!("class {i}")).collect())),
+            Preset::BitMR50x1 => Some(IMAGENET21K.get_or_init(|| {
+                include_str!("imagenet21k_classes.txt")
+                    .lines()
+                    .map(String::from)
+                    .collect()
+            })),
+            Preset::TinyResNet | Preset::TinyResNet50 | Preset::TinyResNeXt | Preset::TinyBit => {
+                Some(TINY.get_or_init(|| (0..10).map(|i| format!("class {i}")).collect()))
+            }
             _ => None,
         }
     }

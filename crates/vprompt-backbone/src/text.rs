@@ -15,14 +15,30 @@ pub struct TextEncoder {
     model: TextModel,
     #[module(skip)]
     preset: Preset,
+    /// CLIP's logit scale from the weights, if they carried one.
+    #[module(skip)]
+    logit_scale: Option<f32>,
 }
 
+/// OpenAI CLIP's trained logit scale (its learned `logit_scale` reaches the clamp at `ln 100`).
+pub const CLIP_LOGIT_SCALE: f32 = 100.0;
+
 impl TextEncoder {
-    /// A text preset with weights from a `.bpk` file written by `vprompt import`.
+    /// A text preset with weights from a `.bpk` file written by `vprompt import`, or straight from
+    /// a CLIP checkpoint (transformers `model.safetensors`, open_clip `open_clip_pytorch_model.bin`;
+    /// detected by content, read through the preset's key map).
+    /// With the `hub` feature, `weights` may also be a Hugging Face Hub name,
+    /// `hf:ORG/REPO[/FILE][@REVISION]`.
     pub fn load(preset: Preset, weights: impl AsRef<Path>, device: &Device) -> Result<Self> {
         let mut model = TextModel::new(preset, device).ok_or_else(|| not_a_text_preset(preset))?;
-        model.load(&WeightsFile::Path(weights.as_ref().to_path_buf()), preset)?;
-        Ok(Self { model, preset }.freeze())
+        let weights = weights::resolve(preset, weights.as_ref())?;
+        let logit_scale = model.load(&WeightsFile::Path(weights), preset)?;
+        Ok(Self {
+            model,
+            preset,
+            logit_scale,
+        }
+        .freeze())
     }
 
     /// The preset's architecture with seeded random weights `N(0, std^2)`: **not pretrained**.
@@ -31,6 +47,7 @@ impl TextEncoder {
         Ok(Self {
             model: weights::randomize(model, seed, std, device)?,
             preset,
+            logit_scale: None,
         }
         .freeze())
     }
@@ -38,6 +55,12 @@ impl TextEncoder {
     /// The preset this encoder was built from.
     pub fn preset(&self) -> Preset {
         self.preset
+    }
+
+    /// The scale of zero-shot logits, `scale * cos(image, text)`: `exp(logit_scale)` of the CLIP
+    /// checkpoint the weights came from, or [`CLIP_LOGIT_SCALE`] (100) for weights without one.
+    pub fn logit_scale(&self) -> f32 {
+        self.logit_scale.unwrap_or(CLIP_LOGIT_SCALE)
     }
 
     /// Number of token positions (77 for CLIP).

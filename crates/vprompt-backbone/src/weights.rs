@@ -11,11 +11,17 @@ use rand::{SeedableRng, rngs::StdRng};
 use rand_distr::{Distribution, Normal};
 use vprompt_core::pack::{self, Extra, Ids, Pack, PackError};
 
+use crate::checkpoint::{Format, NativeCheckpoint};
+
 use crate::error::{BackboneError, Result};
 use crate::preset::Preset;
 
 /// Burnpack metadata key holding the preset a weights file was written for.
 pub const PRESET_KEY: &str = "vprompt.backbone.preset";
+
+/// Burnpack metadata key holding CLIP's logit scale (`exp` of the checkpoint's `logit_scale`),
+/// written when a text tower is imported from a checkpoint that has one.
+pub const LOGIT_SCALE_KEY: &str = "vprompt.backbone.logit_scale";
 
 /// Where weights come from.
 #[derive(Debug, Clone)]
@@ -35,23 +41,56 @@ impl WeightsFile {
     }
 }
 
+/// The weights file a user's `weights` names: a hub name (`hf:ORG/REPO`, feature `hub`) is
+/// downloaded and converted when needed; a path is itself.
+pub(crate) fn resolve(preset: Preset, weights: &Path) -> Result<PathBuf> {
+    #[cfg(feature = "hub")]
+    {
+        crate::hub::resolve(preset, weights)
+    }
+    #[cfg(not(feature = "hub"))]
+    {
+        let _ = preset;
+        match weights.to_str() {
+            Some(name) if name.starts_with("hf:") => Err(BackboneError::Hub {
+                name: name.to_string(),
+                reason: "hub names need vprompt built with the `hub` feature (the `vprompt` tool has it \
+                         by default); or download the checkpoint and give its path"
+                    .into(),
+            }),
+            _ => Ok(weights.to_path_buf()),
+        }
+    }
+}
+
 /// Loads weights into `model` (a freshly built preset architecture), checking them first.
-pub(crate) fn load_checked<M: Module>(model: &mut M, source: &WeightsFile, preset: Preset) -> Result<()> {
-    let pack = match source {
-        WeightsFile::Path(path) => Pack::read(path).map_err(|e| match e {
-            PackError::Io { path, source }
-                if source.kind() == std::io::ErrorKind::NotFound && !preset.has_embedded_weights() =>
-            {
-                BackboneError::MissingWeights {
-                    preset: preset.name(),
-                    export_name: preset.spec().export_name,
-                    path,
+/// Returns CLIP's logit scale when the weights carry one (a CLIP checkpoint's `logit_scale`, or
+/// a weights file imported from one).
+pub(crate) fn load_checked<M: Module>(
+    model: &mut M,
+    source: &WeightsFile,
+    preset: Preset,
+) -> Result<Option<f32>> {
+    let (pack, native_scale) = match source {
+        WeightsFile::Path(path) if crate::checkpoint::detect(path).is_ok_and(|f| f != Format::Burnpack) => {
+            native_pack(model, path, preset)?
+        }
+        WeightsFile::Path(path) => Pack::read(path)
+            .map_err(|e| match e {
+                PackError::Io { path, source }
+                    if source.kind() == std::io::ErrorKind::NotFound && !preset.has_embedded_weights() =>
+                {
+                    BackboneError::MissingWeights {
+                        preset: preset.name(),
+                        export_name: preset.spec().export_name,
+                        path,
+                    }
                 }
-            }
-            e => weights_error(e, preset),
-        })?,
+                e => weights_error(e, preset),
+            })
+            .map(|pack| (pack, None))?,
         // Embedded weights are vprompt's own, written for their preset.
-        WeightsFile::Static(bytes) => Pack::embedded(source.label(), bytes),
+        WeightsFile::Static(bytes) => (Pack::embedded(source.label(), bytes), None),
     };
     if let Some(found) = pack.metadata(PRESET_KEY)
         && found != preset.name()
@@ -62,8 +101,59 @@ pub(crate) fn load_checked<M: Module>(model: &mut M, source: &WeightsFile, prese
             found: found.to_string(),
         });
     }
+    let scale = native_scale.or_else(|| pack.metadata(LOGIT_SCALE_KEY).and_then(|s| s.parse().ok()));
     pack.load_into(model, Extra::Refuse)
-        .map_err(|e| weights_error(e, preset))
+        .map_err(|e| weights_error(e, preset))?;
+    Ok(scale)
+}
+
+/// The tensors of a checkpoint in another library's format (safetensors, a PyTorch state dict),
+/// computed through the first of the preset's key maps whose keys the checkpoint has, and the
+/// checkpoint's CLIP logit scale if the map reads one.
+fn native_pack<M: Module>(model: &M, path: &Path, preset: Preset) -> Result<(Pack, Option<f32>)> {
+    if crate::checkpoint::detect(path)? == Format::Onnx {
+        return Err(BackboneError::InvalidWeights {
+            path: path.to_path_buf(),
+            reason: format!(
+                "an ONNX file: convert it first with `vprompt import {preset} {} OUT.bpk`",
+                path.display()
+            ),
+        });
+    }
+    let checkpoint = NativeCheckpoint::read(path)?;
+    let maps = crate::keymaps::for_preset(preset);
+    let Some(map) = maps.iter().find(|m| m.missing(&checkpoint).is_empty()) else {
+        let sources: Vec<&str> = maps.iter().map(|m| m.source.as_str()).collect();
+        let closest = maps.iter().min_by_key(|m| m.missing(&checkpoint).len());
+        return Err(BackboneError::InvalidWeights {
+            path: path.to_path_buf(),
+            reason: match closest {
+                None => format!("preset `{preset}` reads only vprompt's own weights files and ONNX exports"),
+                Some(m) => format!(
+                    "not a checkpoint `{preset}` reads (it reads {}); the closest, {}, lacks {}",
+                    sources.join(", "),
+                    m.source,
+                    m.missing(&checkpoint)
+                        .iter()
+                        .take(5)
+                        .map(|k| format!("`{k}`"))
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                ),
+            },
+        });
+    };
+    let shapes = pack::module_tensors(model, Ids::Drop)
+        .into_iter()
+        .map(|t| (t.name.clone(), t.shape.to_vec()))
+        .collect();
+    let tensors = map
+        .apply(&checkpoint, preset, &shapes)?
+        .into_iter()
+        .map(|(name, t)| pack::f32_tensor(&name, &t.values, &t.shape))
+        .collect();
+    let pack = Pack::from_tensors(path, tensors).map_err(|e| weights_error(e, preset))?;
+    Ok((pack, map.logit_scale(&checkpoint)))
 }
 
 /// A weights file's problem as the backbone's error.
@@ -83,10 +173,18 @@ fn weights_error(error: PackError, preset: Preset) -> BackboneError {
 /// file and a rename. Parameter ids (random per process) are left out, so the same weights always
 /// give the same bytes and a committed file's sha256 can be checked. Returns the number of tensors
 /// and of values written.
-pub(crate) fn save<M: Module>(model: &M, path: &Path, preset: Preset) -> Result<(usize, usize)> {
+pub(crate) fn save<M: Module>(
+    model: &M,
+    path: &Path,
+    preset: Preset,
+    logit_scale: Option<f32>,
+) -> Result<(usize, usize)> {
     let tensors = pack::module_tensors(model, Ids::Drop);
     let counts = (tensors.len(), model.num_params());
-    pack::write(path, tensors, &[(PRESET_KEY, preset.name())]).map_err(|e| weights_error(e, preset))?;
+    let scale = logit_scale.map(|s| s.to_string());
+    let mut metadata = vec![(PRESET_KEY, preset.name())];
+    metadata.extend(scale.as_deref().map(|s| (LOGIT_SCALE_KEY, s)));
+    pack::write(path, tensors, &metadata).map_err(|e| weights_error(e, preset))?;
     Ok(counts)
 }
 

@@ -12,6 +12,7 @@ fn image_presets_run_with_random_weights() {
         Preset::ResNet18,
         Preset::ResNet50,
         Preset::ResNeXt101_32x8d,
+        Preset::BitMR50x1,
         Preset::ClipVitB32Image,
     ] {
         let backbone = ImageBackbone::with_random_weights(preset, 0, 0.02, &device).unwrap();

@@ -117,7 +117,11 @@ fn bad_sizes_and_vits_are_refused() {
             Preset::ResNet18,
             Preset::ResNet50,
             Preset::ResNeXt101_32x8d,
-            Preset::TinyResNet
+            Preset::BitMR50x1,
+            Preset::TinyResNet,
+            Preset::TinyResNet50,
+            Preset::TinyResNeXt,
+            Preset::TinyBit
         ]
     );
 }

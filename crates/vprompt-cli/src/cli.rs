@@ -69,13 +69,16 @@ pub enum Command {
     },
     /// CLIP zero-shot accuracy with text prompts (the paper's TP baseline) on a dataset's test split.
     ZeroShot(ZeroShotArgs),
-    /// Convert an exported ONNX file into a preset's weights file, after checking that its graph is
-    /// the preset's and that every tensor is present with the right shape.
+    /// Convert a model into a preset's weights file: a checkpoint as its library saves it
+    /// (torchvision `.pth`, timm or Hugging Face `.safetensors`, open_clip `.bin`; read through the
+    /// preset's key map) or an ONNX export (its graph checked to be the preset's). Every tensor must
+    /// be present with the right shape; the format is detected from the content.
     Import {
-        /// The preset: efficientnet-lite0, resnet18, resnet50, resnext101-32x8d, clip-vit-b32-image,
-        /// clip-vit-b32-text (or a tiny-* test fixture).
+        /// The preset: efficientnet-lite0, resnet18, resnet50, resnext101-32x8d, bit-m-r50x1,
+        /// clip-vit-b32-image, clip-vit-b32-text (or a tiny-* test fixture).
         preset: Preset,
-        /// The ONNX file (from `scripts/export_onnx.py`).
+        /// The checkpoint or ONNX file (ONNX from `scripts/export_onnx.py`).
+        #[arg(value_name = "CHECKPOINT")]
         onnx: PathBuf,
         /// The weights file to write (`.bpk`).
         output: PathBuf,

@@ -167,7 +167,8 @@ fn zero_shot(args: ZeroShotArgs, device: &Device, out: &mut impl Write) -> anyho
     };
     let head = clip_head(&data.test.classes, &templates, 64, device, |tokens| {
         text.forward(tokens)
-    })?;
+    })?
+    .with_scale(text.logit_scale())?;
     progress.line(&format!(
         "text head: {} classes x {} templates, {}-d",
         head.num_classes(),

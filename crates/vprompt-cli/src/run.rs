@@ -335,9 +335,10 @@ impl RunConfig {
         if let (Some(preset), Some(weights)) = (self.backbone.text_preset, &self.backbone.text_weights) {
             let text = TextEncoder::load(preset, weights, device)?;
             let template = self.text_template.as_deref().unwrap_or(PAPER_TEMPLATE);
-            return Ok(clip_head(classes, &[template.to_string()], 32, device, |t| {
-                text.forward(t)
-            })?);
+            return Ok(
+                clip_head(classes, &[template.to_string()], 32, device, |t| text.forward(t))?
+                    .with_scale(text.logit_scale())?,
+            );
         }
         let config = match self.mapping_to_fit() {
             Some(_) => LabelMappingConfig::FirstN,

@@ -156,6 +156,53 @@ fn zero_shot_with_the_tiny_clip_towers() {
     assert!(out.contains("zero-shot on 50 test images"), "{out}");
 }
 
+/// A checkpoint as its library saves it works where a `.bpk` file does: both CLIP towers straight
+/// from one open_clip `.bin`, and `import` of a timm `.safetensors` (detected by content).
+#[test]
+fn native_checkpoints_are_read_without_conversion() {
+    let dir = tempfile::tempdir().unwrap();
+    let checkpoint = fixture("native/open-clip/open_clip_pytorch_model.bin");
+    let data = workspace()
+        .join("tests/fixtures/fashion-mnist")
+        .display()
+        .to_string();
+    let out = ok(&[
+        "zero-shot",
+        "--image-preset",
+        "tiny-vit",
+        "--image-weights",
+        &checkpoint,
+        "--text-preset",
+        "tiny-clip-text",
+        "--text-weights",
+        &checkpoint,
+        "--data-format",
+        "fashion-mnist",
+        "--data",
+        &data,
+        "--test-per-class",
+        "2",
+    ]);
+    assert!(out.contains("zero-shot on 20 test images"), "{out}");
+    let bpk = dir.path().join("bit.bpk").display().to_string();
+    let out = ok(&[
+        "import",
+        "tiny-bit",
+        &fixture("native/timm-bit/model.safetensors"),
+        &bpk,
+    ]);
+    assert!(out.contains("tiny-bit: wrote"), "{out}");
+    fails(
+        &[
+            "import",
+            "tiny-bit",
+            &fixture("native/torchvision-resnet50/resnet50.pth"),
+            &bpk,
+        ],
+        "not a checkpoint `tiny-bit` reads",
+    );
+}
+
 #[test]
 fn bad_input_gives_a_message_and_a_failing_exit_code() {
     let dir = tempfile::tempdir().unwrap();

@@ -37,7 +37,14 @@ fn image_input(name: &str, device: &Device) -> Tensor<4> {
 #[test]
 fn committed_code_is_what_burn_onnx_generates() {
     quiet();
-    for preset in [Preset::TinyResNet, Preset::TinyVit, Preset::TinyClipText] {
+    for preset in [
+        Preset::TinyResNet,
+        Preset::TinyResNet50,
+        Preset::TinyResNeXt,
+        Preset::TinyBit,
+        Preset::TinyVit,
+        Preset::TinyClipText,
+    ] {
         let generated = import::generate(&fixture(&format!("{}.onnx", preset.export_name()))).unwrap();
         assert!(
             generated.code == committed_code(preset),
@@ -207,4 +214,40 @@ fn imports_of_the_wrong_thing_are_refused() {
         ),
         "{err}"
     );
+}
+
+/// The committed key maps of the reduced image families are what `vprompt-codegen keymap` derives
+/// from their exports (the committed fixtures `tiny_resnet50.onnx`, `tiny_resnext.onnx`,
+/// `tiny_bit.onnx`) and the native checkpoints saved with them (`fixtures/native/`).
+#[test]
+fn committed_key_maps_are_what_the_derivation_finds() {
+    quiet();
+    for (preset, source, checkpoint, ignore) in [
+        (
+            Preset::TinyResNet50,
+            "torchvision-resnet50",
+            "resnet50.pth",
+            &["*.num_batches_tracked"][..],
+        ),
+        (
+            Preset::TinyResNeXt,
+            "torchvision-resnext",
+            "resnext101_32x8d.pth",
+            &["*.num_batches_tracked"][..],
+        ),
+        (Preset::TinyBit, "timm-bit", "model.safetensors", &[][..]),
+    ] {
+        let committed = vprompt_backbone::checkpoint::key_maps(preset).remove(0);
+        let ignore: Vec<String> = ignore.iter().map(|s| s.to_string()).collect();
+        let (derived, worst) = import::derive_key_map(
+            Some(preset),
+            &committed.source,
+            &fixture(&format!("{}.onnx", preset.export_name())),
+            &fixture(&format!("native/{source}/{checkpoint}")),
+            &ignore,
+        )
+        .unwrap();
+        assert!(worst < 1e-6, "{preset}: {worst}");
+        assert_eq!(derived, committed, "{preset}: the committed key map is stale");
+    }
 }

@@ -101,6 +101,23 @@ impl Pack {
         })
     }
 
+    /// A pack of `tensors` built in memory (weights converted from another format); `label`
+    /// stands for the path in errors.
+    pub fn from_tensors(label: impl Into<PathBuf>, tensors: Vec<PackTensor>) -> Result<Self> {
+        let path = label.into();
+        let bytes = Writer::new(tensors)
+            .into_bytes()
+            .map_err(|e| PackError::Invalid {
+                path: path.clone(),
+                reason: format!("cannot assemble the tensors ({e})"),
+            })?;
+        Ok(Self {
+            path,
+            source: Source::Bytes(bytes.shared()),
+            metadata: Default::default(),
+        })
+    }
+
     /// A pack compiled into the binary (vprompt's own embedded weights; its metadata is not read).
     /// `label` stands for the path in errors.
     pub fn embedded(label: impl Into<PathBuf>, bytes: &'static [u8]) -> Self {

@@ -143,6 +143,9 @@ pub fn fill(template: &str, class: &str) -> String {
 /// tokenises every (template, class) text, encodes them with `encode` in batches of at most
 /// `batch` texts, L2-normalises each embedding, averages over templates and normalises again.
 ///
+/// Logits are scaled by [`LOGIT_SCALE`] (100, OpenAI CLIP's trained value); for weights with
+/// another learned scale, follow with [`Mapping::with_scale`] (`TextEncoder::logit_scale`).
+///
 /// `encode` is the frozen text tower (for example `vprompt_backbone::TextEncoder::forward`):
 /// token ids `[n, 77]` to embeddings `[n, D]`. It runs once per text here, never per training batch.
 pub fn clip_head<E: std::fmt::Display>(

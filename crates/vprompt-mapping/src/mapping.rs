@@ -162,6 +162,21 @@ impl Mapping {
     pub fn scale(&self) -> f32 {
         self.scale
     }
+
+    /// The same mapping with logit scale `scale`: for a CLIP head, the checkpoint's own
+    /// (`TextEncoder::logit_scale`) instead of OpenAI CLIP's 100.
+    ///
+    /// # Errors
+    /// [`MappingError::InvalidConfig`] unless `scale` is finite and positive.
+    pub fn with_scale(mut self, scale: f32) -> Result<Self> {
+        if !(scale.is_finite() && scale > 0.0) {
+            return Err(MappingError::InvalidConfig(format!(
+                "a logit scale must be finite and positive, got {scale}"
+            )));
+        }
+        self.scale = scale;
+        Ok(self)
+    }
 }
 
 impl OutputMapping for Mapping {

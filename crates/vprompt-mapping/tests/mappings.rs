@@ -340,3 +340,60 @@ fn config_round_trips_through_json() {
         assert_eq!(back, config);
     }
 }
+
+/// BiT-M's 21,843 ImageNet-21k outputs go through every label mapping like ImageNet-1k's 1000:
+/// images of class `t` peak at source `1000 t + 7` (past the first thousand), and every fitted
+/// mapping finds those sources, every data-free one builds, and the mapped logits are `[N, 10]`.
+#[test]
+fn every_label_mapping_reads_imagenet_21k_outputs() {
+    const SOURCES: usize = 21_843;
+    const CLASSES: usize = 10;
+    let device = Device::flex();
+    let labels: Vec<usize> = (0..40).map(|i| i % CLASSES).collect();
+    let mut values = vec![0.0f32; labels.len() * SOURCES];
+    for (row, &label) in labels.iter().enumerate() {
+        values[row * SOURCES + 1000 * label + 7] = 8.0;
+    }
+    let outputs = Tensor::<2>::from_data(TensorData::new(values, [labels.len(), SOURCES]), &device);
+    let configs = [
+        LabelMappingConfig::FirstN,
+        LabelMappingConfig::Random { seed: 3 },
+        LabelMappingConfig::Manual {
+            sources: (0..CLASSES).map(|t| vec![1000 * t + 7, 21_000 + t]).collect(),
+        },
+        LabelMappingConfig::Frequency,
+        LabelMappingConfig::Iterative { every: 1 },
+        LabelMappingConfig::Bayesian {
+            lambda: 1.0,
+            every: 1,
+        },
+        LabelMappingConfig::BayesianPlus {
+            lambda: 1.0,
+            top_k: None,
+            every: 1,
+        },
+    ];
+    for config in configs {
+        let mut frequencies = FrequencyMatrix::new(SOURCES, CLASSES);
+        frequencies
+            .add(outputs.clone(), &labels, config.evidence(CLASSES))
+            .unwrap();
+        let mapping = config.fit(&frequencies, &device).unwrap();
+        assert_eq!(mapping.source_dim(), SOURCES, "{config:?}");
+        let mapped = mapping.forward(outputs.clone()).unwrap();
+        assert_eq!(mapped.dims(), [labels.len(), CLASSES], "{config:?}");
+        let data_driven = !matches!(
+            config,
+            LabelMappingConfig::FirstN | LabelMappingConfig::Random { .. }
+        );
+        if data_driven {
+            let predicted: Vec<usize> = mapped
+                .argmax(1)
+                .into_data()
+                .iter::<i64>()
+                .map(|v| v as usize)
+                .collect();
+            assert_eq!(predicted, labels, "{config:?}");
+        }
+    }
+}

@@ -28,7 +28,11 @@ generated_modules!(
     resnext101_32x8d,
     clip_vit_b32_image,
     clip_vit_b32_text,
+    bit_m_r50x1,
     tiny_resnet,
+    tiny_resnet50,
+    tiny_resnext,
+    tiny_bit,
     tiny_vit,
     tiny_clip_text
 );
@@ -43,7 +47,11 @@ pub(crate) fn source(preset: Preset) -> &'static str {
         Preset::ResNeXt101_32x8d => include_str!("resnext101_32x8d.rs"),
         Preset::ClipVitB32Image => include_str!("clip_vit_b32_image.rs"),
         Preset::ClipVitB32Text => include_str!("clip_vit_b32_text.rs"),
+        Preset::BitMR50x1 => include_str!("bit_m_r50x1.rs"),
         Preset::TinyResNet => include_str!("tiny_resnet.rs"),
+        Preset::TinyResNet50 => include_str!("tiny_resnet50.rs"),
+        Preset::TinyResNeXt => include_str!("tiny_resnext.rs"),
+        Preset::TinyBit => include_str!("tiny_bit.rs"),
         Preset::TinyVit => include_str!("tiny_vit.rs"),
         Preset::TinyClipText => include_str!("tiny_clip_text.rs"),
     }
@@ -60,7 +68,11 @@ pub(crate) enum ImageModel {
     ResNet50(resnet50::Model),
     ResNeXt101_32x8d(resnext101_32x8d::Model),
     ClipVitB32Image(clip_vit_b32_image::Model),
+    BitMR50x1(bit_m_r50x1::Model),
     TinyResNet(tiny_resnet::Model),
+    TinyResNet50(tiny_resnet50::Model),
+    TinyResNeXt(tiny_resnext::Model),
+    TinyBit(tiny_bit::Model),
     TinyVit(tiny_vit::Model),
 }
 
@@ -82,7 +94,11 @@ macro_rules! each_variant {
             ImageModel::ResNet50($m) => $body,
             ImageModel::ResNeXt101_32x8d($m) => $body,
             ImageModel::ClipVitB32Image($m) => $body,
+            ImageModel::BitMR50x1($m) => $body,
             ImageModel::TinyResNet($m) => $body,
+            ImageModel::TinyResNet50($m) => $body,
+            ImageModel::TinyResNeXt($m) => $body,
+            ImageModel::TinyBit($m) => $body,
             ImageModel::TinyVit($m) => $body,
         }
     };
@@ -104,7 +120,11 @@ impl ImageModel {
             Preset::ResNet50 => Self::ResNet50(resnet50::Model::new(device)),
             Preset::ResNeXt101_32x8d => Self::ResNeXt101_32x8d(resnext101_32x8d::Model::new(device)),
             Preset::ClipVitB32Image => Self::ClipVitB32Image(clip_vit_b32_image::Model::new(device)),
+            Preset::BitMR50x1 => Self::BitMR50x1(bit_m_r50x1::Model::new(device)),
             Preset::TinyResNet => Self::TinyResNet(tiny_resnet::Model::new(device)),
+            Preset::TinyResNet50 => Self::TinyResNet50(tiny_resnet50::Model::new(device)),
+            Preset::TinyResNeXt => Self::TinyResNeXt(tiny_resnext::Model::new(device)),
+            Preset::TinyBit => Self::TinyBit(tiny_bit::Model::new(device)),
             Preset::TinyVit => Self::TinyVit(tiny_vit::Model::new(device)),
             Preset::ClipVitB32Text | Preset::TinyClipText => return None,
         })
@@ -119,7 +139,11 @@ impl ImageModel {
             Self::ResNet18(m) => m.forward(input),
             Self::ResNet50(m) => m.forward(input),
             Self::ResNeXt101_32x8d(m) => m.forward(input),
+            Self::BitMR50x1(m) => m.forward(input),
             Self::TinyResNet(m) => m.forward(input),
+            Self::TinyResNet50(m) => m.forward(input),
+            Self::TinyResNeXt(m) => m.forward(input),
+            Self::TinyBit(m) => m.forward(input),
             Self::ClipVitB32Image(m) => {
                 let embedding = m.forward(input);
                 (embedding.clone(), embedding)
@@ -132,11 +156,11 @@ impl ImageModel {
     }
 
     pub(crate) fn load(&mut self, source: &WeightsFile, preset: Preset) -> Result<()> {
-        each_variant!(self, ImageModel, m => weights::load_checked(m, source, preset))
+        each_variant!(self, ImageModel, m => weights::load_checked(m, source, preset)).map(drop)
     }
 
     pub(crate) fn save(&self, path: &Path, preset: Preset) -> Result<(usize, usize)> {
-        each_variant!(self, ImageModel, m => weights::save(m, path, preset))
+        each_variant!(self, ImageModel, m => weights::save(m, path, preset, None))
     }
 }
 
@@ -157,12 +181,18 @@ impl TextModel {
         each_variant!(self, TextModel, m => m.forward(tokens))
     }
 
-    pub(crate) fn load(&mut self, source: &WeightsFile, preset: Preset) -> Result<()> {
+    /// Loads checked weights; returns CLIP's logit scale if they carry one.
+    pub(crate) fn load(&mut self, source: &WeightsFile, preset: Preset) -> Result<Option<f32>> {
         each_variant!(self, TextModel, m => weights::load_checked(m, source, preset))
     }
 
-    pub(crate) fn save(&self, path: &Path, preset: Preset) -> Result<(usize, usize)> {
-        each_variant!(self, TextModel, m => weights::save(m, path, preset))
+    pub(crate) fn save(
+        &self,
+        path: &Path,
+        preset: Preset,
+        logit_scale: Option<f32>,
+    ) -> Result<(usize, usize)> {
+        each_variant!(self, TextModel, m => weights::save(m, path, preset, logit_scale))
     }
 }
 
@@ -172,14 +202,18 @@ impl TextModel {
 #[allow(clippy::large_enum_variant)]
 pub(crate) enum AnyModel {
     Image(ImageModel),
-    Text(TextModel),
+    /// A text tower and the CLIP logit scale its weights carried, if any.
+    Text(TextModel, Option<f32>),
 }
 
 impl AnyModel {
     pub(crate) fn new(preset: Preset, device: &Device) -> Self {
         match ImageModel::new(preset, device) {
             Some(image) => Self::Image(image),
-            None => Self::Text(TextModel::new(preset, device).expect("every preset is image or text")),
+            None => Self::Text(
+                TextModel::new(preset, device).expect("every preset is image or text"),
+                None,
+            ),
         }
     }
 
@@ -189,7 +223,7 @@ impl AnyModel {
         let mut model = Self::new(preset, device);
         match &mut model {
             Self::Image(m) => m.load(source, preset)?,
-            Self::Text(m) => m.load(source, preset)?,
+            Self::Text(m, scale) => *scale = m.load(source, preset)?,
         }
         Ok(model)
     }
@@ -198,7 +232,7 @@ impl AnyModel {
     pub(crate) fn save(&self, path: &Path, preset: Preset) -> Result<(usize, usize)> {
         match self {
             Self::Image(m) => m.save(path, preset),
-            Self::Text(m) => m.save(path, preset),
+            Self::Text(m, scale) => m.save(path, preset, *scale),
         }
     }
 }
