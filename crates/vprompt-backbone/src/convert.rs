@@ -52,11 +52,12 @@ pub fn convert_checkpoint(preset: Preset, checkpoint: &Path, output: &Path) -> R
             });
         }
     }
-    let model = AnyModel::load(
-        preset,
-        &WeightsFile::Path(checkpoint.to_path_buf()),
-        &Device::flex(),
-    )?;
+    load_and_save(preset, &WeightsFile::Path(checkpoint.to_path_buf()), output)
+}
+
+/// Loads `source` into `preset`'s architecture with every check, then writes it as a `.bpk` file.
+pub(crate) fn load_and_save(preset: Preset, source: &WeightsFile, output: &Path) -> Result<ImportReport> {
+    let model = AnyModel::load(preset, source, &Device::flex())?;
     let (tensors, values) = model.save(output, preset)?;
     Ok(ImportReport {
         preset,

@@ -4,7 +4,6 @@
 
 use std::path::{Path, PathBuf};
 
-use burn::prelude::*;
 use burn_onnx::{LoadStrategy, ModelGen};
 
 use crate::error::{BackboneError, Result};
@@ -174,34 +173,17 @@ pub fn derive_key_map(
 ) -> Result<(crate::checkpoint::KeyMap, f64)> {
     use crate::checkpoint::{HostTensor, NativeCheckpoint};
     let generated = generate(onnx)?;
-    if let Some(preset) = preset
-        && let Some((line, want, got)) = first_difference(committed_code(preset), &generated.code)
-    {
-        return Err(BackboneError::ArchitectureMismatch {
-            path: onnx.to_path_buf(),
-            preset: preset.name(),
-            export_name: preset.spec().export_name,
-            line,
-            expected: want.trim().to_string(),
-            found: got.trim().to_string(),
-        });
+    if let Some(preset) = preset {
+        check_architecture(preset, onnx, &generated.code)?;
     }
-    let pack =
-        vprompt_core::pack::Pack::read(&generated.weights).map_err(|e| BackboneError::InvalidWeights {
-            path: onnx.to_path_buf(),
-            reason: e.to_string(),
-        })?;
-    let mut tensors = std::collections::BTreeMap::new();
-    for tensor in pack.tensors().map_err(|e| BackboneError::InvalidWeights {
+    let invalid = |e: vprompt_core::pack::PackError| BackboneError::InvalidWeights {
         path: onnx.to_path_buf(),
         reason: e.to_string(),
-    })? {
-        let (values, shape) = pack
-            .f32_tensor(&tensor.name)
-            .map_err(|e| BackboneError::InvalidWeights {
-                path: onnx.to_path_buf(),
-                reason: e.to_string(),
-            })?;
+    };
+    let pack = vprompt_core::pack::Pack::read(&generated.weights).map_err(invalid)?;
+    let mut tensors = std::collections::BTreeMap::new();
+    for tensor in pack.tensors().map_err(invalid)? {
+        let (values, shape) = pack.f32_tensor(&tensor.name).map_err(invalid)?;
         tensors.insert(
             tensor.name.clone(),
             HostTensor {
@@ -262,26 +244,24 @@ pub fn import_weights(preset: Preset, onnx: &Path, output: &Path) -> Result<Impo
         return crate::convert_checkpoint(preset, onnx, output);
     }
     let generated = generate(onnx)?;
-    let expected = committed_code(preset);
-    if let Some((line, want, got)) = first_difference(expected, &generated.code) {
-        return Err(BackboneError::ArchitectureMismatch {
+    check_architecture(preset, onnx, &generated.code)?;
+    crate::convert::load_and_save(preset, &WeightsFile::Path(generated.weights.clone()), output)
+}
+
+/// Refuses code generated from `onnx` unless it is exactly `preset`'s committed code, naming the
+/// first differing line.
+fn check_architecture(preset: Preset, onnx: &Path, code: &str) -> Result<()> {
+    match first_difference(committed_code(preset), code) {
+        None => Ok(()),
+        Some((line, want, got)) => Err(BackboneError::ArchitectureMismatch {
             path: onnx.to_path_buf(),
             preset: preset.name(),
             export_name: preset.spec().export_name,
             line,
             expected: want.trim().to_string(),
             found: got.trim().to_string(),
-        });
+        }),
     }
-    let device = Device::flex();
-    let model = generated::AnyModel::load(preset, &WeightsFile::Path(generated.weights.clone()), &device)?;
-    let (tensors, values) = model.save(output, preset)?;
-    Ok(ImportReport {
-        preset,
-        tensors,
-        values,
-        output: output.to_path_buf(),
-    })
 }
 
 /// The first line where two texts differ: (1-based line, line of `a`, line of `b`).

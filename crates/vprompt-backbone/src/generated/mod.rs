@@ -218,7 +218,6 @@ impl AnyModel {
     }
 
     /// Builds the preset's architecture and loads checked weights into it.
-    #[cfg_attr(not(feature = "import"), allow(dead_code))]
     pub(crate) fn load(preset: Preset, source: &WeightsFile, device: &Device) -> Result<Self> {
         let mut model = Self::new(preset, device);
         match &mut model {
@@ -228,7 +227,6 @@ impl AnyModel {
         Ok(model)
     }
 
-    #[cfg_attr(not(feature = "import"), allow(dead_code))]
     pub(crate) fn save(&self, path: &Path, preset: Preset) -> Result<(usize, usize)> {
         match self {
             Self::Image(m) => m.save(path, preset),
