@@ -827,3 +827,45 @@ pub fn derive(
         Err(failed.join("\n"))
     }
 }
+
+/// Refuses a CLIP checkpoint whose own config names another activation than QuickGELU.
+///
+/// vprompt's CLIP presets are OpenAI's architecture, whose MLPs use QuickGELU. A checkpoint stores
+/// no activation: LAION's ViT-B-32 weights, for one, have exactly OpenAI's tensors but were trained
+/// with GELU, and would load and compute wrong values. So the config file its library saves beside
+/// it is read when there is one: transformers' `config.json` (`vision_config` / `text_config`
+/// `hidden_act`, `quick_gelu`) and open_clip's `open_clip_config.json` (`model_cfg.quick_gelu`,
+/// true). Without such a file the checkpoint is taken as OpenAI's.
+pub fn check_clip_activation(checkpoint: &Path) -> Result<()> {
+    let Some(dir) = checkpoint.parent() else {
+        return Ok(());
+    };
+    let read = |name: &str| -> Option<(PathBuf, serde_json::Value)> {
+        let path = dir.join(name);
+        let text = std::fs::read_to_string(&path).ok()?;
+        Some((path, serde_json::from_str(&text).ok()?))
+    };
+    let refuse = |config: &Path, found: String| BackboneError::InvalidWeights {
+        path: checkpoint.to_path_buf(),
+        reason: format!(
+            "its config {} says {found}, but vprompt's CLIP presets are OpenAI's architecture with \
+             QuickGELU (the same tensors would compute other values)",
+            config.display()
+        ),
+    };
+    if let Some((path, config)) = read("config.json") {
+        for tower in ["vision_config", "text_config"] {
+            if let Some(act) = config[tower]["hidden_act"].as_str()
+                && act != "quick_gelu"
+            {
+                return Err(refuse(&path, format!("{tower}.hidden_act = \"{act}\"")));
+            }
+        }
+    }
+    if let Some((path, config)) = read("open_clip_config.json")
+        && config["model_cfg"]["quick_gelu"].as_bool() != Some(true)
+    {
+        return Err(refuse(&path, "model_cfg.quick_gelu is not true (GELU)".into()));
+    }
+    Ok(())
+}

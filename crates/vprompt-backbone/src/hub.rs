@@ -130,7 +130,14 @@ pub fn checkpoint(name: &HubName) -> Result<PathBuf> {
     let mut absent = Vec::new();
     for file in &files {
         match api.download(file) {
-            Ok(path) => return Ok(path),
+            Ok(path) => {
+                // The configs saved beside a checkpoint, when the repository has them: what
+                // `checkpoint::check_clip_activation` reads. Absent ones are no error.
+                for config in ["config.json", "open_clip_config.json"] {
+                    let _ = api.get(config);
+                }
+                return Ok(path);
+            }
             Err(hf_hub::api::sync::ApiError::RequestError(e))
                 if matches!(*e, ureq::Error::StatusCode(404)) =>
             {
@@ -154,7 +161,7 @@ pub fn checkpoint(name: &HubName) -> Result<PathBuf> {
 }
 
 /// The `.bpk` file `preset`'s weights are read from for `name`: converted from the downloaded
-/// checkpoint the first time, into `<cache>/vprompt/<preset>/<checkpoint's blob name>.bpk` (the
+/// checkpoint the first time, into `<cache>/vprompt/<preset>/<repository>/<blob name>.bpk` (the
 /// blob is named by its content's hash, so a new upstream file is converted anew).
 pub fn weights(preset: Preset, name: &HubName) -> Result<PathBuf> {
     let checkpoint = checkpoint(name)?;
@@ -166,7 +173,13 @@ pub fn weights(preset: Preset, name: &HubName) -> Result<PathBuf> {
         .file_name()
         .map(|n| n.to_string_lossy().into_owned())
         .unwrap_or_else(|| "checkpoint".into());
-    let dir = Cache::from_env().path().join("vprompt").join(preset.name());
+    // Per repository: the same blob in two repositories may come with different configs.
+    let repo = Repo::with_revision(name.repo.clone(), RepoType::Model, name.revision.clone());
+    let dir = Cache::from_env()
+        .path()
+        .join("vprompt")
+        .join(preset.name())
+        .join(repo.folder_name());
     let converted = dir.join(format!("{key}.bpk"));
     if converted.exists() {
         return Ok(converted);

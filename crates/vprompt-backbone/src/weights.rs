@@ -120,6 +120,12 @@ fn native_pack<M: Module>(model: &M, path: &Path, preset: Preset) -> Result<(Pac
             ),
         });
     }
+    if matches!(
+        preset,
+        Preset::ClipVitB32Image | Preset::ClipVitB32Text | Preset::TinyVit | Preset::TinyClipText
+    ) {
+        crate::checkpoint::check_clip_activation(path)?;
+    }
     let checkpoint = NativeCheckpoint::read(path)?;
     let maps = crate::keymaps::for_preset(preset);
     let Some(map) = maps.iter().find(|m| m.missing(&checkpoint).is_empty()) else {

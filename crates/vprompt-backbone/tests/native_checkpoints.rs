@@ -373,3 +373,45 @@ fn a_converted_checkpoint_loads_with_the_same_outputs_and_logit_scale() {
         &npy::read(reduced("timm-bit").join("logits.npy")).to_f32(),
     );
 }
+
+/// A CLIP checkpoint whose config names GELU (LAION's ViT-B-32: OpenAI's tensors, another
+/// activation) is refused; with QuickGELU in its config, or no config, it loads.
+#[test]
+fn a_clip_checkpoint_with_another_activation_is_refused() {
+    let device = Device::flex();
+    let dir = tempfile::tempdir().unwrap();
+    let checkpoint = dir.path().join("model.safetensors");
+    std::fs::copy(checkpoint_in(&reduced("transformers-clip")), &checkpoint).unwrap();
+    let config = |act: &str| {
+        format!(r#"{{"vision_config": {{"hidden_act": "{act}"}}, "text_config": {{"hidden_act": "{act}"}}}}"#)
+    };
+    std::fs::write(dir.path().join("config.json"), config("quick_gelu")).unwrap();
+    TextEncoder::load(Preset::TinyClipText, &checkpoint, &device).unwrap();
+    std::fs::write(dir.path().join("config.json"), config("gelu")).unwrap();
+    let message = ImageBackbone::load(Preset::TinyVit, &checkpoint, &device)
+        .unwrap_err()
+        .to_string();
+    assert!(
+        message.contains("hidden_act = \"gelu\"") && message.contains("QuickGELU"),
+        "{message}"
+    );
+
+    let bin = dir.path().join("open_clip_pytorch_model.bin");
+    std::fs::remove_file(dir.path().join("config.json")).unwrap();
+    std::fs::copy(checkpoint_in(&reduced("open-clip")), &bin).unwrap();
+    std::fs::write(
+        dir.path().join("open_clip_config.json"),
+        r#"{"model_cfg": {"embed_dim": 16}}"#,
+    )
+    .unwrap();
+    let message = TextEncoder::load(Preset::TinyClipText, &bin, &device)
+        .unwrap_err()
+        .to_string();
+    assert!(message.contains("quick_gelu"), "{message}");
+    std::fs::write(
+        dir.path().join("open_clip_config.json"),
+        r#"{"model_cfg": {"quick_gelu": true}}"#,
+    )
+    .unwrap();
+    TextEncoder::load(Preset::TinyClipText, &bin, &device).unwrap();
+}

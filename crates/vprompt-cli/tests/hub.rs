@@ -20,7 +20,8 @@ fn workspace() -> PathBuf {
 }
 
 /// The stand-in hub: `GET /<repo>/resolve/<revision>/<file>` for the files in `files`; records
-/// each request's path. Runs until the process ends.
+/// each request's path and counts the checkpoint downloads (whole files, not configs, not the
+/// one-byte metadata requests). Runs until the process ends.
 struct Hub {
     endpoint: String,
     requests: Arc<Mutex<Vec<String>>>,
@@ -65,7 +66,7 @@ fn serve(files: BTreeMap<String, Vec<u8>>) -> Hub {
                         ),
                         None => (0, body.len() - 1),
                     };
-                    if end + 1 - start > 1 {
+                    if end + 1 - start > 1 && !path.ends_with(".json") {
                         count.fetch_add(1, Ordering::SeqCst);
                     }
                     let mut head = format!(
@@ -139,10 +140,25 @@ fn hub_names_download_once_convert_once_and_work_offline() {
             .join("crates/vprompt-backbone/tests/fixtures/native/open-clip/open_clip_pytorch_model.bin"),
     )
     .unwrap();
-    let hub = serve(BTreeMap::from([(
-        "/vprompt-test/tiny-clip/resolve/main/open_clip_pytorch_model.bin".to_string(),
-        checkpoint,
-    )]));
+    let hub = serve(BTreeMap::from([
+        (
+            "/vprompt-test/tiny-clip/resolve/main/open_clip_pytorch_model.bin".to_string(),
+            checkpoint.clone(),
+        ),
+        (
+            "/vprompt-test/tiny-clip/resolve/main/open_clip_config.json".to_string(),
+            br#"{"model_cfg": {"quick_gelu": true}}"#.to_vec(),
+        ),
+        // The same tensors with GELU in their config (as LAION's ViT-B-32): refused.
+        (
+            "/vprompt-test/gelu-clip/resolve/main/open_clip_pytorch_model.bin".to_string(),
+            checkpoint,
+        ),
+        (
+            "/vprompt-test/gelu-clip/resolve/main/open_clip_config.json".to_string(),
+            br#"{"model_cfg": {"embed_dim": 16}}"#.to_vec(),
+        ),
+    ]));
     let home = tempfile::tempdir().unwrap();
     let home_path = home.path().display().to_string();
     let data = workspace()
@@ -170,10 +186,19 @@ fn hub_names_download_once_convert_once_and_work_offline() {
     let repo = home.path().join("hub/models--vprompt-test--tiny-clip");
     assert!(repo.join("refs/main").exists() && repo.join("snapshots").exists());
     for preset in ["tiny-vit", "tiny-clip-text"] {
-        let converted: Vec<_> = std::fs::read_dir(home.path().join("hub/vprompt").join(preset))
+        let dir = home
+            .path()
+            .join("hub/vprompt")
+            .join(preset)
+            .join("models--vprompt-test--tiny-clip");
+        let converted: Vec<_> = std::fs::read_dir(&dir)
             .unwrap()
+            .map(|e| e.unwrap().path())
             .collect();
-        assert_eq!(converted.len(), 1, "{preset}");
+        assert!(
+            converted.len() == 1 && converted[0].extension().is_some_and(|e| e == "bpk"),
+            "{preset}: {converted:?}"
+        );
     }
 
     // Offline, with nothing listening at the endpoint: the same result, from the cache.
@@ -221,6 +246,10 @@ fn hub_names_download_once_convert_once_and_work_offline() {
             "{stderr}"
         );
     }
+    // The config downloaded beside the checkpoint is read: GELU is not the preset's QuickGELU.
+    let out = vprompt(&zero_shot_args("hf:vprompt-test/gelu-clip", &data), &online);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success() && stderr.contains("QuickGELU"), "{stderr}");
     // A repository without any checkpoint file names what it looked for.
     let out = vprompt(&zero_shot_args("hf:vprompt-test/empty", &data), &online);
     let stderr = String::from_utf8_lossy(&out.stderr);
