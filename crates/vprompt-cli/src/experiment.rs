@@ -49,7 +49,7 @@
 //! test_per_class = 20
 //! ```
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Instant;
@@ -304,8 +304,11 @@ pub struct Cell {
     pub n: usize,
 }
 
+/// Names must be non-empty and distinct as directory names ([`slug`]): two names that differ
+/// only in punctuation would share one run directory, and the second would report the first's
+/// result.
 fn unique<'a>(what: &str, key: &str, names: impl Iterator<Item = &'a str>) -> Result<(), ConfigError> {
-    let mut seen = HashSet::new();
+    let mut seen: HashMap<String, &str> = HashMap::new();
     for name in names {
         if name.trim().is_empty() {
             return Err(ConfigError::new(
@@ -313,8 +316,20 @@ fn unique<'a>(what: &str, key: &str, names: impl Iterator<Item = &'a str>) -> Re
                 format!("every {what} needs a non-empty name"),
             ));
         }
-        if !seen.insert(name) {
-            return Err(ConfigError::new(key, format!("two {what}s are named `{name}`")));
+        match seen.insert(slug(name), name) {
+            Some(other) if other == name => {
+                return Err(ConfigError::new(key, format!("two {what}s are named `{name}`")));
+            }
+            Some(other) => {
+                return Err(ConfigError::new(
+                    key,
+                    format!(
+                        "{what}s `{other}` and `{name}` would share the run directory `{}`: rename one",
+                        slug(name)
+                    ),
+                ));
+            }
+            None => {}
         }
     }
     Ok(())
@@ -1086,6 +1101,11 @@ mod tests {
         refuse(
             serde_json::json!({"methods": [{"name": "a", "kind": "unprompted"}, {"name": "a", "kind": "linear-probe"}]}),
             "two methods are named `a`",
+        );
+        // Names that differ only where the directory name does not: one run directory.
+        refuse(
+            serde_json::json!({"methods": [{"name": "VP pad/30", "kind": "unprompted"}, {"name": "VP pad 30", "kind": "linear-probe"}]}),
+            "would share the run directory `VP_pad_30`",
         );
         refuse(
             serde_json::json!({"methods": [{"name": "p", "kind": "visual-prompt", "prompt": {"Padding": {"pad": 200}}}]}),

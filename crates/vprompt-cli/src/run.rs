@@ -360,18 +360,18 @@ impl RunConfig {
             DataFormat::Mnist => mnist(&d.path)?,
             DataFormat::Cifar10 => cifar10(&d.path)?,
             DataFormat::Cifar100 => cifar100(&d.path)?,
-            DataFormat::Folder => Splits {
-                train: image_folder(&d.path, on_error)?,
-                test: image_folder(test_path()?, on_error)?,
-            },
+            DataFormat::Folder => Splits::new(
+                image_folder(&d.path, on_error)?,
+                image_folder(test_path()?, on_error)?,
+            )?,
             DataFormat::Csv => {
                 let classes = d.classes.clone().context("data.classes is required")?;
                 let root = |p: &Path| p.parent().map(Path::to_path_buf).unwrap_or_default();
                 let test = test_path()?;
-                Splits {
-                    train: csv_list(&d.path, root(&d.path), &classes, on_error)?,
-                    test: csv_list(&test, root(&test), &classes, on_error)?,
-                }
+                Splits::new(
+                    csv_list(&d.path, root(&d.path), &classes, on_error)?,
+                    csv_list(&test, root(&test), &classes, on_error)?,
+                )?
             }
         })
     }

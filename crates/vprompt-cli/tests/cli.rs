@@ -156,6 +156,49 @@ fn zero_shot_with_the_tiny_clip_towers() {
     assert!(out.contains("zero-shot on 50 test images"), "{out}");
 }
 
+/// A test folder whose classes differ from the training folder's is refused before anything
+/// trains (labels index the class list: they would be scored against the wrong classes).
+#[test]
+fn folders_with_other_classes_are_refused_before_training() {
+    let dir = tempfile::tempdir().unwrap();
+    let folder = workspace().join("tests/fixtures/rgb-folder");
+    let test = dir.path().join("test");
+    for class in ["cat", "coffee", "tea"] {
+        let from = folder.join(if class == "tea" { "rocket" } else { class });
+        std::fs::create_dir_all(test.join(class)).unwrap();
+        for entry in std::fs::read_dir(&from).unwrap() {
+            let entry = entry.unwrap();
+            std::fs::copy(entry.path(), test.join(class).join(entry.file_name())).unwrap();
+        }
+    }
+    let config = format!(
+        "run_dir = \"{}\"\n[data]\nformat = \"folder\"\npath = \"{}\"\ntest_path = \"{}\"\n",
+        dir.path().join("run").display(),
+        folder.display(),
+        test.display()
+    );
+    std::fs::write(dir.path().join("run.toml"), config).unwrap();
+    fails(
+        &[
+            "train",
+            "--config",
+            &dir.path().join("run.toml").display().to_string(),
+        ],
+        "only",
+    );
+    let out = vprompt(&[
+        "train",
+        "--config",
+        &dir.path().join("run.toml").display().to_string(),
+    ]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("`rocket`") && stderr.contains("`tea`"),
+        "{stderr}"
+    );
+    assert!(!dir.path().join("run/metrics.jsonl").exists(), "nothing trained");
+}
+
 /// A checkpoint as its library saves it works where a `.bpk` file does: both CLIP towers straight
 /// from one open_clip `.bin`, and `import` of a timm `.safetensors` (detected by content).
 #[test]

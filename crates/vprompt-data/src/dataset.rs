@@ -63,7 +63,63 @@ pub struct Splits {
     pub test: Dataset,
 }
 
+impl Splits {
+    /// The two splits, after checking that they have the same class names in the same order
+    /// ([`Dataset::check_same_classes`]): labels are indices into the class list, so a test
+    /// folder with a class more, a class less or another order would otherwise be scored against
+    /// the wrong labels.
+    pub fn new(train: Dataset, test: Dataset) -> Result<Self> {
+        train.check_same_classes(&test)?;
+        Ok(Self { train, test })
+    }
+}
+
 impl Dataset {
+    /// Checks that `other` has the same class names in the same order, naming the classes only
+    /// one side has (or the first position where they differ) otherwise.
+    ///
+    /// # Errors
+    /// [`DataError::ClassMismatch`].
+    pub fn check_same_classes(&self, other: &Dataset) -> Result<()> {
+        if self.classes == other.classes {
+            return Ok(());
+        }
+        let missing = |a: &[String], b: &[String]| -> Vec<String> {
+            a.iter()
+                .filter(|c| !b.contains(c))
+                .map(|c| format!("`{c}`"))
+                .collect()
+        };
+        let (only_self, only_other) = (
+            missing(&self.classes, &other.classes),
+            missing(&other.classes, &self.classes),
+        );
+        let mut parts = Vec::new();
+        if !only_self.is_empty() {
+            parts.push(format!("only {} has {}", self.source, only_self.join(", ")));
+        }
+        if !only_other.is_empty() {
+            parts.push(format!("only {} has {}", other.source, only_other.join(", ")));
+        }
+        if parts.is_empty() {
+            let (i, (a, b)) = self
+                .classes
+                .iter()
+                .zip(&other.classes)
+                .enumerate()
+                .find(|(_, (a, b))| a != b)
+                .expect("equal sets of different order differ somewhere");
+            parts.push(format!(
+                "the same names in another order (label {i} is `{a}` in one, `{b}` in the other)"
+            ));
+        }
+        Err(DataError::ClassMismatch {
+            first: self.source.clone(),
+            second: other.source.clone(),
+            difference: parts.join("; "),
+        })
+    }
+
     /// Number of images.
     pub fn len(&self) -> usize {
         self.images.len()

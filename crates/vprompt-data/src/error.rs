@@ -66,6 +66,17 @@ pub enum DataError {
         /// What is empty.
         what: String,
     },
+    /// Two splits do not have the same class names in the same order, so their labels do not
+    /// mean the same classes.
+    #[error("{first} and {second} have different classes: {difference}")]
+    ClassMismatch {
+        /// The first split's source.
+        first: String,
+        /// The second split's source.
+        second: String,
+        /// What differs: the classes only one side has, or the first position where the order differs.
+        difference: String,
+    },
     /// A split or sampling request cannot be met.
     #[error("invalid split: {0}")]
     InvalidSplit(String),

@@ -277,3 +277,26 @@ fn bad_idx_files_are_named() {
     let err = fashion_mnist(tmp.path()).unwrap_err();
     assert!(err.to_string().contains("train-images-idx3-ubyte"), "{err}");
 }
+
+/// Train and test folders must name the same classes in the same order: labels index the class
+/// list, so a class only in test, a renamed class or another order is an error naming it.
+#[test]
+fn splits_with_other_classes_are_refused() {
+    let train = image_folder(fixtures().join("rgb-folder"), OnError::Fail).unwrap();
+    let renamed = temp_copy_of_folder();
+    std::fs::rename(renamed.path().join("coffee"), renamed.path().join("tea")).unwrap();
+    let test = image_folder(renamed.path(), OnError::Fail).unwrap();
+    let err = Splits::new(train.clone(), test).unwrap_err().to_string();
+    assert!(
+        err.contains("has `coffee`, `rocket`") && err.contains("has `tea`"),
+        "{err}"
+    );
+
+    let mut reordered = train.clone();
+    reordered.classes.swap(0, 1);
+    let err = Splits::new(train.clone(), reordered).unwrap_err().to_string();
+    assert!(err.contains("another order") && err.contains("label 0"), "{err}");
+
+    let splits = Splits::new(train.clone(), train).unwrap();
+    assert_eq!(splits.train.classes, splits.test.classes);
+}

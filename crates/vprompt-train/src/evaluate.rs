@@ -8,7 +8,7 @@ use vprompt_data::BatchLoader;
 use vprompt_prompt::Phase;
 
 use crate::classifier::PromptedClassifier;
-use crate::error::Result;
+use crate::error::{Result, TrainError};
 
 /// Accuracy of a classifier on a dataset.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -112,6 +112,17 @@ pub fn evaluate_with<B: Backbone>(
     prompted: bool,
     task: &mut dyn Task,
 ) -> Result<Evaluation> {
+    // Labels index the model's classes: another class count would score against wrong classes
+    // (or past the end of the tally).
+    let classes = &loader.data().classes;
+    if classes.len() != classifier.num_classes() {
+        return Err(TrainError::Mismatch(format!(
+            "{} has {} classes, the model {}",
+            loader.data().source,
+            classes.len(),
+            classifier.num_classes()
+        )));
+    }
     let mut tally = Tally::new(classifier.num_classes());
     for (k, batch) in loader.epoch(0, 0, device).enumerate() {
         let logits = if prompted {
