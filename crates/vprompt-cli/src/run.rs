@@ -430,6 +430,7 @@ impl RunConfig {
         let data = self.prepare_data(prompt.input_size(), progress.as_ref())?;
         let head = self.head(&backbone, &data.train.classes, device)?;
         let classifier = PromptedClassifier::new(prompt, backbone, head)?;
+        self.check_same_run(&data.train.classes)?;
         std::fs::create_dir_all(&self.run_dir)
             .with_context(|| format!("cannot create {}", self.run_dir.display()))?;
         write(
@@ -451,12 +452,87 @@ impl RunConfig {
         })
     }
 
+    /// Before anything is written: a run directory that holds a run already is resumed only by
+    /// the identical run config and classes; anything else is refused with the settings that
+    /// differ (a prompt of another size or other data would otherwise "resume" the old run and
+    /// report its prompt).
+    fn check_same_run(&self, classes: &[String]) -> anyhow::Result<()> {
+        let path = self.run_dir.join(RUN_FILE);
+        let existing = match std::fs::read_to_string(&path) {
+            Ok(text) => text,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                if self.run_dir.join("checkpoint.json").exists() || self.run_dir.join("checkpoints").exists()
+                {
+                    anyhow::bail!(
+                        "{} holds checkpoints but no {RUN_FILE}: it is not a run this tool can resume; \
+                         use a new run_dir (or remove this one)",
+                        self.run_dir.display()
+                    );
+                }
+                return Ok(());
+            }
+            Err(e) => return Err(e).with_context(|| format!("cannot read {}", path.display())),
+        };
+        let mut old: serde_json::Value = serde_json::from_str(&existing)
+            .with_context(|| format!("{} is not a run config; use a new run_dir", path.display()))?;
+        let mut new = serde_json::to_value(self).expect("run configs serialise");
+        // Where the directory is named from (relative, absolute, moved) is not a setting.
+        for config in [&mut old, &mut new] {
+            if let Some(map) = config.as_object_mut() {
+                map.remove("run_dir");
+            }
+        }
+        let mut differences = Vec::new();
+        json_differences(&old, &new, String::new(), &mut differences);
+        if !differences.is_empty() {
+            anyhow::bail!(
+                "{} holds another run ({}); use a new run_dir, or the same settings to resume it",
+                self.run_dir.display(),
+                differences.join("; ")
+            );
+        }
+        if let Ok(recorded) = class_names(&self.run_dir)
+            && recorded != classes
+        {
+            anyhow::bail!(
+                "{} was trained on the classes {recorded:?}, the data now has {classes:?}; use a new run_dir",
+                self.run_dir.display()
+            );
+        }
+        Ok(())
+    }
+
     /// Reads the config a training run wrote to its directory.
     pub fn from_run_dir(dir: &Path) -> anyhow::Result<Self> {
         let path = dir.join(RUN_FILE);
         let text =
             std::fs::read_to_string(&path).with_context(|| format!("cannot read {}", path.display()))?;
         serde_json::from_str(&text).with_context(|| format!("{} is not a run config", path.display()))
+    }
+}
+
+/// The leaf settings where `old` and `new` differ, as `key.path: old -> new`.
+fn json_differences(old: &serde_json::Value, new: &serde_json::Value, at: String, out: &mut Vec<String>) {
+    use serde_json::Value;
+    match (old, new) {
+        (Value::Object(a), Value::Object(b)) => {
+            let keys: std::collections::BTreeSet<&String> = a.keys().chain(b.keys()).collect();
+            for key in keys {
+                let path = if at.is_empty() {
+                    key.clone()
+                } else {
+                    format!("{at}.{key}")
+                };
+                json_differences(
+                    a.get(key).unwrap_or(&Value::Null),
+                    b.get(key).unwrap_or(&Value::Null),
+                    path,
+                    out,
+                );
+            }
+        }
+        (a, b) if a != b => out.push(format!("{at}: {a} -> {b}")),
+        _ => {}
     }
 }
 

@@ -199,6 +199,51 @@ fn folders_with_other_classes_are_refused_before_training() {
     assert!(!dir.path().join("run/metrics.jsonl").exists(), "nothing trained");
 }
 
+/// A run directory is resumed only by the same run: another prompt size is refused before
+/// anything is written, naming the setting; a directory with checkpoints but no run config is
+/// refused, never trained over.
+#[test]
+fn a_run_directory_resumes_only_its_own_run() {
+    let dir = tempfile::tempdir().unwrap();
+    let weights = fixture("native/transformers-clip/model.safetensors");
+    let data = workspace()
+        .join("tests/fixtures/fashion-mnist")
+        .display()
+        .to_string();
+    let run = dir.path().join("run");
+    let config = |pad: usize| {
+        format!(
+            "run_dir = \"{}\"\n[data]\nformat = \"fashion-mnist\"\npath = \"{data}\"\nfew_shot = 4\ntest_per_class = 2\n\
+             [backbone]\npreset = \"tiny-vit\"\nweights = \"{weights}\"\ntext_preset = \"tiny-clip-text\"\n\
+             text_weights = \"{weights}\"\n[prompt]\nPadding = {{ pad = {pad} }}\n[training]\nepochs = 1\n",
+            run.display()
+        )
+    };
+    let file = |name: &str, pad: usize| {
+        let path = dir.path().join(name);
+        std::fs::write(&path, config(pad)).unwrap();
+        path.display().to_string()
+    };
+    let (four, six) = (file("four.toml", 4), file("six.toml", 4 + 2));
+    ok(&["train", "--config", &four, "--quiet"]);
+    let recorded = std::fs::read(run.join("run.json")).unwrap();
+    fails(
+        &["train", "--config", &six, "--quiet"],
+        "prompt.Padding.pad: 4 -> 6",
+    );
+    assert_eq!(
+        std::fs::read(run.join("run.json")).unwrap(),
+        recorded,
+        "nothing rewritten"
+    );
+    ok(&["train", "--config", &four, "--quiet"]);
+    std::fs::remove_file(run.join("run.json")).unwrap();
+    fails(
+        &["train", "--config", &four, "--quiet"],
+        "holds checkpoints but no run.json",
+    );
+}
+
 /// A checkpoint as its library saves it works where a `.bpk` file does: both CLIP towers straight
 /// from one open_clip `.bin`, and `import` of a timm `.safetensors` (detected by content).
 #[test]
