@@ -36,12 +36,21 @@ pub fn generate(onnx: &Path) -> Result<Generated> {
         source,
     };
     let onnx = std::fs::canonicalize(onnx).map_err(io)?;
-    onnx_ir::OnnxGraphBuilder::new()
-        .parse_file(&onnx)
-        .map_err(|e| BackboneError::InvalidOnnx {
+    let graph =
+        onnx_ir::OnnxGraphBuilder::new()
+            .parse_file(&onnx)
+            .map_err(|e| BackboneError::InvalidOnnx {
+                path: onnx.clone(),
+                reason: e.to_string(),
+            })?;
+    // An empty (or truncated-to-nothing) file parses as an empty protobuf: say so, rather than
+    // report that its (empty) code differs from a preset's.
+    if graph.nodes.is_empty() {
+        return Err(BackboneError::InvalidOnnx {
             path: onnx.clone(),
-            reason: e.to_string(),
-        })?;
+            reason: "the file holds no graph (empty, or not an ONNX model)".into(),
+        });
+    }
     let dir = tempfile::tempdir().map_err(io)?;
     // A fixed input name makes the output names (and the code) independent of the file's name.
     let input = dir.path().join("model.onnx");

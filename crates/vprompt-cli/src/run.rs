@@ -279,6 +279,18 @@ impl RunConfig {
                 format!("`{t}` has no `{{}}` for the class name"),
             ));
         }
+        for (key, value) in [
+            ("data.few_shot", d.few_shot),
+            ("data.validation_per_class", d.validation_per_class),
+            ("data.test_per_class", d.test_per_class),
+        ] {
+            if value == Some(0) {
+                return Err(ConfigError::new(
+                    key,
+                    "must be at least 1 image per class (or left out for all)",
+                ));
+            }
+        }
         if !(d.validation > 0.0 && d.validation < 1.0) {
             return Err(ConfigError::new(
                 "data.validation",

@@ -603,6 +603,16 @@ fn config_errors_name_the_key_and_are_refused_before_training() {
         write("c.toml", training);
         fails(&["train", "--config", &path("c.toml")], needle);
     }
+    // Zero images per class is named as the setting it is, not as a few-shot problem.
+    let config = format!(
+        "run_dir = \"{}\"\n[data]\nformat = \"fashion-mnist\"\npath = \"{data}\"\ntest_per_class = 0\n",
+        path("r")
+    );
+    std::fs::write(dir.path().join("t.toml"), config).unwrap();
+    fails(
+        &["train", "--config", &path("t.toml")],
+        "data.test_per_class: must be at least 1",
+    );
     assert!(
         !dir.path().join("r").exists(),
         "nothing was written for a refused config"

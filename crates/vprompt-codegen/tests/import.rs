@@ -184,6 +184,15 @@ fn imports_of_the_wrong_thing_are_refused() {
         "{err}"
     );
 
+    // An empty file is not "a graph that differs".
+    let empty = dir.path().join("empty.onnx");
+    std::fs::write(&empty, b"").unwrap();
+    let err = import_weights(Preset::TinyResNet, &empty, &out).unwrap_err();
+    assert!(
+        matches!(err, BackboneError::InvalidOnnx { .. }) && err.to_string().contains("holds no graph"),
+        "{err}"
+    );
+
     let garbage = dir.path().join("garbage.onnx");
     std::fs::write(&garbage, b"definitely not protobuf").unwrap();
     let err = import_weights(Preset::TinyResNet, &garbage, &out).unwrap_err();

@@ -105,14 +105,25 @@ fn concat(parts: Vec<Dataset>, source: String) -> Dataset {
     }
 }
 
-fn class_names(path: &Path, fallback: &[&str]) -> Result<Vec<String>> {
+/// The class names in `path` (one per line), which must be `expected` many: a short or long names
+/// file is its own error, not a label out of range in the first batch file.
+fn class_names(path: &Path, fallback: &[&str], expected: usize) -> Result<Vec<String>> {
     match std::fs::read_to_string(path) {
-        Ok(text) => Ok(text
-            .lines()
-            .map(str::trim)
-            .filter(|l| !l.is_empty())
-            .map(String::from)
-            .collect()),
+        Ok(text) => {
+            let names: Vec<String> = text
+                .lines()
+                .map(str::trim)
+                .filter(|l| !l.is_empty())
+                .map(String::from)
+                .collect();
+            if names.len() != expected {
+                return Err(DataError::Format {
+                    path: path.to_path_buf(),
+                    reason: format!("names {} classes, the dataset has {expected}", names.len()),
+                });
+            }
+            Ok(names)
+        }
         Err(e) if e.kind() == std::io::ErrorKind::NotFound && !fallback.is_empty() => {
             Ok(fallback.iter().map(|c| c.to_string()).collect())
         }
@@ -127,7 +138,11 @@ fn class_names(path: &Path, fallback: &[&str]) -> Result<Vec<String>> {
 /// `test_batch.bin`, optional `batches.meta.txt`): 50,000 train and 10,000 test images.
 pub fn cifar10(dir: impl AsRef<Path>) -> Result<Splits> {
     let dir = dir.as_ref();
-    let classes = class_names(&dir.join("batches.meta.txt"), &CIFAR10_CLASSES)?;
+    let classes = class_names(
+        &dir.join("batches.meta.txt"),
+        &CIFAR10_CLASSES,
+        CIFAR10_CLASSES.len(),
+    )?;
     let train = (1..=5)
         .map(|k| {
             read_cifar_file(
@@ -147,7 +162,7 @@ pub fn cifar10(dir: impl AsRef<Path>) -> Result<Splits> {
 /// labels: 50,000 train and 10,000 test images of 100 classes.
 pub fn cifar100(dir: impl AsRef<Path>) -> Result<Splits> {
     let dir = dir.as_ref();
-    let classes = class_names(&dir.join("fine_label_names.txt"), &[])?;
+    let classes = class_names(&dir.join("fine_label_names.txt"), &[], 100)?;
     Ok(Splits {
         train: read_cifar_file(dir.join("train.bin"), CifarFormat::Cifar100, &classes)?,
         test: read_cifar_file(dir.join("test.bin"), CifarFormat::Cifar100, &classes)?,

@@ -81,7 +81,19 @@ pub fn read_idx(images: impl AsRef<Path>, labels: impl AsRef<Path>, classes: &[&
             reason: format!("image dimensions {rows}x{cols} have an empty side"),
         });
     }
-    let expected = 16 + count * rows * cols;
+    // A header's sizes are untrusted: their product may not fit in memory, or in a usize.
+    let Some(expected) = count
+        .checked_mul(rows)
+        .and_then(|n| n.checked_mul(cols))
+        .and_then(|n| n.checked_add(16))
+    else {
+        return Err(DataError::Format {
+            path: images.to_path_buf(),
+            reason: format!(
+                "header promises {count} images of {rows}x{cols}, more bytes than any file can hold (a damaged header?)"
+            ),
+        });
+    };
     if image_bytes.len() != expected {
         return Err(DataError::Format {
             path: images.to_path_buf(),

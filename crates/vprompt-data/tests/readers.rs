@@ -260,6 +260,12 @@ fn bad_idx_files_are_named() {
         "labels",
     );
     check(vec![0, 0], idx_labels(0x801, &[1, 2]), "too short");
+    // Sizes whose product overflows: named as a damaged header, not as an empty file.
+    check(
+        idx_images(0x803, u32::MAX, u32::MAX, u32::MAX, 8),
+        idx_labels(0x801, &[1, 2]),
+        "more bytes than any file can hold",
+    );
     // A damaged gzip stream.
     let good = std::fs::read(fixtures().join("fashion-mnist/train-images-idx3-ubyte.gz")).unwrap();
     std::fs::write(&images, &good[..good.len() / 2]).unwrap();
@@ -299,4 +305,27 @@ fn splits_with_other_classes_are_refused() {
 
     let splits = Splits::new(train.clone(), train).unwrap();
     assert_eq!(splits.train.classes, splits.test.classes);
+}
+
+/// A class-names file with too few or too many names is named itself, not blamed on the first
+/// batch file's labels.
+#[test]
+fn a_short_cifar_names_file_is_named() {
+    let tmp = tempfile::tempdir().unwrap();
+    std::fs::write(
+        tmp.path().join("batches.meta.txt"),
+        "airplane\nautomobile\nbird\n",
+    )
+    .unwrap();
+    let err = cifar10(tmp.path()).unwrap_err().to_string();
+    assert!(
+        err.contains("batches.meta.txt") && err.contains("names 3 classes, the dataset has 10"),
+        "{err}"
+    );
+    std::fs::write(tmp.path().join("fine_label_names.txt"), "apple\n").unwrap();
+    let err = cifar100(tmp.path()).unwrap_err().to_string();
+    assert!(
+        err.contains("fine_label_names.txt") && err.contains("has 100"),
+        "{err}"
+    );
 }
