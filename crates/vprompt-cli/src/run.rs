@@ -485,8 +485,10 @@ impl RunConfig {
             }
             Err(e) => return Err(e).with_context(|| format!("cannot read {}", path.display())),
         };
-        let mut old: serde_json::Value = serde_json::from_str(&existing)
+        // Read typed, so that settings added since it was written compare as their defaults.
+        let old: RunConfig = serde_json::from_str(&existing)
             .with_context(|| format!("{} is not a run config; use a new run_dir", path.display()))?;
+        let mut old = serde_json::to_value(old).expect("run configs serialise");
         let mut new = serde_json::to_value(self).expect("run configs serialise");
         // Where the directory is named from (relative, absolute, moved) is not a setting.
         for config in [&mut old, &mut new] {

@@ -79,6 +79,10 @@ vprompt_core::config! {
         pub eval_every: usize = 1,
         /// Plain-line progress: a line every this many steps (0: only per epoch).
         pub log_every: u64 = 50,
+        /// The run stops with an error when a prompt value's magnitude exceeds this after an
+        /// epoch: a diverged run (a normal one stays within a few units of the normalised input
+        /// range), reported with its step, the last good checkpoint kept.
+        pub divergence_limit: f64 = 1000.0,
         /// A data-driven label mapping (FLM, ILM, BLM, BLM+) fitted before the first epoch and
         /// refitted as it says, replacing the classifier's; `None` keeps the classifier's mapping.
         pub mapping: Option<LabelMappingConfig> = None,
@@ -188,6 +192,7 @@ impl TrainingConfig {
         ConfigError::at_least_one("batch_size", self.batch_size as u64)?;
         ConfigError::positive("learning_rate", self.learning_rate)?;
         ConfigError::at_least_one("eval_every", self.eval_every as u64)?;
+        ConfigError::positive("divergence_limit", self.divergence_limit)?;
         match &self.optimizer {
             OptimizerConfig::Sgd {
                 momentum,

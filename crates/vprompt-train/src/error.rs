@@ -38,6 +38,22 @@ pub enum TrainError {
         /// Epoch (1-based).
         epoch: usize,
     },
+    /// A learned value grew past the divergence limit; the last good checkpoint is intact.
+    #[error(
+        "the prompt diverged: a value reached {value:.3e} after epoch {epoch} (step {step}), past the \
+         limit {limit} (`divergence_limit`); training stopped, the last good checkpoint is intact: \
+         lower the learning rate and resume, or raise the limit"
+    )]
+    Diverged {
+        /// The largest magnitude.
+        value: f64,
+        /// The limit.
+        limit: f64,
+        /// Epoch (1-based).
+        epoch: usize,
+        /// Global optimisation step.
+        step: u64,
+    },
     /// A run directory or checkpoint file could not be read or written.
     #[error("{path}: {source}")]
     Io {

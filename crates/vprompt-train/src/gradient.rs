@@ -184,6 +184,11 @@ impl<B: Backbone> Method for GradientMethod<B> {
         evaluate_with(&self.classifier.valid(), valid, &self.device, true, task)
     }
 
+    fn largest_value(&self) -> Option<f64> {
+        let stats = self.prompt().statistics();
+        Some(stats.min.abs().max(stats.max.abs()))
+    }
+
     fn selected(&self) -> (Prompt, Mapping) {
         (self.prompt().valid(), self.classifier.mapping.clone())
     }

@@ -71,6 +71,7 @@ impl LoopConfig for LinearProbeConfig {
             seed: self.seed,
             eval_every: 1,
             log_every: self.log_every,
+            divergence_limit: None,
         }
     }
 }

@@ -228,6 +228,87 @@ fn a_non_finite_loss_stops_the_run_and_keeps_the_checkpoint() {
     );
 }
 
+/// A prompt that grows past `divergence_limit` stops the run after that epoch, naming the step,
+/// and the last good checkpoint (the epoch before) is kept.
+#[test]
+fn a_diverging_prompt_stops_the_run_and_keeps_the_last_good_checkpoint() {
+    let device = Device::flex();
+    let (train, valid, _) = common::fmnist_32();
+    let (train, valid) = (common::subset(&train, 96), common::subset(&valid, 32));
+    let sgd = OptimizerConfig::Sgd {
+        momentum: 0.0,
+        dampening: 0.0,
+        weight_decay: 0.0,
+    };
+    // From the second epoch the learning rate is 10,000 times larger.
+    let config = |epochs: usize| {
+        TrainingConfig::new(
+            epochs,
+            0.5,
+            sgd.clone(),
+            ScheduleConfig::MultiStep {
+                milestones: vec![0.34],
+                gamma: 1e4,
+            },
+        )
+        .with_batch_size(32)
+        .with_log_every(0)
+    };
+    let largest = |dir: &std::path::Path| {
+        let checkpoint = RunDir::create(dir)
+            .unwrap()
+            .load_checkpoint(&device)
+            .unwrap()
+            .unwrap();
+        let values = to_vec(checkpoint.prompt.perturbation(Phase::Eval { batch: 0 }));
+        (
+            checkpoint.state.epochs_done,
+            values.iter().fold(0.0f64, |m, v| m.max(f64::from(v.abs()))),
+        )
+    };
+    // The same run stopped early in the second epoch: its checkpoint after the first epoch says
+    // how large a sane prompt is here.
+    let first = tempfile::tempdir().unwrap();
+    let _ = Trainer::new(config(3), &device)
+        .with_run_dir(first.path())
+        .quiet(true)
+        .stop_after_steps(4)
+        .train(
+            classifier(FullImagePromptConfig::new(), &device),
+            train.clone(),
+            valid.clone(),
+        );
+    let (done, sane) = largest(first.path());
+    assert_eq!(done, 1);
+    assert!(sane > 0.0 && sane.is_finite());
+
+    let dir = tempfile::tempdir().unwrap();
+    let err = Trainer::new(config(3).with_divergence_limit(2.0 * sane), &device)
+        .with_run_dir(dir.path())
+        .quiet(true)
+        .train(classifier(FullImagePromptConfig::new(), &device), train, valid)
+        .unwrap_err();
+    let TrainError::Diverged {
+        epoch, step, value, ..
+    } = err
+    else {
+        panic!("{err}")
+    };
+    assert!(
+        epoch == 2 && step == 6 && value > 2.0 * sane,
+        "epoch {epoch} step {step} value {value}"
+    );
+    assert!(err.to_string().contains("divergence_limit"), "{err}");
+    assert_eq!(
+        largest(dir.path()),
+        (1, sane),
+        "the first epoch's checkpoint is kept"
+    );
+
+    let invalid = config(1).with_divergence_limit(0.0).validate().unwrap_err();
+    assert!(invalid.to_string().contains("divergence_limit"), "{invalid}");
+}
+
 #[test]
 fn iterative_mapping_is_refitted_and_saved() {
     let device = Device::flex();

@@ -48,6 +48,9 @@ vprompt_core::config! {
         /// Most images per call to the model: the perturbed copies of a batch are sent in chunks of
         /// this size.
         pub query_batch: usize = 256,
+        /// The run stops with an error when a prompt value's magnitude exceeds this after an
+        /// epoch (see `TrainingConfig::divergence_limit`).
+        pub divergence_limit: f64 = 1000.0,
     }
 }
 
@@ -58,6 +61,7 @@ impl BlackBoxConfig {
         ConfigError::at_least_one("batch_size", self.batch_size as u64)?;
         ConfigError::at_least_one("eval_every", self.eval_every as u64)?;
         ConfigError::at_least_one("query_batch", self.query_batch as u64)?;
+        ConfigError::positive("divergence_limit", self.divergence_limit)?;
         if let Some(budget) = self.query_budget {
             ConfigError::at_least_one("query_budget", budget)?;
         }
@@ -275,6 +279,11 @@ impl<M: BlackBoxModel + ?Sized> Method for ZerothOrderMethod<'_, M> {
             evaluate_black_box_with(&mut *self.model, &self.prompt, valid, &self.device, true, task)?;
         self.queries.validation += spent;
         Ok(evaluation)
+    }
+
+    fn largest_value(&self) -> Option<f64> {
+        let stats = self.prompt.statistics();
+        Some(stats.min.abs().max(stats.max.abs()))
     }
 
     fn selected(&self) -> Prompt {

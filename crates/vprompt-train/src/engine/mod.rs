@@ -58,6 +58,7 @@ macro_rules! loop_config {
                     seed: self.seed,
                     eval_every: self.eval_every,
                     log_every: self.log_every,
+                    divergence_limit: Some(self.divergence_limit),
                 }
             }
         }
@@ -78,6 +79,9 @@ pub(crate) struct LoopSettings {
     pub eval_every: usize,
     /// Plain-line progress: a line every this many steps.
     pub log_every: u64,
+    /// The run stops when a learned value's magnitude exceeds this after an epoch
+    /// ([`Method::largest_value`]); `None`: never.
+    pub divergence_limit: Option<f64>,
 }
 
 /// Where a step is in the run.
@@ -176,6 +180,11 @@ pub(crate) trait Method {
     fn load_selected(&self, dir: &Path) -> Result<Self::Selected>;
     /// Queries spent so far (black-box methods only).
     fn queries(&self) -> Option<Queries> {
+        None
+    }
+    /// The largest magnitude among the learned values (a prompt's), for divergence checks;
+    /// `None` for methods whose values have no natural range.
+    fn largest_value(&self) -> Option<f64> {
         None
     }
     /// The status shown beside a step's progress.
@@ -352,6 +361,17 @@ pub(crate) fn run<C: LoopConfig, M: Method>(
         }
         if exhausted && taken == 0 {
             break;
+        }
+        // Before this epoch's checkpoint: a diverged state is never saved over the last good one.
+        if let (Some(limit), Some(value)) = (settings.divergence_limit, method.largest_value())
+            && (value.is_nan() || value > limit)
+        {
+            return Err(TrainError::Diverged {
+                value,
+                limit,
+                epoch: epoch + 1,
+                step: state.step,
+            });
         }
         let train_eval = tally.finish();
         let seconds = started.elapsed().as_secs_f64();
