@@ -8,14 +8,39 @@ use crate::error::{DataError, Result, io};
 
 const EXTENSIONS: [&str; 3] = ["png", "jpg", "jpeg"];
 
-/// Decodes a PNG or JPEG file: grey images stay 1-channel, everything else becomes RGB.
+/// The most memory decoding one image may allocate (512 MiB): a tiny file whose header claims a
+/// huge image is an error naming the file, not an abort.
+pub const MAX_DECODED_BYTES: u64 = 512 << 20;
+
+/// Decodes a PNG or JPEG file: grey images stay 1-channel, everything else becomes RGB. A
+/// truncated file is an error, and so is one that would need more than [`MAX_DECODED_BYTES`].
 pub fn decode_image(path: impl AsRef<Path>) -> Result<RawImage> {
     let path = path.as_ref();
     let bytes = std::fs::read(path).map_err(io(path))?;
-    let decoded = image::load_from_memory(&bytes).map_err(|e| DataError::Decode {
+    // A JPEG cut short decodes "successfully" into made-up grey pixels: its entropy-coded data
+    // cannot contain the end-of-image marker, so a file whose tail lacks it is truncated.
+    if bytes.starts_with(&[0xFF, 0xD8, 0xFF])
+        && !bytes[bytes.len().saturating_sub(4096)..]
+            .windows(2)
+            .any(|w| w == [0xFF, 0xD9])
+    {
+        return Err(DataError::Decode {
+            path: path.to_path_buf(),
+            reason: "truncated JPEG: no end-of-image marker".into(),
+        });
+    }
+    // Whatever size the header claims, decoding allocates at most MAX_DECODED_BYTES.
+    let mut limits = image::Limits::default();
+    limits.max_alloc = Some(MAX_DECODED_BYTES);
+    let decode_error = |reason: String| DataError::Decode {
         path: path.to_path_buf(),
-        reason: e.to_string(),
-    })?;
+        reason,
+    };
+    let mut reader = image::ImageReader::new(std::io::Cursor::new(&bytes))
+        .with_guessed_format()
+        .map_err(|e| decode_error(e.to_string()))?;
+    reader.limits(limits);
+    let decoded = reader.decode().map_err(|e| decode_error(e.to_string()))?;
     let (width, height) = (decoded.width() as usize, decoded.height() as usize);
     let (channels, pixels) = match decoded.color() {
         image::ColorType::L8 | image::ColorType::L16 | image::ColorType::La8 | image::ColorType::La16 => {

@@ -46,9 +46,9 @@ pub use batch::{Batch, BatchIter, BatchLoader, HostBatch};
 pub use cifar::{CIFAR10_CLASSES, CifarFormat, cifar10, cifar100, read_cifar_file};
 pub use dataset::{Dataset, OnError, RawImage, SkippedFile, Splits};
 pub use error::{DataError, Result};
-pub use folder::{csv_list, decode_image, image_folder, save_image};
+pub use folder::{MAX_DECODED_BYTES, csv_list, decode_image, image_folder, save_image};
 pub use idx::{FASHION_MNIST_CLASSES, MNIST_CLASSES, fashion_mnist, mnist, read_idx, read_idx_dir};
 pub use prepare::{
-    Filter, Fit, PreparedDataset, Preprocess, cache_key, prepare, prepare_cached, prepare_cached_with,
-    prepare_with,
+    Filter, Fit, MAX_RESIZED_PIXELS, PreparedDataset, Preprocess, cache_key, prepare, prepare_cached,
+    prepare_cached_with, prepare_with,
 };

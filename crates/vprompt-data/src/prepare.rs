@@ -138,9 +138,15 @@ impl PreparedDataset {
     }
 }
 
-fn resize_one(image: &RawImage, p: &Preprocess, channels: usize) -> Vec<u8> {
+/// The most pixels an image is resized to before cropping (64 Mi: 192 MiB of RGB). Centre
+/// cropping resizes the whole image so that its shorter side is the crop's; an image of extreme
+/// aspect ratio (100,000 x 1) would otherwise ask for gigabytes.
+pub const MAX_RESIZED_PIXELS: usize = 1 << 26;
+
+/// `[width, height]` an image is resized to before cropping.
+fn resized_size(image: &RawImage, p: &Preprocess) -> (usize, usize) {
     let [h, w] = p.size;
-    let (rw, rh) = match p.fit {
+    match p.fit {
         Fit::Stretch => (w, h),
         Fit::CenterCrop { shorter_side } => {
             let scale = shorter_side as f64 / image.width.min(image.height) as f64;
@@ -150,7 +156,12 @@ fn resize_one(image: &RawImage, p: &Preprocess, channels: usize) -> Vec<u8> {
             );
             (rw.max(w), rh.max(h))
         }
-    };
+    }
+}
+
+fn resize_one(image: &RawImage, p: &Preprocess, channels: usize) -> Vec<u8> {
+    let [h, w] = p.size;
+    let (rw, rh) = resized_size(image, p);
     let (left, top) = ((rw - w) / 2, (rh - h) / 2);
     let resized = resample::resize(
         &image.pixels,
@@ -199,6 +210,19 @@ pub fn prepare_with(
     } else {
         3
     };
+    for (index, image) in dataset.images.iter().enumerate() {
+        let (rw, rh) = resized_size(image, preprocess);
+        if rw.saturating_mul(rh) > MAX_RESIZED_PIXELS {
+            return Err(DataError::Format {
+                path: dataset.source.clone().into(),
+                reason: format!(
+                    "image {index} is {}x{}: {:?} would resize it to {rw}x{rh} pixels, more than the \
+                     bound of {MAX_RESIZED_PIXELS} (MAX_RESIZED_PIXELS); crop it or leave it out",
+                    image.width, image.height, preprocess.fit
+                ),
+            });
+        }
+    }
     let mut resized: Vec<Vec<u8>> = Vec::with_capacity(dataset.len());
     for chunk in dataset.images.chunks(PROGRESS_CHUNK) {
         resized.par_extend(

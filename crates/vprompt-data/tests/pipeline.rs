@@ -251,3 +251,29 @@ fn epochs_batches_resume_and_prefetch() {
     assert_eq!(dropped.epoch(0, 0, &device).count(), 10);
     assert!(BatchLoader::new(l.data().clone(), 0).is_err());
 }
+
+/// Centre-cropping an image of extreme aspect ratio would resize it to gigabytes: the preparation
+/// refuses it, naming the image, before allocating.
+#[test]
+fn an_extreme_aspect_ratio_is_refused_before_allocating() {
+    let dataset = Dataset {
+        source: "thin".into(),
+        images: vec![RawImage {
+            width: 100_000,
+            height: 1,
+            channels: 1,
+            pixels: vec![128; 100_000],
+        }],
+        labels: vec![0],
+        classes: vec!["a".into()],
+        skipped: Vec::new(),
+    };
+    let err = prepare(&dataset, &Preprocess::center_crop([224, 224], 256)).unwrap_err();
+    assert!(
+        err.to_string().contains("image 0 is 100000x1") && err.to_string().contains("MAX_RESIZED_PIXELS"),
+        "{err}"
+    );
+    // Stretching it is bounded by the target size and works.
+    let prepared = prepare(&dataset, &Preprocess::stretch([32, 32])).unwrap();
+    assert_eq!(prepared.size, [32, 32]);
+}

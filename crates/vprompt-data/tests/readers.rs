@@ -329,3 +329,65 @@ fn a_short_cifar_names_file_is_named() {
         "{err}"
     );
 }
+
+/// A JPEG cut to a third is an error (or a counted skip), not an image of made-up grey pixels;
+/// the whole file still decodes.
+#[test]
+fn a_truncated_jpeg_is_refused() {
+    let tmp = temp_copy_of_folder();
+    let jpeg = std::fs::read(tmp.path().join("cat/cat1.jpg")).unwrap();
+    decode_image(tmp.path().join("cat/cat1.jpg")).unwrap();
+    std::fs::write(tmp.path().join("cat/cut.jpg"), &jpeg[..jpeg.len() * 35 / 100]).unwrap();
+    let err = decode_image(tmp.path().join("cat/cut.jpg")).unwrap_err();
+    assert!(err.to_string().contains("truncated JPEG"), "{err}");
+    let skipped = image_folder(tmp.path(), OnError::Skip).unwrap();
+    assert_eq!(skipped.skipped.len(), 1);
+    assert!(skipped.skipped[0].path.ends_with("cat/cut.jpg"));
+}
+
+/// CRC-32 (PNG's chunk checksum), bitwise.
+fn crc32(bytes: &[u8]) -> u32 {
+    let mut crc = !0u32;
+    for &b in bytes {
+        crc ^= u32::from(b);
+        for _ in 0..8 {
+            crc = if crc & 1 == 1 {
+                (crc >> 1) ^ 0xEDB8_8320
+            } else {
+                crc >> 1
+            };
+        }
+    }
+    !crc
+}
+
+/// A PNG of a few dozen bytes whose header claims 60,000 x 60,000 RGB pixels (10 GB) is an
+/// error naming the file, before anything that size is allocated.
+#[test]
+fn a_tiny_file_claiming_a_huge_image_is_refused() {
+    let tmp = tempfile::tempdir().unwrap();
+    let mut png = b"\x89PNG\r\n\x1a\n".to_vec();
+    let mut ihdr = b"IHDR".to_vec();
+    ihdr.extend_from_slice(&60_000u32.to_be_bytes());
+    ihdr.extend_from_slice(&60_000u32.to_be_bytes());
+    ihdr.extend_from_slice(&[8, 2, 0, 0, 0]); // 8-bit RGB
+    png.extend_from_slice(&13u32.to_be_bytes());
+    png.extend_from_slice(&ihdr);
+    png.extend_from_slice(&crc32(&ihdr).to_be_bytes());
+    // A few bytes of image data: the decoder reads up to here before it sizes its buffer.
+    let idat = b"IDAT\x78\x9c\x03\x00";
+    png.extend_from_slice(&4u32.to_be_bytes());
+    png.extend_from_slice(idat);
+    png.extend_from_slice(&crc32(idat).to_be_bytes());
+    png.extend_from_slice(&0u32.to_be_bytes());
+    png.extend_from_slice(b"IEND");
+    png.extend_from_slice(&crc32(b"IEND").to_be_bytes());
+    let path = tmp.path().join("huge.png");
+    std::fs::write(&path, &png).unwrap();
+    let err = decode_image(&path).unwrap_err();
+    assert!(
+        matches!(err, DataError::Decode { ref path, .. } if path.ends_with("huge.png"))
+            && err.to_string().to_lowercase().contains("limit"),
+        "{err}"
+    );
+}
