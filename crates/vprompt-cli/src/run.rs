@@ -550,8 +550,13 @@ fn json_differences(old: &serde_json::Value, new: &serde_json::Value, at: String
     }
 }
 
+/// Writes through a temporary file and a rename: a run killed meanwhile leaves the old file or
+/// the new one, never half of one (a half `run.json` would make the run unresumable).
 fn write(path: &Path, text: &str) -> anyhow::Result<()> {
-    std::fs::write(path, text).with_context(|| format!("cannot write {}", path.display()))
+    let tmp = path.with_extension("tmp");
+    std::fs::write(&tmp, text)
+        .and_then(|()| std::fs::rename(&tmp, path))
+        .with_context(|| format!("cannot write {}", path.display()))
 }
 
 /// The class names a training run recorded.

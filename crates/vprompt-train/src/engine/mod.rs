@@ -413,8 +413,11 @@ pub(crate) fn run<C: LoopConfig, M: Method>(
         progress.line(&record.summary(settings.epochs, exhausted));
         history.push(record.clone());
         if let Some(run) = &run {
-            run.save_checkpoint(&state, |dir| method.save(dir, Snapshot::Checkpoint))?;
+            // The record first: a kill between the two leaves a record the resume drops (it keeps
+            // the records up to the checkpoint's epoch) and writes again, never a checkpoint whose
+            // epoch has no record.
             run.append_metrics(&record)?;
+            run.save_checkpoint(&state, |dir| method.save(dir, Snapshot::Checkpoint))?;
             run.plot(&history)?;
         }
         if exhausted {
