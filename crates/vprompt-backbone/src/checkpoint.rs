@@ -52,7 +52,9 @@ pub fn detect(path: &Path) -> Result<Format> {
     // Burnpack's magic number, 0x4255524E little-endian.
     Ok(if head.starts_with(b"NRUB") {
         Format::Burnpack
-    } else if safetensors_header.is_some_and(|h| h > 1 && h + 8 <= length) && head.get(8) == Some(&b'{') {
+    } else if safetensors_header.is_some_and(|h| h > 1 && h.checked_add(8).is_some_and(|end| end <= length))
+        && head.get(8) == Some(&b'{')
+    {
         Format::Safetensors
     } else if head.starts_with(b"PK\x03\x04")
         || head.first() == Some(&0x80)

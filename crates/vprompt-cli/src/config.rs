@@ -112,3 +112,47 @@ mod tests {
         assert_eq!(finite_f64("0.25"), Ok(0.25));
     }
 }
+
+#[cfg(test)]
+mod fuzz {
+    use crate::experiment::ExperimentConfig;
+    use crate::run::RunConfig;
+
+    /// Mutation fuzzing of the config parser on the committed experiment configs and a run config:
+    /// any text gives a config or an error naming what is wrong, never a panic (the same checks
+    /// `validate` runs included). Bounded in CI; `VPROMPT_FUZZ_CASES=100000` runs longer.
+    #[test]
+    fn damaged_configs_give_errors_not_panics() {
+        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../experiments");
+        let mut experiments: Vec<_> = std::fs::read_dir(&dir)
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .filter(|p| p.extension().is_some_and(|e| e == "toml"))
+            .collect();
+        experiments.sort();
+        for path in experiments {
+            let valid = std::fs::read(&path).unwrap();
+            let name = path.file_name().unwrap().to_string_lossy().to_string();
+            vprompt_testkit::fuzz::run(&name, &valid, 200, 16 << 20, |bytes| {
+                let Ok(text) = std::str::from_utf8(bytes) else {
+                    return false;
+                };
+                super::parse::<ExperimentConfig>(text).is_ok_and(|c| c.validate().is_ok())
+            });
+        }
+        let run = b"run_dir = \"runs/x\"\nmapping = { Iterative = { every = 1 } }\n[data]\nformat = \"folder\"\n\
+                    path = \"train\"\ntest_path = \"test\"\nfew_shot = 16\n[backbone]\npreset = \"resnet50\"\n\
+                    weights = \"r.pth\"\n[prompt]\nPadding = { pad = 30 }\n[training]\nrecipe = \"paper\"\nepochs = 20\n\
+                    learning_rate = 40.0\nschedule = { WarmupCosine = { warmup = 1000 } }\n";
+        super::parse::<RunConfig>(std::str::from_utf8(run).unwrap())
+            .unwrap()
+            .validate(true)
+            .unwrap();
+        vprompt_testkit::fuzz::run("run config", run, 400, 16 << 20, |bytes| {
+            let Ok(text) = std::str::from_utf8(bytes) else {
+                return false;
+            };
+            super::parse::<RunConfig>(text).is_ok_and(|c| c.validate(true).is_ok())
+        });
+    }
+}

@@ -5,6 +5,11 @@
 //! and experiment configs read from TOML ([`run`], [`experiment`], [`config`]), their runners,
 //! progress bars ([`progress`]) and the command line ([`cli`], [`commands`]).
 
+/// The unit tests' allocator records the largest allocation, for the config fuzz test's bound.
+#[cfg(test)]
+#[global_allocator]
+static ALLOC: vprompt_testkit::fuzz::CountingAllocator = vprompt_testkit::fuzz::CountingAllocator;
+
 mod cli;
 mod commands;
 mod config;

@@ -6,7 +6,9 @@
 //! - [`npy`]: read the `.npy` reference files written by the committed Python scripts.
 //! - [`assert_close`]: compare values with an absolute + relative tolerance, naming the worst
 //!   element.
+//! - [`fuzz`]: seeded mutation fuzzing of file readers, with an allocation bound.
 
+pub mod fuzz;
 pub mod npy;
 
 use burn::prelude::*;
