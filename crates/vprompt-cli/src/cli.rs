@@ -144,6 +144,10 @@ pub struct TrainArgs {
     /// No progress on stderr.
     #[arg(long)]
     pub quiet: bool,
+    /// Start the run directory again: delete the run it holds (only a directory with a run's
+    /// files) instead of resuming it.
+    #[arg(long)]
+    pub fresh: bool,
 }
 
 /// A plain word (`fashion-mnist`, `ilm-vp`) read as a typed value (a unit enum variant).

@@ -57,6 +57,9 @@ fn train(args: &TrainArgs, device: &Device, out: &mut impl Write) -> anyhow::Res
     let config = args.run_config()?;
     config.validate(true).context("invalid run config")?;
     let progress = crate::progress::stderr(args.quiet);
+    if args.fresh {
+        config.remove_run()?;
+    }
     progress.line(&format!("training into {}", config.run_dir.display()));
     let TrainedRun {
         trained,

@@ -31,8 +31,8 @@ use burn::prelude::*;
 use serde::{Deserialize, Serialize};
 use vprompt::backbone::{Backbone, ImageBackbone, Modality, Preset, TextEncoder};
 use vprompt::data::{
-    Dataset, Filter, Fit, OnError, PreparedDataset, Preprocess, Splits, cifar10, cifar100, csv_list,
-    fashion_mnist, image_folder, mnist, prepare_cached_with,
+    Dataset, Filter, Fit, OnError, PreparedDataset, Preprocess, Splits, cache_key, cifar10, cifar100,
+    csv_list, fashion_mnist, image_folder, mnist, prepare_cached_with,
 };
 use vprompt::mapping::{LabelMappingConfig, Mapping, PAPER_TEMPLATE, clip_head};
 use vprompt::prompt::{PaddingPromptConfig, PromptConfig, VisualPrompt};
@@ -194,6 +194,21 @@ pub struct PreparedSplits {
     pub valid: Arc<PreparedDataset>,
     /// The test split, evaluated once at the end.
     pub test: Arc<PreparedDataset>,
+    /// What the three were prepared from.
+    pub fingerprints: DataFingerprints,
+}
+
+/// Hashes of every pixel, label and class name of each split and of the preprocessing
+/// (`vprompt::data::cache_key`), recorded in a run directory's `data.json`: a resumed run or an
+/// evaluation on other data (changed files, another version of the dataset) is refused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DataFingerprints {
+    /// The training part.
+    pub train: u64,
+    /// The validation part.
+    pub valid: u64,
+    /// The test split.
+    pub test: u64,
 }
 
 /// A finished (or interrupted) training run.
@@ -210,6 +225,20 @@ pub struct TrainedRun {
 const RUN_FILE: &str = "run.json";
 /// The class names in a run directory, one per line.
 const CLASSES_FILE: &str = "classes.txt";
+/// The data fingerprints, in a run directory.
+const DATA_FILE: &str = "data.json";
+
+/// The data fingerprints a run recorded (`None` for runs made before they were).
+fn recorded_fingerprints(dir: &Path) -> anyhow::Result<Option<DataFingerprints>> {
+    let path = dir.join(DATA_FILE);
+    match std::fs::read_to_string(&path) {
+        Ok(text) => Ok(Some(
+            serde_json::from_str(&text).with_context(|| format!("{} is damaged", path.display()))?,
+        )),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(e).with_context(|| format!("cannot read {}", path.display())),
+    }
+}
 
 impl RunConfig {
     /// The `[height, width]` the backbone takes: `backbone.input_size`, or the preset's.
@@ -424,10 +453,16 @@ impl RunConfig {
                 prepare_cached_with(data, &preprocess, &cache, task.as_mut())?.0,
             ))
         };
+        let fingerprints = DataFingerprints {
+            train: cache_key(&train, &preprocess),
+            valid: cache_key(&valid, &preprocess),
+            test: cache_key(&test, &preprocess),
+        };
         Ok(PreparedSplits {
             train: prepare("training split", &train)?,
             valid: prepare("validation split", &valid)?,
             test: prepare("test split", &test)?,
+            fingerprints,
         })
     }
 
@@ -442,7 +477,7 @@ impl RunConfig {
         let data = self.prepare_data(prompt.input_size(), progress.as_ref())?;
         let head = self.head(&backbone, &data.train.classes, device)?;
         let classifier = PromptedClassifier::new(prompt, backbone, head)?;
-        self.check_same_run(&data.train.classes)?;
+        self.check_same_run(&data.train.classes, &data.fingerprints)?;
         std::fs::create_dir_all(&self.run_dir)
             .with_context(|| format!("cannot create {}", self.run_dir.display()))?;
         write(
@@ -452,6 +487,10 @@ impl RunConfig {
         write(
             &self.run_dir.join(RUN_FILE),
             &serde_json::to_string_pretty(self).expect("run configs serialise"),
+        )?;
+        write(
+            &self.run_dir.join(DATA_FILE),
+            &serde_json::to_string_pretty(&data.fingerprints).expect("fingerprints serialise"),
         )?;
         let trained = Trainer::new(training.clone(), device)
             .with_run_dir(&self.run_dir)
@@ -468,7 +507,7 @@ impl RunConfig {
     /// the identical run config and classes; anything else is refused with the settings that
     /// differ (a prompt of another size or other data would otherwise "resume" the old run and
     /// report its prompt).
-    fn check_same_run(&self, classes: &[String]) -> anyhow::Result<()> {
+    fn check_same_run(&self, classes: &[String], data: &DataFingerprints) -> anyhow::Result<()> {
         let path = self.run_dir.join(RUN_FILE);
         let existing = match std::fs::read_to_string(&path) {
             Ok(text) => text,
@@ -513,7 +552,33 @@ impl RunConfig {
                 self.run_dir.display()
             );
         }
+        if let Some(recorded) = recorded_fingerprints(&self.run_dir)?
+            && (recorded.train, recorded.valid) != (data.train, data.valid)
+        {
+            anyhow::bail!(
+                "{} was trained on other data: the same settings now read other images or labels \
+                 (changed files?); use a new run_dir, or --fresh to start this one again",
+                self.run_dir.display()
+            );
+        }
         Ok(())
+    }
+
+    /// Deletes the run in `run_dir` (for `--fresh`): only a directory that holds a run's files
+    /// (`run.json` or a checkpoint) is deleted; any other non-empty directory is refused.
+    pub fn remove_run(&self) -> anyhow::Result<()> {
+        let dir = &self.run_dir;
+        let Ok(mut entries) = std::fs::read_dir(dir) else {
+            return Ok(());
+        };
+        let is_run = dir.join(RUN_FILE).exists() || dir.join("checkpoint.json").exists();
+        if !is_run && entries.next().is_some() {
+            anyhow::bail!(
+                "--fresh would delete {}, which holds files but no run; choose another run_dir",
+                dir.display()
+            );
+        }
+        std::fs::remove_dir_all(dir).with_context(|| format!("cannot delete {}", dir.display()))
     }
 
     /// Reads the config a training run wrote to its directory.
@@ -588,6 +653,15 @@ pub fn load_run(
 pub fn evaluate_run(dir: &Path, device: &Device, progress: &dyn Progress) -> anyhow::Result<Report> {
     let (config, classifier) = load_run(dir, device)?;
     let data = config.prepare_data(classifier.input_size(), progress)?;
+    if let Some(recorded) = recorded_fingerprints(dir)?
+        && recorded.test != data.fingerprints.test
+    {
+        anyhow::bail!(
+            "the test split {} reads now is not the one this run recorded (changed files?): its \
+             accuracy would not be this run's",
+            config.data.path.display()
+        );
+    }
     let batch = config.training_config()?.batch_size;
     let loader = vprompt::data::BatchLoader::new(data.test.clone(), batch)?;
     let pass = |label: &str, prompted: bool| {

@@ -206,10 +206,20 @@ fn folders_with_other_classes_are_refused_before_training() {
 fn a_run_directory_resumes_only_its_own_run() {
     let dir = tempfile::tempdir().unwrap();
     let weights = fixture("native/transformers-clip/model.safetensors");
-    let data = workspace()
-        .join("tests/fixtures/fashion-mnist")
-        .display()
-        .to_string();
+    // A copy of the fixture, changed below.
+    let copy = dir.path().join("data");
+    std::fs::create_dir(&copy).unwrap();
+    for split in ["train", "test"] {
+        for part in ["images-idx3", "labels-idx1"] {
+            let name = format!("{split}-{part}-ubyte.gz");
+            std::fs::copy(
+                workspace().join("tests/fixtures/fashion-mnist").join(&name),
+                copy.join(&name),
+            )
+            .unwrap();
+        }
+    }
+    let data = copy.display().to_string();
     let run = dir.path().join("run");
     let config = |pad: usize| {
         format!(
@@ -237,11 +247,49 @@ fn a_run_directory_resumes_only_its_own_run() {
         "nothing rewritten"
     );
     ok(&["train", "--config", &four, "--quiet"]);
+
+    // The same settings over changed files: training and evaluation refuse, naming it.
+    for part in ["images-idx3", "labels-idx1"] {
+        let (train, test) = (
+            copy.join(format!("train-{part}-ubyte.gz")),
+            copy.join(format!("test-{part}-ubyte.gz")),
+        );
+        let swap = copy.join("swap");
+        std::fs::rename(&train, &swap).unwrap();
+        std::fs::rename(&test, &train).unwrap();
+        std::fs::rename(&swap, &test).unwrap();
+    }
+    let run_path = run.display().to_string();
+    fails(&["eval", "--run", &run_path], "is not the one this run recorded");
+    fails(
+        &["train", "--config", &four, "--quiet"],
+        "was trained on other data",
+    );
+    // Starting again is explicit.
+    ok(&["train", "--config", &six, "--quiet", "--fresh"]);
+    ok(&["eval", "--run", &run_path]);
+
     std::fs::remove_file(run.join("run.json")).unwrap();
     fails(
         &["train", "--config", &four, "--quiet"],
         "holds checkpoints but no run.json",
     );
+    // --fresh deletes only a run: not a directory of other files.
+    let other = dir.path().join("other");
+    std::fs::create_dir(&other).unwrap();
+    std::fs::write(other.join("notes.txt"), "mine").unwrap();
+    let text = config(4).replace(&run_path, &other.display().to_string());
+    std::fs::write(dir.path().join("other.toml"), text).unwrap();
+    fails(
+        &[
+            "train",
+            "--config",
+            &dir.path().join("other.toml").display().to_string(),
+            "--fresh",
+        ],
+        "holds files but no run",
+    );
+    assert!(other.join("notes.txt").exists());
 }
 
 /// A checkpoint as its library saves it works where a `.bpk` file does: both CLIP towers straight
