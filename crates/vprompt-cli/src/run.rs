@@ -209,6 +209,24 @@ pub struct DataFingerprints {
     pub valid: u64,
     /// The test split.
     pub test: u64,
+    /// The backbone's weights file and the text tower's (content hashes; `None` for the
+    /// embedded weights, a hub name, whose revision pins them, or runs recorded before these were).
+    #[serde(default)]
+    pub weights: Option<u64>,
+    /// The text tower's weights file.
+    #[serde(default)]
+    pub text_weights: Option<u64>,
+}
+
+/// The content hash of a weights file given by path (`None` for a hub name or no file).
+fn weights_fingerprint(weights: Option<&Path>) -> anyhow::Result<Option<u64>> {
+    match weights {
+        Some(path) if !path.to_str().is_some_and(|s| s.starts_with("hf:")) => Ok(Some(
+            vprompt_core::fingerprint::file(path)
+                .with_context(|| format!("cannot read {}", path.display()))?,
+        )),
+        _ => Ok(None),
+    }
 }
 
 /// A finished (or interrupted) training run.
@@ -227,6 +245,25 @@ const RUN_FILE: &str = "run.json";
 const CLASSES_FILE: &str = "classes.txt";
 /// The data fingerprints, in a run directory.
 const DATA_FILE: &str = "data.json";
+
+/// Refuses weights files whose content differs from what the run recorded.
+fn check_same_weights(dir: &Path, recorded: &DataFingerprints, now: &DataFingerprints) -> anyhow::Result<()> {
+    for (what, then, now) in [
+        ("backbone.weights", recorded.weights, now.weights),
+        ("backbone.text_weights", recorded.text_weights, now.text_weights),
+    ] {
+        if let (Some(then), Some(now)) = (then, now)
+            && then != now
+        {
+            anyhow::bail!(
+                "{}: the file {what} names has changed since the run was trained; use a new run_dir, \
+                 or --fresh to start this one again",
+                dir.display()
+            );
+        }
+    }
+    Ok(())
+}
 
 /// The data fingerprints a run recorded (`None` for runs made before they were).
 fn recorded_fingerprints(dir: &Path) -> anyhow::Result<Option<DataFingerprints>> {
@@ -457,6 +494,8 @@ impl RunConfig {
             train: cache_key(&train, &preprocess),
             valid: cache_key(&valid, &preprocess),
             test: cache_key(&test, &preprocess),
+            weights: weights_fingerprint(self.backbone.weights.as_deref())?,
+            text_weights: weights_fingerprint(self.backbone.text_weights.as_deref())?,
         };
         Ok(PreparedSplits {
             train: prepare("training split", &train)?,
@@ -552,14 +591,15 @@ impl RunConfig {
                 self.run_dir.display()
             );
         }
-        if let Some(recorded) = recorded_fingerprints(&self.run_dir)?
-            && (recorded.train, recorded.valid) != (data.train, data.valid)
-        {
-            anyhow::bail!(
-                "{} was trained on other data: the same settings now read other images or labels \
-                 (changed files?); use a new run_dir, or --fresh to start this one again",
-                self.run_dir.display()
-            );
+        if let Some(recorded) = recorded_fingerprints(&self.run_dir)? {
+            if (recorded.train, recorded.valid) != (data.train, data.valid) {
+                anyhow::bail!(
+                    "{} was trained on other data: the same settings now read other images or labels \
+                     (changed files?); use a new run_dir, or --fresh to start this one again",
+                    self.run_dir.display()
+                );
+            }
+            check_same_weights(&self.run_dir, &recorded, data)?;
         }
         Ok(())
     }
@@ -653,14 +693,15 @@ pub fn load_run(
 pub fn evaluate_run(dir: &Path, device: &Device, progress: &dyn Progress) -> anyhow::Result<Report> {
     let (config, classifier) = load_run(dir, device)?;
     let data = config.prepare_data(classifier.input_size(), progress)?;
-    if let Some(recorded) = recorded_fingerprints(dir)?
-        && recorded.test != data.fingerprints.test
-    {
-        anyhow::bail!(
-            "the test split {} reads now is not the one this run recorded (changed files?): its \
-             accuracy would not be this run's",
-            config.data.path.display()
-        );
+    if let Some(recorded) = recorded_fingerprints(dir)? {
+        if recorded.test != data.fingerprints.test {
+            anyhow::bail!(
+                "the test split {} reads now is not the one this run recorded (changed files?): its \
+                 accuracy would not be this run's",
+                config.data.path.display()
+            );
+        }
+        check_same_weights(dir, &recorded, &data.fingerprints)?;
     }
     let batch = config.training_config()?.batch_size;
     let loader = vprompt::data::BatchLoader::new(data.test.clone(), batch)?;

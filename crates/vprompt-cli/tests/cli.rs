@@ -205,7 +205,13 @@ fn folders_with_other_classes_are_refused_before_training() {
 #[test]
 fn a_run_directory_resumes_only_its_own_run() {
     let dir = tempfile::tempdir().unwrap();
-    let weights = fixture("native/transformers-clip/model.safetensors");
+    let weights_path = dir.path().join("clip.safetensors");
+    std::fs::copy(
+        fixture("native/transformers-clip/model.safetensors"),
+        &weights_path,
+    )
+    .unwrap();
+    let weights = weights_path.display().to_string();
     // A copy of the fixture, changed below.
     let copy = dir.path().join("data");
     std::fs::create_dir(&copy).unwrap();
@@ -268,6 +274,20 @@ fn a_run_directory_resumes_only_its_own_run() {
     // Starting again is explicit.
     ok(&["train", "--config", &six, "--quiet", "--fresh"]);
     ok(&["eval", "--run", &run_path]);
+    // Other weights under the same name (open_clip's file of another CLIP): refused as well.
+    std::fs::copy(
+        fixture("native/open-clip/open_clip_pytorch_model.bin"),
+        &weights_path,
+    )
+    .unwrap();
+    fails(
+        &["eval", "--run", &run_path],
+        "backbone.weights names has changed",
+    );
+    fails(
+        &["train", "--config", &six, "--quiet"],
+        "has changed since the run was trained",
+    );
 
     std::fs::remove_file(run.join("run.json")).unwrap();
     fails(

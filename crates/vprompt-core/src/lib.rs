@@ -7,10 +7,12 @@
 //!   for a bad setting: the key path and the reason.
 //! - [`pack`]: Burnpack (`.bpk`) files with a header in their metadata, the one file format vprompt
 //!   writes for prompts, mappings, probes and backbone weights.
+//! - [`fingerprint`]: stable content hashes (data cache keys, a run's record of its inputs).
 //! - [`progress`]: how long-running work (training, evaluation, preparation, experiments) reports
 //!   how far it is, without the library printing on its own.
 
 mod config;
+pub mod fingerprint;
 pub mod pack;
 pub mod progress;
 

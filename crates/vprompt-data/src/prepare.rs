@@ -242,20 +242,12 @@ pub fn prepare_with(
     })
 }
 
-/// FNV-1a, 64 bit: a stable hash for cache keys (std's hasher may change between releases).
-fn fnv1a(mut hash: u64, bytes: &[u8]) -> u64 {
-    for &b in bytes {
-        hash ^= u64::from(b);
-        hash = hash.wrapping_mul(0x0000_0100_0000_01b3);
-    }
-    hash
-}
-
 /// The cache key: a hash of every pixel, label and class name of the source dataset and of the
 /// preprocessing settings. The same data prepared the same way gives the same key wherever it was
 /// read from; any change to either gives another.
 pub fn cache_key(dataset: &Dataset, preprocess: &Preprocess) -> u64 {
-    let mut hash = fnv1a(0xcbf2_9ce4_8422_2325, preprocess.describe().as_bytes());
+    use vprompt_core::fingerprint::{OFFSET, fnv1a};
+    let mut hash = fnv1a(OFFSET, preprocess.describe().as_bytes());
     for (image, &label) in dataset.images.iter().zip(&dataset.labels) {
         for v in [image.width, image.height, image.channels, label] {
             hash = fnv1a(hash, &(v as u64).to_le_bytes());
