@@ -73,9 +73,13 @@ fn train(args: &TrainArgs, device: &Device, out: &mut impl Write) -> anyhow::Res
     writeln!(out, "{report}")?;
     let png = config.run_dir.join("prompt.png");
     trained.prompt().save_png(&png)?;
+    let which = match trained.best {
+        Some((epoch, top1)) => format!("epoch {epoch}, best validation top-1 {:.2} %", 100.0 * top1),
+        None => format!("epoch {}, the last: no validation split", trained.selected_epoch),
+    };
     writeln!(
         out,
-        "selected prompt: {}, {}",
+        "selected prompt ({which}): {}, {}",
         config.run_dir.join("best.json").display(),
         png.display()
     )?;

@@ -675,7 +675,13 @@ impl ExperimentConfig {
                 let probe = Trainer::new(self.probe_config(seed), device)
                     .with_run_dir(&rc.run_dir)
                     .quiet(true)
-                    .train(&backbone, data.train.clone(), data.valid.clone())?;
+                    .train(
+                        &backbone,
+                        data.train.clone(),
+                        data.valid.clone().context(
+                            "a linear probe is selected on a validation split: set data.validation > 0",
+                        )?,
+                    )?;
                 let eval = probe.evaluate(&backbone, &data.test, device)?;
                 (eval.top1, None, data.train.len(), data.test.len())
             }

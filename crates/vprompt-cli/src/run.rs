@@ -79,7 +79,8 @@ vprompt_core::config! {
         pub test_path: Option<PathBuf> = None,
         /// Class names for `csv` lists.
         pub classes: Option<Vec<String>> = None,
-        /// Fraction of train held out for validation (selection).
+        /// Fraction of train held out for validation (selection; ties keep the earlier epoch). 0
+        /// trains on all of it and keeps the last epoch's prompt, the released code's setting.
         pub validation: f64 = 0.1,
         /// Train on exactly N images per class (few-shot, the paper's N in {1, 2, 4, 8, 16}),
         /// sampled from the train split after the validation part is held out of it.
@@ -190,8 +191,8 @@ vprompt_core::config! {
 pub struct PreparedSplits {
     /// Training part of the train split.
     pub train: Arc<PreparedDataset>,
-    /// Validation part, for selection.
-    pub valid: Arc<PreparedDataset>,
+    /// Validation part, for selection; `None` with `data.validation = 0`.
+    pub valid: Option<Arc<PreparedDataset>>,
     /// The test split, evaluated once at the end.
     pub test: Arc<PreparedDataset>,
     /// What the three were prepared from.
@@ -205,7 +206,7 @@ pub struct PreparedSplits {
 pub struct DataFingerprints {
     /// The training part.
     pub train: u64,
-    /// The validation part.
+    /// The validation part (0 without one).
     pub valid: u64,
     /// The test split.
     pub test: u64,
@@ -357,10 +358,16 @@ impl RunConfig {
                 ));
             }
         }
-        if !(d.validation > 0.0 && d.validation < 1.0) {
+        if !(d.validation >= 0.0 && d.validation < 1.0) {
             return Err(ConfigError::new(
                 "data.validation",
-                format!("must be in (0, 1), got {}", d.validation),
+                format!("must be in [0, 1), got {}", d.validation),
+            ));
+        }
+        if d.validation == 0.0 && d.validation_per_class.is_some() {
+            return Err(ConfigError::new(
+                "data.validation_per_class",
+                "there is no validation split with data.validation = 0",
             ));
         }
         if !d.format.has_test_split() && d.test_path.is_none() {
@@ -458,14 +465,20 @@ impl RunConfig {
     pub fn prepare_data(&self, size: [usize; 2], progress: &dyn Progress) -> anyhow::Result<PreparedSplits> {
         let d = &self.data;
         let splits = self.read()?;
-        let (pool, valid) = splits.train.split_validation(d.validation, d.seed)?;
+        // `validation = 0`: the whole training split trains, nothing is held out.
+        let (pool, valid) = if d.validation == 0.0 {
+            (splits.train, None)
+        } else {
+            let (pool, valid) = splits.train.split_validation(d.validation, d.seed)?;
+            (pool, Some(valid))
+        };
         let train = match d.few_shot {
             Some(n) => pool.few_shot(n, d.seed)?,
             None => pool,
         };
-        let valid = match d.validation_per_class.or(d.few_shot) {
-            Some(n) => valid.few_shot(n, d.seed)?,
-            None => valid,
+        let valid = match (valid, d.validation_per_class.or(d.few_shot)) {
+            (Some(valid), Some(n)) => Some(valid.few_shot(n, d.seed)?),
+            (valid, _) => valid,
         };
         let test = match d.test_per_class {
             Some(n) => splits.test.few_shot(n, d.seed)?,
@@ -492,14 +505,17 @@ impl RunConfig {
         };
         let fingerprints = DataFingerprints {
             train: cache_key(&train, &preprocess),
-            valid: cache_key(&valid, &preprocess),
+            valid: valid.as_ref().map_or(0, |v| cache_key(v, &preprocess)),
             test: cache_key(&test, &preprocess),
             weights: weights_fingerprint(self.backbone.weights.as_deref())?,
             text_weights: weights_fingerprint(self.backbone.text_weights.as_deref())?,
         };
         Ok(PreparedSplits {
             train: prepare("training split", &train)?,
-            valid: prepare("validation split", &valid)?,
+            valid: valid
+                .as_ref()
+                .map(|v| prepare("validation split", v))
+                .transpose()?,
             test: prepare("test split", &test)?,
             fingerprints,
         })
@@ -531,10 +547,13 @@ impl RunConfig {
             &self.run_dir.join(DATA_FILE),
             &serde_json::to_string_pretty(&data.fingerprints).expect("fingerprints serialise"),
         )?;
-        let trained = Trainer::new(training.clone(), device)
+        let trainer = Trainer::new(training.clone(), device)
             .with_run_dir(&self.run_dir)
-            .with_progress(progress)
-            .train(classifier, data.train.clone(), data.valid.clone())?;
+            .with_progress(progress);
+        let trained = match &data.valid {
+            Some(valid) => trainer.train(classifier, data.train.clone(), valid.clone())?,
+            None => trainer.train_without_validation(classifier, data.train.clone())?,
+        };
         Ok(TrainedRun {
             trained,
             data,

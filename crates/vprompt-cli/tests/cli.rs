@@ -312,6 +312,44 @@ fn a_run_directory_resumes_only_its_own_run() {
     assert!(other.join("notes.txt").exists());
 }
 
+/// `validation = 0` (the released code's setting): the whole training split trains, the last
+/// epoch's prompt is kept, and the output says which epoch that is.
+#[test]
+fn without_validation_the_last_epoch_is_kept() {
+    let dir = tempfile::tempdir().unwrap();
+    let weights = fixture("native/transformers-clip/model.safetensors");
+    let data = workspace()
+        .join("tests/fixtures/fashion-mnist")
+        .display()
+        .to_string();
+    let run = dir.path().join("run");
+    let config = format!(
+        "run_dir = \"{}\"\n[data]\nformat = \"fashion-mnist\"\npath = \"{data}\"\nvalidation = 0.0\nfew_shot = 4\n\
+         test_per_class = 2\n[backbone]\npreset = \"tiny-vit\"\nweights = \"{weights}\"\ntext_preset = \"tiny-clip-text\"\n\
+         text_weights = \"{weights}\"\n[prompt]\nPadding = {{ pad = 4 }}\n[training]\nepochs = 3\n",
+        run.display()
+    );
+    std::fs::write(dir.path().join("run.toml"), config).unwrap();
+    let out = ok(&[
+        "train",
+        "--config",
+        &dir.path().join("run.toml").display().to_string(),
+        "--quiet",
+    ]);
+    assert!(
+        out.contains("selected prompt (epoch 3, the last: no validation split)"),
+        "{out}"
+    );
+    let best = std::fs::read_to_string(run.join("best.json")).unwrap();
+    assert!(best.contains("epoch-00003"), "{best}");
+    let metrics = std::fs::read_to_string(run.join("metrics.jsonl")).unwrap();
+    assert!(
+        metrics.lines().take(3).all(|l| l.contains("\"valid_top1\":null")),
+        "{metrics}"
+    );
+    ok(&["eval", "--run", &run.display().to_string()]);
+}
+
 /// A checkpoint as its library saves it works where a `.bpk` file does: both CLIP towers straight
 /// from one open_clip `.bin`, and `import` of a timm `.safetensors` (detected by content).
 #[test]

@@ -35,8 +35,11 @@ pub struct Trained<B: Backbone> {
     pub classifier: PromptedClassifier<B>,
     /// One record per epoch.
     pub history: Vec<EpochRecord>,
-    /// Best validation top-1 and its epoch (1-based).
+    /// Best validation top-1 and its epoch (1-based); `None` without validation.
     pub best: Option<(usize, f64)>,
+    /// The epoch (1-based) whose prompt `classifier` holds: the best one, or the last one when
+    /// the run did not validate.
+    pub selected_epoch: usize,
     /// Optimisation steps taken.
     pub steps: u64,
     /// Whether the run stopped at [`Trainer::stop_after_steps`] before finishing.
@@ -60,6 +63,25 @@ impl Trainer<TrainingConfig> {
         classifier: PromptedClassifier<B>,
         train: Arc<PreparedDataset>,
         valid: Arc<PreparedDataset>,
+    ) -> Result<Trained<B>> {
+        self.run(classifier, train, Some(valid))
+    }
+
+    /// Trains on the whole of `train` with no validation split, keeping the last epoch's prompt:
+    /// the released code's setting (`Trained::selected_epoch` says which epoch that is).
+    pub fn train_without_validation<B: Backbone>(
+        &self,
+        classifier: PromptedClassifier<B>,
+        train: Arc<PreparedDataset>,
+    ) -> Result<Trained<B>> {
+        self.run(classifier, train, None)
+    }
+
+    fn run<B: Backbone>(
+        &self,
+        classifier: PromptedClassifier<B>,
+        train: Arc<PreparedDataset>,
+        valid: Option<Arc<PreparedDataset>>,
     ) -> Result<Trained<B>> {
         self.config.validate()?;
         if let Some(mapping) = &self.config.mapping {
@@ -88,6 +110,7 @@ impl Trainer<TrainingConfig> {
             },
             history: outcome.history,
             best: outcome.best,
+            selected_epoch: outcome.selected_epoch,
             steps: outcome.steps,
             interrupted: outcome.interrupted,
             device: self.device.clone(),

@@ -125,7 +125,7 @@ impl Trainer<LinearProbeConfig> {
             ad,
             extract: Box::new(move |data| features(backbone, data, &plain)),
         };
-        let outcome = engine::run(&self.options, &self.config, &mut method, train, valid)?;
+        let outcome = engine::run(&self.options, &self.config, &mut method, train, Some(valid))?;
         Ok(LinearProbe {
             linear: outcome.selected,
             best: outcome.best,

@@ -557,3 +557,27 @@ fn recipes_and_invalid_settings() {
         .into();
     assert!(PromptedClassifier::new(prompt, backbone, wide).is_err());
 }
+
+/// Without a validation split the whole training split trains and the last epoch's prompt is
+/// selected, kept in the run directory like a best one; with one, ties keep the earlier epoch.
+#[test]
+fn without_validation_the_last_epoch_is_selected() {
+    let device = Device::flex();
+    let (train, _, _) = common::fmnist_32();
+    let train = common::subset(&train, 64);
+    let dir = tempfile::tempdir().unwrap();
+    let trained = Trainer::new(adam(3), &device)
+        .with_run_dir(dir.path())
+        .quiet(true)
+        .train_without_validation(classifier(PaddingPromptConfig::new(4), &device), train)
+        .unwrap();
+    assert_eq!((trained.best, trained.selected_epoch), (None, 3));
+    assert!(trained.history.iter().all(|r| r.valid_top1.is_none()));
+    let run = RunDir::create(dir.path()).unwrap();
+    let (best, _) = run.load_best(&device).unwrap().unwrap();
+    let last = run.load_checkpoint(&device).unwrap().unwrap();
+    assert_eq!(last.state.epochs_done, 3);
+    let values = |p: &Prompt| to_vec(p.perturbation(Phase::Eval { batch: 0 }));
+    assert_eq!(values(&best), values(&last.prompt));
+    assert_eq!(values(trained.prompt()), values(&last.prompt));
+}

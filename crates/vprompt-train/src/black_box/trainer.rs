@@ -121,7 +121,7 @@ impl Trainer<BlackBoxConfig> {
             queries: Queries::default(),
             model,
         };
-        let outcome = engine::run(&self.options, &self.config, &mut method, train, valid)?;
+        let outcome = engine::run(&self.options, &self.config, &mut method, train, Some(valid))?;
         Ok(BlackBoxTrained {
             prompt: outcome.selected,
             history: outcome.history,

@@ -231,6 +231,8 @@ pub(crate) struct Outcome<S> {
     /// The state selected on the validation split: the best validation top-1, or the last if the
     /// run never validated.
     pub selected: S,
+    /// The epoch (1-based) whose state `selected` is.
+    pub selected_epoch: usize,
     /// One record per epoch.
     pub history: Vec<EpochRecord>,
     /// Best validation top-1 and its epoch (1-based).
@@ -253,9 +255,9 @@ fn check_splits(
     input_size: [usize; 2],
     classes: usize,
     train: &PreparedDataset,
-    valid: &PreparedDataset,
+    valid: Option<&PreparedDataset>,
 ) -> Result<()> {
-    for (name, data) in [("training", train), ("validation", valid)] {
+    for (name, data) in std::iter::once(("training", train)).chain(valid.map(|v| ("validation", v))) {
         if data.size != input_size {
             return Err(TrainError::Mismatch(format!(
                 "the {name} split is prepared at {:?}, the model takes {input_size:?} (prepare it at the \
@@ -270,7 +272,9 @@ fn check_splits(
             )));
         }
     }
-    if train.classes != valid.classes {
+    if let Some(valid) = valid
+        && train.classes != valid.classes
+    {
         return Err(TrainError::Mismatch(format!(
             "the training and validation splits name other classes: {:?} against {:?}",
             train.classes, valid.classes
@@ -279,19 +283,27 @@ fn check_splits(
     Ok(())
 }
 
-/// Runs `method` with the settings of `config` on `train`, selecting on `valid`.
+/// Runs `method` with the settings of `config` on `train`, selecting on `valid`; without a
+/// validation split (the released code's setting), the last epoch's state is selected.
 pub(crate) fn run<C: LoopConfig, M: Method>(
     options: &RunOptions,
     config: &C,
     method: &mut M,
     train: Arc<PreparedDataset>,
-    valid: Arc<PreparedDataset>,
+    valid: Option<Arc<PreparedDataset>>,
 ) -> Result<Outcome<M::Selected>> {
     let settings = config.settings();
-    check_splits(method.input_size(), method.num_classes(), &train, &valid)?;
+    check_splits(
+        method.input_size(),
+        method.num_classes(),
+        &train,
+        valid.as_deref(),
+    )?;
     let progress = options.progress(settings.log_every);
     let loader = BatchLoader::new(train, settings.batch_size)?.shuffled(settings.seed);
-    let valid_loader = BatchLoader::new(valid, settings.batch_size)?;
+    let valid_loader = valid
+        .map(|valid| BatchLoader::new(valid, settings.batch_size))
+        .transpose()?;
     let steps_per_epoch = loader.batches_per_epoch() as u64;
     let total_steps = steps_per_epoch * settings.epochs as u64;
     let run = options.run_dir.as_ref().map(RunDir::create).transpose()?;
@@ -377,11 +389,12 @@ pub(crate) fn run<C: LoopConfig, M: Method>(
         let seconds = started.elapsed().as_secs_f64();
         let validate_now =
             exhausted || (epoch + 1) % settings.eval_every == 0 || epoch + 1 == settings.epochs;
-        let valid_eval = if validate_now {
-            let mut task = progress.task("validation", valid_loader.data().len() as u64, "images");
-            Some(method.validate(&valid_loader, task.as_mut())?)
-        } else {
-            None
+        let valid_eval = match &valid_loader {
+            Some(valid_loader) if validate_now => {
+                let mut task = progress.task("validation", valid_loader.data().len() as u64, "images");
+                Some(method.validate(valid_loader, task.as_mut())?)
+            }
+            _ => None,
         };
         state.epochs_done = epoch + 1;
         if let Some(v) = &valid_eval
@@ -392,6 +405,11 @@ pub(crate) fn run<C: LoopConfig, M: Method>(
             if let Some(run) = &run {
                 run.save_best(epoch + 1, |dir| method.save(dir, Snapshot::Best))?;
             }
+        } else if valid_loader.is_none()
+            && let Some(run) = &run
+        {
+            // No validation: the selected state is the last epoch's, kept like a best one.
+            run.save_best(epoch + 1, |dir| method.save(dir, Snapshot::Best))?;
         }
         let queries = method.queries();
         if let Some(q) = queries {
@@ -437,6 +455,7 @@ pub(crate) fn run<C: LoopConfig, M: Method>(
     };
     Ok(Outcome {
         selected,
+        selected_epoch: state.best.map_or(state.epochs_done, |(epoch, _)| epoch),
         history,
         best: state.best,
         steps: state.step,
