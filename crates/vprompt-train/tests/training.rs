@@ -581,3 +581,52 @@ fn without_validation_the_last_epoch_is_selected() {
     assert_eq!(values(&best), values(&last.prompt));
     assert_eq!(values(trained.prompt()), values(&last.prompt));
 }
+
+/// A run directory whose `checkpoint.json` is gone resumes from its newest complete checkpoint,
+/// never restarts over it, and ends where an uninterrupted run ends.
+#[test]
+fn a_missing_checkpoint_pointer_resumes_from_the_newest_complete_checkpoint() {
+    let device = Device::flex();
+    let (train, valid, _) = common::fmnist_32();
+    let (train, valid) = (common::subset(&train, 64), common::subset(&valid, 32));
+    let prompt = || classifier(PaddingPromptConfig::new(4), &device);
+    let values = |p: &Prompt| to_vec(p.perturbation(Phase::Eval { batch: 0 }));
+    let whole = Trainer::new(adam(3), &device)
+        .quiet(true)
+        .train(prompt(), train.clone(), valid.clone())
+        .unwrap();
+
+    let dir = tempfile::tempdir().unwrap();
+    let partial = Trainer::new(adam(3), &device)
+        .with_run_dir(dir.path())
+        .quiet(true)
+        .stop_after_steps(5)
+        .train(prompt(), train.clone(), valid.clone())
+        .unwrap();
+    assert!(partial.interrupted);
+    std::fs::remove_file(dir.path().join("checkpoint.json")).unwrap();
+    /// Records the lines the trainer reports.
+    struct Lines(std::sync::Mutex<Vec<String>>);
+    impl vprompt_core::Progress for Lines {
+        fn task(&self, _: &str, _: u64, _: &'static str) -> Box<dyn vprompt_core::Task + '_> {
+            Box::new(vprompt_core::Quiet)
+        }
+        fn line(&self, text: &str) {
+            self.0.lock().unwrap().push(text.to_string());
+        }
+    }
+    let lines = std::sync::Arc::new(Lines(Default::default()));
+    let resumed = Trainer::new(adam(3), &device)
+        .with_run_dir(dir.path())
+        .with_progress(lines.clone())
+        .train(prompt(), train, valid)
+        .unwrap();
+    let lines = lines.0.lock().unwrap();
+    assert!(
+        lines[0].contains("after epoch 2"),
+        "resumed, not restarted: {lines:?}"
+    );
+    assert_eq!(resumed.steps, whole.steps);
+    assert_eq!(values(resumed.prompt()), values(whole.prompt()));
+    assert_eq!(resumed.history.len(), 3);
+}

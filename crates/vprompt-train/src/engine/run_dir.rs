@@ -244,7 +244,10 @@ impl RunDir {
             Ok(text) => {
                 let p: Pointer = serde_json::from_str(&text).map_err(|e| TrainError::Checkpoint {
                     path: path.clone(),
-                    reason: format!("unreadable: {e}"),
+                    reason: format!(
+                        "unreadable ({e}); delete it to resume from the newest complete snapshot, or use \
+                         a new run directory"
+                    ),
                 })?;
                 Ok(Some(self.root.join(p.dir)))
             }
@@ -280,9 +283,17 @@ impl RunDir {
     }
 
     /// The current checkpoint's state and directory, if there is one.
+    ///
+    /// Without `checkpoint.json` (deleted, or a kill between a checkpoint's rename and the
+    /// pointer's), the newest complete `checkpoints/epoch-N` is used: snapshots are renamed into
+    /// place only when complete, so the run resumes from it instead of restarting over it.
     pub fn checkpoint(&self) -> Result<Option<(CheckpointState, PathBuf)>> {
-        let Some(dir) = self.pointed("checkpoint.json")? else {
-            return Ok(None);
+        let dir = match self.pointed("checkpoint.json")? {
+            Some(dir) => dir,
+            None => match self.newest_complete_checkpoint()? {
+                Some(dir) => dir,
+                None => return Ok(None),
+            },
         };
         let path = dir.join(STATE_FILE);
         let state = serde_json::from_slice(&std::fs::read(&path).map_err(io(&path))?).map_err(|e| {
@@ -292,6 +303,37 @@ impl RunDir {
             }
         })?;
         Ok(Some((state, dir)))
+    }
+
+    /// The newest `checkpoints/epoch-N` directory that was renamed into place (complete).
+    fn newest_complete_checkpoint(&self) -> Result<Option<PathBuf>> {
+        let root = self.root.join("checkpoints");
+        let entries = match std::fs::read_dir(&root) {
+            Ok(entries) => entries,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+            Err(e) => {
+                return Err(TrainError::Io {
+                    path: root,
+                    source: e,
+                });
+            }
+        };
+        let mut newest: Option<(usize, PathBuf)> = None;
+        for entry in entries {
+            let path = entry.map_err(io(&root))?.path();
+            let epoch = path
+                .file_name()
+                .and_then(|n| n.to_str())
+                .and_then(|n| n.strip_prefix("epoch-"))
+                .and_then(|n| n.parse::<usize>().ok());
+            if let Some(epoch) = epoch
+                && path.join(STATE_FILE).exists()
+                && newest.as_ref().is_none_or(|(best, _)| epoch > *best)
+            {
+                newest = Some((epoch, path));
+            }
+        }
+        Ok(newest.map(|(_, path)| path))
     }
 
     /// Reads the current checkpoint of a prompt run (prompt, mapping if any, optimiser state), if
