@@ -57,7 +57,7 @@ pub fn convert_checkpoint(preset: Preset, checkpoint: &Path, output: &Path) -> R
 
 /// Loads `source` into `preset`'s architecture with every check, then writes it as a `.bpk` file.
 pub(crate) fn load_and_save(preset: Preset, source: &WeightsFile, output: &Path) -> Result<ImportReport> {
-    let model = AnyModel::load(preset, source, &Device::flex())?;
+    let model = AnyModel::load(preset, source, &host_device())?;
     let (tensors, values) = model.save(output, preset)?;
     Ok(ImportReport {
         preset,
@@ -65,4 +65,16 @@ pub(crate) fn load_and_save(preset: Preset, source: &WeightsFile, output: &Path)
         values,
         output: output.to_path_buf(),
     })
+}
+
+/// Where a conversion holds the model: the CPU backend compiled in (weights only pass through).
+fn host_device() -> Device {
+    #[cfg(feature = "flex")]
+    {
+        Device::flex()
+    }
+    #[cfg(not(feature = "flex"))]
+    {
+        Device::default()
+    }
 }
