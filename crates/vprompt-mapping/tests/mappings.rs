@@ -344,6 +344,7 @@ fn config_round_trips_through_json() {
 /// BiT-M's 21,843 ImageNet-21k outputs go through every label mapping like ImageNet-1k's 1000:
 /// images of class `t` peak at source `1000 t + 7` (past the first thousand), and every fitted
 /// mapping finds those sources, every data-free one builds, and the mapped logits are `[N, 10]`.
+#[cfg(feature = "flex")]
 #[test]
 fn every_label_mapping_reads_imagenet_21k_outputs() {
     const SOURCES: usize = 21_843;
