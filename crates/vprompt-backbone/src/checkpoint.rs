@@ -842,11 +842,33 @@ pub fn check_clip_activation(checkpoint: &Path) -> Result<()> {
     let Some(dir) = checkpoint.parent() else {
         return Ok(());
     };
-    let read = |name: &str| -> Option<(PathBuf, serde_json::Value)> {
+    /// The fields read from transformers' `config.json` and open_clip's `open_clip_config.json`
+    /// (every other field is ignored; a file that does not parse as these is not checked).
+    #[derive(Deserialize, Default)]
+    struct Tower {
+        hidden_act: Option<String>,
+    }
+    #[derive(Deserialize)]
+    struct TransformersConfig {
+        #[serde(default)]
+        vision_config: Tower,
+        #[serde(default)]
+        text_config: Tower,
+    }
+    #[derive(Deserialize, Default)]
+    struct ModelCfg {
+        quick_gelu: Option<bool>,
+    }
+    #[derive(Deserialize)]
+    struct OpenClipConfig {
+        #[serde(default)]
+        model_cfg: ModelCfg,
+    }
+    fn read<T: serde::de::DeserializeOwned>(dir: &Path, name: &str) -> Option<(PathBuf, T)> {
         let path = dir.join(name);
         let text = std::fs::read_to_string(&path).ok()?;
         Some((path, serde_json::from_str(&text).ok()?))
-    };
+    }
     let refuse = |config: &Path, found: String| BackboneError::InvalidWeights {
         path: checkpoint.to_path_buf(),
         reason: format!(
@@ -855,17 +877,20 @@ pub fn check_clip_activation(checkpoint: &Path) -> Result<()> {
             config.display()
         ),
     };
-    if let Some((path, config)) = read("config.json") {
-        for tower in ["vision_config", "text_config"] {
-            if let Some(act) = config[tower]["hidden_act"].as_str()
+    if let Some((path, config)) = read::<TransformersConfig>(dir, "config.json") {
+        for (tower, config) in [
+            ("vision_config", config.vision_config),
+            ("text_config", config.text_config),
+        ] {
+            if let Some(act) = config.hidden_act
                 && act != "quick_gelu"
             {
                 return Err(refuse(&path, format!("{tower}.hidden_act = \"{act}\"")));
             }
         }
     }
-    if let Some((path, config)) = read("open_clip_config.json")
-        && config["model_cfg"]["quick_gelu"].as_bool() != Some(true)
+    if let Some((path, config)) = read::<OpenClipConfig>(dir, "open_clip_config.json")
+        && config.model_cfg.quick_gelu != Some(true)
     {
         return Err(refuse(&path, "model_cfg.quick_gelu is not true (GELU)".into()));
     }

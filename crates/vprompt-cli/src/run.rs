@@ -566,25 +566,18 @@ impl RunConfig {
     /// differ (a prompt of another size or other data would otherwise "resume" the old run and
     /// report its prompt).
     fn check_same_run(&self, classes: &[String], data: &DataFingerprints) -> anyhow::Result<()> {
-        let path = self.run_dir.join(RUN_FILE);
-        let existing = match std::fs::read_to_string(&path) {
-            Ok(text) => text,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-                if self.run_dir.join("checkpoint.json").exists() || self.run_dir.join("checkpoints").exists()
-                {
-                    anyhow::bail!(
-                        "{} holds checkpoints but no {RUN_FILE}: it is not a run this tool can resume; \
-                         use a new run_dir (or remove this one)",
-                        self.run_dir.display()
-                    );
-                }
-                return Ok(());
+        if !self.run_dir.join(RUN_FILE).exists() {
+            if self.run_dir.join("checkpoint.json").exists() || self.run_dir.join("checkpoints").exists() {
+                anyhow::bail!(
+                    "{} holds checkpoints but no {RUN_FILE}: it is not a run this tool can resume; \
+                     use a new run_dir (or remove this one)",
+                    self.run_dir.display()
+                );
             }
-            Err(e) => return Err(e).with_context(|| format!("cannot read {}", path.display())),
-        };
+            return Ok(());
+        }
         // Read typed, so that settings added since it was written compare as their defaults.
-        let old: RunConfig = serde_json::from_str(&existing)
-            .with_context(|| format!("{} is not a run config; use a new run_dir", path.display()))?;
+        let old = Self::from_run_dir(&self.run_dir).context("use a new run_dir")?;
         let mut old = serde_json::to_value(old).expect("run configs serialise");
         let mut new = serde_json::to_value(self).expect("run configs serialise");
         // Where the directory is named from (relative, absolute, moved) is not a setting.
