@@ -72,23 +72,27 @@ pub(crate) fn load_checked<M: Module>(
     preset: Preset,
 ) -> Result<Option<f32>> {
     let (pack, native_scale) = match source {
-        WeightsFile::Path(path) if crate::checkpoint::detect(path).is_ok_and(|f| f != Format::Burnpack) => {
-            native_pack(model, path, preset)?
-        }
-        WeightsFile::Path(path) => Pack::read(path)
-            .map_err(|e| match e {
-                PackError::Io { path, source }
-                    if source.kind() == std::io::ErrorKind::NotFound && !preset.has_embedded_weights() =>
-                {
-                    BackboneError::MissingWeights {
-                        preset: preset.name(),
-                        export_name: preset.spec().export_name,
-                        path,
+        WeightsFile::Path(path) => match crate::checkpoint::detect(path) {
+            Ok(format @ (Format::Onnx | Format::Safetensors | Format::PyTorch)) => {
+                native_pack(model, path, format, preset)?
+            }
+            // vprompt's own files, and anything unreadable: Pack::read names the problem.
+            _ => Pack::read(path)
+                .map_err(|e| match e {
+                    PackError::Io { path, source }
+                        if source.kind() == std::io::ErrorKind::NotFound
+                            && !preset.has_embedded_weights() =>
+                    {
+                        BackboneError::MissingWeights {
+                            preset: preset.name(),
+                            export_name: preset.spec().export_name,
+                            path,
+                        }
                     }
-                }
-                e => weights_error(e, preset),
-            })
-            .map(|pack| (pack, None))?,
+                    e => weights_error(e, preset),
+                })
+                .map(|pack| (pack, None))?,
+        },
         // Embedded weights are vprompt's own, written for their preset.
         WeightsFile::Static(bytes) => (Pack::embedded(source.label(), bytes), None),
     };
@@ -110,8 +114,13 @@ pub(crate) fn load_checked<M: Module>(
 /// The tensors of a checkpoint in another library's format (safetensors, a PyTorch state dict),
 /// computed through the first of the preset's key maps whose keys the checkpoint has, and the
 /// checkpoint's CLIP logit scale if the map reads one.
-fn native_pack<M: Module>(model: &M, path: &Path, preset: Preset) -> Result<(Pack, Option<f32>)> {
-    if crate::checkpoint::detect(path)? == Format::Onnx {
+fn native_pack<M: Module>(
+    model: &M,
+    path: &Path,
+    format: Format,
+    preset: Preset,
+) -> Result<(Pack, Option<f32>)> {
+    if format == Format::Onnx {
         return Err(BackboneError::InvalidWeights {
             path: path.to_path_buf(),
             reason: format!(
