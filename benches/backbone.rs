@@ -7,19 +7,19 @@
 use burn::tensor::Distribution;
 use vprompt::prelude::*;
 use vprompt_examples::bench::{measure, print_table};
-use vprompt_examples::compiled_devices;
+use vprompt_examples::bench_devices;
 
 const BATCH: usize = 32;
 
 fn main() -> vprompt::Result<()> {
     vprompt::tune_allocator(); // keep freed tensor memory for reuse (see its docs)
     let mut rows = Vec::new();
-    for (backend, device) in compiled_devices() {
+    for (backend, device) in bench_devices()? {
         let backbone = ImageBackbone::efficientnet_lite0(&device)?;
         let x = Tensor::<4>::random([BATCH, 3, 224, 224], Distribution::Default, &device);
         rows.push(measure(
             "efficientnet-lite0 forward",
-            backend,
+            &backend,
             BATCH,
             &device,
             || {
@@ -30,7 +30,7 @@ fn main() -> vprompt::Result<()> {
         let x_ad = Tensor::<4>::from_data(x.clone().into_data(), &ad).require_grad();
         rows.push(measure(
             "efficientnet-lite0 forward+backward to input",
-            backend,
+            &backend,
             BATCH,
             &device,
             || {

@@ -28,7 +28,7 @@ use burn::tensor::Distribution;
 use vprompt::backbone::kernels::conv2d::forward as run;
 use vprompt::prelude::*;
 use vprompt_examples::bench::{Measurement, env_usize, measure, print_table};
-use vprompt_examples::compiled_devices;
+use vprompt_examples::bench_devices;
 
 /// One convolution: input channels, output channels, kernel side, stride, padding (top, left,
 /// bottom, right; `None` for none), groups, input side.
@@ -97,7 +97,7 @@ fn main() {
         }
     }
     let mut rows = Vec::new();
-    for (backend, device) in compiled_devices() {
+    for (backend, device) in bench_devices().expect("a usable --device or VPROMPT_DEVICE") {
         let ad = device.clone().autodiff();
         // Summed median times, weighted by count: [depthwise, dense] x [forward, with gradient],
         // and how many of the model's layers each sum covers.
@@ -115,13 +115,13 @@ fn main() {
             let kind = if groups > 1 { "depthwise" } else { "dense" };
             let name = format!("{kind} {c_in}->{c_out} k{k} s{stride} at {side} px, x{count}");
             let x = Tensor::<4>::random([batch, c_in, side, side], Distribution::Default, &device);
-            let forward = measure(&format!("{name}: forward"), backend, batch, &device, || {
+            let forward = measure(&format!("{name}: forward"), &backend, batch, &device, || {
                 let _ = run(&conv, x.clone()).sum().into_scalar::<f32>();
             });
             let x = Tensor::<4>::random([batch, c_in, side, side], Distribution::Default, &ad);
             let with_grad = measure(
                 &format!("{name}: + input gradient"),
-                backend,
+                &backend,
                 batch,
                 &device,
                 || {
@@ -145,7 +145,7 @@ fn main() {
                 let total = totals[slot][mode];
                 rows.push(Measurement {
                     name: format!("all {} {kind} layers: {label}", counted[slot]),
-                    backend,
+                    backend: backend.clone(),
                     images_per_call: batch,
                     iterations: 1,
                     median: total,

@@ -18,7 +18,7 @@ use vprompt::data::{BatchLoader, Preprocess, fashion_mnist, prepare};
 use vprompt::prelude::*;
 use vprompt::train::evaluate;
 use vprompt_examples::bench::{measure, print_table};
-use vprompt_examples::compiled_devices;
+use vprompt_examples::bench_devices;
 
 const BATCH: usize = 32;
 
@@ -39,7 +39,7 @@ fn main() -> anyhow::Result<()> {
     let (train, valid, test) = (train?, valid?, test?);
 
     let mut rows = Vec::new();
-    for (backend, device) in compiled_devices() {
+    for (backend, device) in bench_devices()? {
         let classifier = || -> anyhow::Result<PromptedClassifier<ImageBackbone>> {
             let backbone = ImageBackbone::efficientnet_lite0(&device)?;
             let mapping = LabelMappingConfig::FirstN.init(backbone.output_dim(), 10, &device)?;
@@ -51,7 +51,7 @@ fn main() -> anyhow::Result<()> {
         let loader = BatchLoader::new(test.clone(), BATCH)?;
         rows.push(measure(
             &format!("evaluate lite0 prompted, {} images, batch {BATCH}", test.len()),
-            backend,
+            &backend,
             test.len(),
             &device,
             || {
@@ -66,7 +66,7 @@ fn main() -> anyhow::Result<()> {
                 train.len(),
                 valid.len()
             ),
-            backend,
+            &backend,
             train.len() + valid.len(),
             &device,
             || {

@@ -8,9 +8,8 @@
 use std::sync::Arc;
 
 use vprompt::data::{BatchLoader, Preprocess, fashion_mnist, prepare};
-use vprompt::prelude::*;
 use vprompt_examples::bench::{measure, print_table};
-use vprompt_examples::compiled_devices;
+use vprompt_examples::bench_devices;
 
 fn main() -> anyhow::Result<()> {
     vprompt::tune_allocator(); // keep freed tensor memory for reuse (see its docs)
@@ -19,7 +18,9 @@ fn main() -> anyhow::Result<()> {
     let preprocess = Preprocess::stretch([224, 224]);
     let mut rows = Vec::new();
     let mut prepared = None;
-    let host = Device::flex();
+    let devices = bench_devices()?;
+    // Preparation runs on the host; any device serves for `measure`'s sync.
+    let host = devices[0].1.clone();
     rows.push(measure(
         "prepare 1000 images 28->224 (decoded once, resized)",
         "host",
@@ -30,12 +31,12 @@ fn main() -> anyhow::Result<()> {
         },
     ));
     let data = Arc::new(prepared.expect("measured at least once"));
-    for (backend, device) in compiled_devices() {
+    for (backend, device) in devices {
         let loader = BatchLoader::new(data.clone(), 32)?.shuffled(0);
         let mut epoch = 0;
         rows.push(measure(
             "batch an epoch of 1000 (batch 32, prefetch 2)",
-            backend,
+            &backend,
             data.len(),
             &device,
             || {

@@ -7,7 +7,7 @@
 use burn::tensor::Distribution;
 use vprompt::prelude::*;
 use vprompt_examples::bench::{Measurement, measure, print_table};
-use vprompt_examples::compiled_devices;
+use vprompt_examples::bench_devices;
 
 const BATCH: usize = 32;
 const SIZE: [usize; 2] = [224, 224];
@@ -34,25 +34,31 @@ fn templates() -> Vec<(&'static str, PromptConfig, [usize; 2])> {
 fn main() {
     vprompt::tune_allocator(); // keep freed tensor memory for reuse (see its docs)
     let mut rows: Vec<Measurement> = Vec::new();
-    for (backend, device) in compiled_devices() {
+    for (backend, device) in bench_devices().expect("a usable --device or VPROMPT_DEVICE") {
         for (name, config, input) in templates() {
             let prompt = config.init(SIZE, &device).expect("valid config");
             let images = Tensor::<4>::random([BATCH, 3, input[0], input[1]], Distribution::Default, &device);
             let mut step = 0;
-            rows.push(measure(&format!("apply {name}"), backend, BATCH, &device, || {
-                let out = prompt
-                    .apply(images.clone(), Phase::Train { step })
-                    .expect("shape");
-                step += 1;
-                std::hint::black_box(out);
-            }));
+            rows.push(measure(
+                &format!("apply {name}"),
+                &backend,
+                BATCH,
+                &device,
+                || {
+                    let out = prompt
+                        .apply(images.clone(), Phase::Train { step })
+                        .expect("shape");
+                    step += 1;
+                    std::hint::black_box(out);
+                },
+            ));
 
             let ad = device.clone().autodiff();
             let prompt = config.init(SIZE, &ad).expect("valid config");
             let images = images.clone().to_device(&ad);
             rows.push(measure(
                 &format!("apply+backward {name}"),
-                backend,
+                &backend,
                 BATCH,
                 &device,
                 || {

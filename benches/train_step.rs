@@ -21,7 +21,7 @@ use burn::tensor::Distribution;
 use vprompt::prelude::*;
 use vprompt::train::{PromptOptimizer, train_step};
 use vprompt_examples::bench::{env_usize, measure, print_table};
-use vprompt_examples::compiled_devices;
+use vprompt_examples::bench_devices;
 
 fn main() -> vprompt::Result<()> {
     vprompt::tune_allocator(); // keep freed tensor memory for reuse (see its docs)
@@ -30,7 +30,7 @@ fn main() -> vprompt::Result<()> {
     let models =
         std::env::var("VPROMPT_BENCH_MODELS").unwrap_or_else(|_| "efficientnet-lite0,resnet18".into());
     let mut rows = Vec::new();
-    for (backend, device) in compiled_devices() {
+    for (backend, device) in bench_devices()? {
         let ad = device.clone().autodiff();
         for model in models.split(',').map(str::trim).filter(|m| !m.is_empty()) {
             let preset = Preset::from_name(model)?;
@@ -59,7 +59,7 @@ fn main() -> vprompt::Result<()> {
                 let mut step = 0;
                 rows.push(measure(
                     &format!("train step {model}, batch {batch}, {side} px, {placement}"),
-                    backend,
+                    &backend,
                     batch,
                     &device,
                     || {

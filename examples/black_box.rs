@@ -25,12 +25,9 @@ use vprompt::train::{Axis, BlackBoxTrained, Series, line_plot};
 
 fn main() -> anyhow::Result<()> {
     vprompt::tune_allocator(); // keep freed tensor memory for reuse (see its docs)
-    let epochs: usize = std::env::args()
-        .nth(1)
-        .map(|a| a.parse())
-        .transpose()?
-        .unwrap_or(5);
-    let task = std::env::args().nth(2).unwrap_or_else(|| "shift".into());
+    let vprompt::DeviceArgs { device, args, .. } = vprompt::device_from_args(std::env::args().skip(1))?;
+    let epochs: usize = args.first().map(|a| a.parse()).transpose()?.unwrap_or(5);
+    let task = args.get(1).cloned().unwrap_or_else(|| "shift".into());
     anyhow::ensure!(
         task == "shift" || task == "fashion",
         "the task is `shift` or `fashion`, not `{task}`"
@@ -39,7 +36,6 @@ fn main() -> anyhow::Result<()> {
     let out = Path::new(&out_dir);
     let _ = std::fs::remove_dir_all(out); // a fresh run each time (a kept dir would resume)
     std::fs::create_dir_all(out)?;
-    let device = Device::flex();
     let _ = tracing_silenced();
     let root = env!("CARGO_MANIFEST_DIR");
     let weights = out.join("tiny-resnet.bpk");

@@ -22,7 +22,7 @@ use vprompt::prelude::*;
 
 fn main() -> anyhow::Result<()> {
     vprompt::tune_allocator(); // keep freed tensor memory for reuse (see its docs)
-    let args: Vec<String> = std::env::args().skip(1).collect();
+    let vprompt::DeviceArgs { device, args, .. } = vprompt::device_from_args(std::env::args().skip(1))?;
     let (image_weights, text_weights) = (
         args.first()
             .context("usage: byo_clip IMAGE_WEIGHTS TEXT_WEIGHTS [IMAGE_PRESET TEXT_PRESET]")?,
@@ -31,7 +31,6 @@ fn main() -> anyhow::Result<()> {
     );
     let image_preset: Preset = args.get(2).map_or("clip-vit-b32-image", String::as_str).parse()?;
     let text_preset: Preset = args.get(3).map_or("clip-vit-b32-text", String::as_str).parse()?;
-    let device = Device::flex();
     let image = ImageBackbone::load(image_preset, image_weights, &device)?;
     let text = TextEncoder::load(text_preset, text_weights, &device)?;
 

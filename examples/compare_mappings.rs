@@ -12,12 +12,8 @@ use vprompt::prelude::*;
 
 fn main() -> anyhow::Result<()> {
     vprompt::tune_allocator(); // keep freed tensor memory for reuse (see its docs)
-    let epochs: usize = std::env::args()
-        .nth(1)
-        .map(|a| a.parse())
-        .transpose()?
-        .unwrap_or(1);
-    let device = Device::flex();
+    let vprompt::DeviceArgs { device, args, .. } = vprompt::device_from_args(std::env::args().skip(1))?;
+    let epochs: usize = args.first().map(|a| a.parse()).transpose()?.unwrap_or(1);
     let splits = fashion_mnist(concat!(
         env!("CARGO_MANIFEST_DIR"),
         "/tests/fixtures/fashion-mnist"

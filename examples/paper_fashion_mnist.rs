@@ -2,8 +2,9 @@
 //! cosine decay, first-N mapping) on the full Fashion-MNIST from Debian's `dataset-fashion-mnist`
 //! (60,000 train, 10,000 test), with the embedded EfficientNet-Lite0.
 //!
-//! Run: `cargo run --release --example paper_fashion_mnist -- [EPOCHS] [RUN_DIR]`
-//! (default 1000 epochs as in the paper: a GPU job, `--features cuda`; on a CPU try 1). Interrupt it
+//! Run: `cargo run --release --example paper_fashion_mnist -- [EPOCHS] [RUN_DIR] [--device NAME]`
+//! (default 1000 epochs as in the paper: a GPU job, `--features cuda` and `--device cuda`; on a
+//! CPU try 1). Interrupt it
 //! and run the same command again: it resumes from the last checkpoint.
 
 use std::sync::Arc;
@@ -13,10 +14,12 @@ use vprompt::prelude::*;
 
 fn main() -> anyhow::Result<()> {
     vprompt::tune_allocator(); // keep freed tensor memory for reuse (see its docs)
-    let mut args = std::env::args().skip(1);
-    let epochs: usize = args.next().map(|a| a.parse()).transpose()?.unwrap_or(1000);
-    let run_dir = args.next().unwrap_or_else(|| "runs/paper-fashion-mnist".into());
-    let device = Device::flex();
+    let vprompt::DeviceArgs { device, args, .. } = vprompt::device_from_args(std::env::args().skip(1))?;
+    let epochs: usize = args.first().map(|a| a.parse()).transpose()?.unwrap_or(1000);
+    let run_dir = args
+        .get(1)
+        .cloned()
+        .unwrap_or_else(|| "runs/paper-fashion-mnist".into());
     let backbone = ImageBackbone::efficientnet_lite0(&device)?;
     let splits = fashion_mnist("/usr/share/datasets/fashion-mnist")?;
     let (train, valid) = splits.train.split_validation(0.1, 0)?;

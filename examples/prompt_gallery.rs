@@ -6,11 +6,12 @@ use anyhow::Context;
 use vprompt::prelude::*;
 
 fn main() -> anyhow::Result<()> {
-    let out = std::env::args()
-        .nth(1)
+    let vprompt::DeviceArgs { device, args, .. } = vprompt::device_from_args(std::env::args().skip(1))?;
+    let out = args
+        .first()
+        .cloned()
         .unwrap_or_else(|| "target/prompt-gallery".into());
     std::fs::create_dir_all(&out).with_context(|| format!("cannot create {out}"))?;
-    let device = Device::flex();
     let templates: Vec<(&str, PromptConfig)> = vec![
         ("padding-p30", PaddingPromptConfig::new(30).into()),
         ("fixed-patch-p30", FixedPatchPromptConfig::new(30).into()),

@@ -14,7 +14,7 @@ fn main() -> anyhow::Result<()> {
     vprompt::tune_allocator(); // keep freed tensor memory for reuse (see its docs)
     let run_dir = "runs/quickstart";
     let _ = std::fs::remove_dir_all(run_dir); // a fresh run each time (a kept dir would resume)
-    let device = Device::flex();
+    let device = vprompt::device_from_args(std::env::args().skip(1))?.device;
 
     // The committed Fashion-MNIST subset (100 images per class for train and test): 450 images to
     // train on, 50 to select on, 200 to test on, upsampled once to the model's 224 x 224.

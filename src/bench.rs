@@ -17,8 +17,8 @@ use vprompt::prelude::Device;
 pub struct Measurement {
     /// Benchmark name.
     pub name: String,
-    /// Backend name.
-    pub backend: &'static str,
+    /// Device name (`flex`, `cuda:0`, `host` for work off the device).
+    pub backend: String,
     /// Images processed per call.
     pub images_per_call: usize,
     /// Timed iterations.
@@ -70,7 +70,7 @@ fn budget() -> Duration {
 /// that asynchronous backends are timed honestly.
 pub fn measure(
     name: &str,
-    backend: &'static str,
+    backend: &str,
     images_per_call: usize,
     device: &Device,
     mut call: impl FnMut(),
@@ -89,7 +89,7 @@ pub fn measure(
     times.sort();
     Measurement {
         name: name.to_string(),
-        backend,
+        backend: backend.to_string(),
         images_per_call,
         iterations: times.len(),
         median: times[times.len() / 2],

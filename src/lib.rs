@@ -4,21 +4,31 @@
 
 pub mod bench;
 
+use vprompt::DeviceName;
 use vprompt::prelude::Device;
 
-/// The devices of every backend compiled into this build, by name: `flex` (default features),
-/// plus `wgpu`, `cuda` and `cpu` when their features are on.
-pub fn compiled_devices() -> Vec<(&'static str, Device)> {
-    [
+/// The devices a bench runs on, by name: the one asked for with `--device NAME` (`cargo bench
+/// --bench epoch -- --device cuda:1`) or `VPROMPT_DEVICE`, else one of every backend compiled
+/// into this build (`flex` by default, plus `wgpu`, `cuda` and `cpu` with their features).
+pub fn bench_devices() -> Result<Vec<(String, Device)>, vprompt::DeviceError> {
+    let asked = std::env::args().any(|a| a == "--device" || a.starts_with("--device="))
+        || std::env::var(vprompt::device::DEVICE_ENV).is_ok_and(|v| !v.trim().is_empty());
+    if asked {
+        let chosen = vprompt::device_from_args(std::env::args().skip(1))?;
+        return Ok(vec![(chosen.name.to_string(), chosen.device)]);
+    }
+    let names = [
         #[cfg(feature = "flex")]
-        ("flex", Device::flex()),
+        DeviceName::Flex,
         #[cfg(feature = "wgpu")]
-        ("wgpu", Device::wgpu(Default::default())),
+        DeviceName::Wgpu(None),
         #[cfg(feature = "cuda")]
-        ("cuda", Device::cuda(0)),
+        DeviceName::Cuda(0),
         #[cfg(feature = "cpu")]
-        ("cpu", Device::cpu()),
-    ]
-    .into_iter()
-    .collect()
+        DeviceName::Cpu,
+    ];
+    names
+        .into_iter()
+        .map(|name| Ok((name.to_string(), name.device()?)))
+        .collect()
 }

@@ -5,6 +5,7 @@
 use std::path::PathBuf;
 
 use clap::{Parser, Subcommand};
+use vprompt::DeviceName;
 use vprompt::backbone::Preset;
 use vprompt::mapping::LabelMappingConfig;
 use vprompt::prompt::PromptConfig;
@@ -20,9 +21,10 @@ use crate::run::{DataConfig, DataFormat, RunConfig};
     about = "Visual prompting: adapt a frozen vision model by learning only pixels"
 )]
 pub struct Cli {
-    /// Backend: flex (CPU, default), cpu, wgpu or cuda (when compiled in).
-    #[arg(long, global = true, default_value = "flex")]
-    pub device: String,
+    /// Device: flex (CPU), cpu, wgpu, wgpu:N (the N-th discrete GPU), cuda or cuda:N, when its
+    /// backend is compiled in. Default: the first compiled of flex, cuda, wgpu, cpu.
+    #[arg(long, global = true, env = vprompt::device::DEVICE_ENV, value_parser = device_name)]
+    pub device: Option<DeviceName>,
     #[command(subcommand)]
     pub command: Command,
 }
@@ -241,4 +243,12 @@ pub struct ZeroShotArgs {
     /// Average over OpenAI's 80 ImageNet templates instead.
     #[arg(long)]
     pub ensemble: bool,
+}
+
+/// A device name, checked against this build (so `--device cuda` fails at parsing, naming the
+/// feature to build with).
+fn device_name(text: &str) -> Result<DeviceName, vprompt::DeviceError> {
+    let name: DeviceName = text.parse()?;
+    name.device()?;
+    Ok(name)
 }

@@ -28,7 +28,7 @@ fn main() -> ExitCode {
     let _ = tracing::subscriber::set_global_default(tracing::subscriber::NoSubscriber::default());
     vprompt::tune_allocator();
     let cli = cli::Cli::parse();
-    let result = device(&cli.device).and_then(|device| commands::run(cli.command, &device));
+    let result = device(cli.device).and_then(|device| commands::run(cli.command, &device));
     match result {
         Ok(()) => ExitCode::SUCCESS,
         // A closed stdout (`vprompt eval | head`) ends the output, not with an error.
@@ -46,20 +46,10 @@ fn is_broken_pipe(error: &anyhow::Error) -> bool {
         .is_some_and(|e| e.kind() == std::io::ErrorKind::BrokenPipe)
 }
 
-fn device(name: &str) -> anyhow::Result<Device> {
-    Ok(match name {
-        #[cfg(feature = "flex")]
-        "flex" => Device::flex(),
-        #[cfg(feature = "cpu")]
-        "cpu" => Device::cpu(),
-        #[cfg(feature = "wgpu")]
-        "wgpu" => Device::wgpu(Default::default()),
-        #[cfg(feature = "cuda")]
-        "cuda" => Device::cuda(0),
-        other => {
-            anyhow::bail!(
-                "backend `{other}` is not compiled into this vprompt (build with `--features {other}`)"
-            )
-        }
-    })
+fn device(name: Option<vprompt::DeviceName>) -> anyhow::Result<Device> {
+    let name = match name {
+        Some(name) => name,
+        None => vprompt::DeviceName::default_compiled()?,
+    };
+    Ok(name.device()?)
 }

@@ -468,7 +468,11 @@ fn bad_input_gives_a_message_and_a_failing_exit_code() {
         &["import", "resnet50", &fixture("tiny_vit.onnx"), &path("x.bpk")],
         "is not a `resnet50` graph",
     );
-    fails(&["--device", "cuda", "inspect", "x"], "not compiled");
+    fails(
+        &["--device", "cuda", "inspect", "x"],
+        "build with `--features cuda`",
+    );
+    fails(&["--device", "cuda:x", "inspect", "x"], "must be a whole number");
 }
 
 /// `vprompt experiment` on the fixtures: a grid of 2 backbones (a vision model and a CLIP pair) x 4

@@ -13,9 +13,9 @@
 //! it, and gradient training puts only the prompt on its autodiff twin (`device.autodiff()`), so
 //! the backbone's weights never enter the autodiff tape.
 //!
-//! This crate is the facade: it re-exports the crates below and adds [`prelude`], [`enum@Error`]
-//! and [`tune_allocator`]. The `vprompt` command-line tool (typed run and experiment configs,
-//! progress bars) is the `vprompt-cli` crate.
+//! This crate is the facade: it re-exports the crates below and adds [`prelude`], [`enum@Error`],
+//! [`tune_allocator`] and [`device`] (the device names every program accepts). The `vprompt`
+//! command-line tool (typed run and experiment configs, progress bars) is the `vprompt-cli` crate.
 //!
 //! # Crates
 //! - [`prompt`]: the prompt templates (padding, fixed and random patch, full image,
@@ -42,8 +42,10 @@ pub use vprompt_prompt as prompt;
 pub use vprompt_train as train;
 
 pub mod allocator;
+pub mod device;
 
 pub use allocator::tune_allocator;
+pub use device::{DeviceArgs, DeviceError, DeviceName, device_from_args, parse_device};
 pub use vprompt_backbone::{Backbone, ImageBackbone, Normalization, OutputKind, Preset, TextEncoder};
 pub use vprompt_data::{Dataset, PreparedDataset, Preprocess};
 pub use vprompt_mapping::{LabelMappingConfig, Mapping, OutputMapping};
@@ -77,6 +79,9 @@ pub enum Error {
     /// Training or evaluation failed.
     #[error(transparent)]
     Train(#[from] vprompt_train::TrainError),
+    /// A device name could not be used.
+    #[error(transparent)]
+    Device(#[from] DeviceError),
 }
 
 /// `Result` with [`enum@Error`].
