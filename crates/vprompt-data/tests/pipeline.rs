@@ -15,6 +15,7 @@ fn fmnist() -> Splits {
     fashion_mnist(fixtures().join("fashion-mnist")).unwrap()
 }
 
+#[cfg(feature = "flex")]
 #[test]
 fn validation_split_is_stratified_disjoint_and_seeded() {
     let train = fmnist().train;
@@ -38,6 +39,7 @@ fn validation_split_is_stratified_disjoint_and_seeded() {
     }
 }
 
+#[cfg(feature = "flex")]
 #[test]
 fn few_shot_samples_n_per_class_seeded() {
     let train = fmnist().train;
@@ -59,6 +61,7 @@ fn few_shot_samples_n_per_class_seeded() {
 }
 
 /// Upsampling 28 -> 224 is bit-exact with Pillow's bicubic and bilinear resize.
+#[cfg(feature = "flex")]
 #[test]
 fn resize_matches_pil() {
     let train = fmnist().train.subset(&[0], "first");
@@ -77,6 +80,7 @@ fn resize_matches_pil() {
 }
 
 /// Shrinking (27 x 24 -> 13 x 9, antialiased) matches Pillow's resize for every filter.
+#[cfg(feature = "flex")]
 #[test]
 fn downsampling_matches_pil() {
     let cat = decode_image(fixtures().join("rgb-folder/cat/cat0.png")).unwrap();
@@ -108,6 +112,7 @@ fn downsampling_matches_pil() {
     }
 }
 
+#[cfg(feature = "flex")]
 #[test]
 fn centre_crop_and_rgb_layout() {
     // A 6 x 4 RGB image whose pixel (y, x) is (10y, 10x, 7).
@@ -140,6 +145,7 @@ fn centre_crop_and_rgb_layout() {
     assert!(Preprocess::stretch([0, 224]).validate().is_err());
 }
 
+#[cfg(feature = "flex")]
 #[test]
 fn mixed_grey_and_rgb_become_rgb() {
     let folder = image_folder(fixtures().join("rgb-folder"), OnError::Fail).unwrap();
@@ -154,6 +160,7 @@ fn mixed_grey_and_rgb_become_rgb() {
     );
 }
 
+#[cfg(feature = "flex")]
 #[test]
 fn cached_preparation_equals_fresh_preparation() {
     let dir = tempfile::tempdir().unwrap();
@@ -194,6 +201,7 @@ fn loader(batch: usize) -> BatchLoader {
     BatchLoader::new(Arc::new(data), batch).unwrap()
 }
 
+#[cfg(feature = "flex")]
 #[test]
 fn shuffling_is_a_function_of_seed_and_epoch() {
     let l = loader(100).shuffled(5);
@@ -210,9 +218,9 @@ fn shuffling_is_a_function_of_seed_and_epoch() {
     );
 }
 
-#[test]
-fn epochs_batches_resume_and_prefetch() {
-    let device = Device::flex();
+/// Batches reach every device with the pixels and labels the host assembled.
+fn epochs_batches_resume_and_prefetch(device: &Device) {
+    let device = device.clone();
     let l = loader(96).shuffled(2);
     assert_eq!(l.batches_per_epoch(), 11);
     let full: Vec<Batch> = l.epoch(1, 0, &device).collect();
@@ -254,6 +262,7 @@ fn epochs_batches_resume_and_prefetch() {
 
 /// Centre-cropping an image of extreme aspect ratio would resize it to gigabytes: the preparation
 /// refuses it, naming the image, before allocating.
+#[cfg(feature = "flex")]
 #[test]
 fn an_extreme_aspect_ratio_is_refused_before_allocating() {
     let dataset = Dataset {
@@ -277,3 +286,5 @@ fn an_extreme_aspect_ratio_is_refused_before_allocating() {
     let prepared = prepare(&dataset, &Preprocess::stretch([32, 32])).unwrap();
     assert_eq!(prepared.size, [32, 32]);
 }
+
+vprompt_testkit::device_tests!(epochs_batches_resume_and_prefetch);

@@ -112,9 +112,8 @@ fn rgf() -> ZerothOrderConfig {
 /// The stated margin: on a domain shift of the fixture model's inputs (see [`shifted`]), both
 /// estimators lift test top-1 over the same black box without the prompt by at least 10 points in
 /// three epochs over 300 images (measured: see docs/black-box.md), and every query is counted.
-#[test]
-fn black_box_training_beats_the_unprompted_baseline_and_counts_every_query() {
-    let device = Device::flex();
+fn black_box_training_beats_the_unprompted_baseline_and_counts_every_query(device: &Device) {
+    let device = device.clone();
     let (train, valid, test) = common::fmnist_32();
     let mut labeller = Counting::new(&device);
     let train = shifted(&train, 300, &mut labeller, &device);
@@ -173,9 +172,8 @@ fn black_box_training_beats_the_unprompted_baseline_and_counts_every_query() {
 }
 
 /// A budget that fits 3.5 steps runs exactly 3 and spends exactly their queries.
-#[test]
-fn the_query_budget_stops_the_run_exactly() {
-    let device = Device::flex();
+fn the_query_budget_stops_the_run_exactly(device: &Device) {
+    let device = device.clone();
     let (train, valid, _) = common::fmnist_32();
     let (train, valid) = (common::subset(&train, 320), common::subset(&valid, 32));
     let optimizer = spsa_gc();
@@ -206,9 +204,8 @@ fn the_query_budget_stops_the_run_exactly() {
 
 /// A run killed mid-epoch resumes to exactly the prompt of an uninterrupted run: the perturbations
 /// are functions of (seed, step) and the SPSA-GC momentum is checkpointed.
-#[test]
-fn resumed_black_box_runs_end_bit_identical() {
-    let device = Device::flex();
+fn resumed_black_box_runs_end_bit_identical(device: &Device) {
+    let device = device.clone();
     let (train, valid, _) = common::fmnist_32();
     let (train, valid) = (common::subset(&train, 128), common::subset(&valid, 32));
     let config = BlackBoxConfig::new(3, spsa_gc()).with_seed(5).with_log_every(0);
@@ -258,17 +255,14 @@ fn resumed_black_box_runs_end_bit_identical() {
     };
     let (a, b) = (last(full.path()), last(dir.path()));
     assert!(a.iter().any(|&v| v != 0.0), "the prompt moved");
-    assert!(
-        a.iter().zip(&b).all(|(x, y)| x.to_bits() == y.to_bits()),
-        "the resumed prompt differs"
+    common::assert_resumed(&common::wide(&b), &common::wide(&a), &device, "the prompt");
+    let losses = |t: &BlackBoxTrained| t.history.iter().map(|r| r.train_loss).collect::<Vec<_>>();
+    common::assert_resumed(
+        &losses(&resumed),
+        &losses(&expected),
+        &device,
+        "the epochs' losses",
     );
-    let losses = |t: &BlackBoxTrained| {
-        t.history
-            .iter()
-            .map(|r| r.train_loss.to_bits())
-            .collect::<Vec<_>>()
-    };
-    assert_eq!(losses(&resumed), losses(&expected));
 }
 
 /// A model that answers with the wrong number of scores.
@@ -286,6 +280,7 @@ impl BlackBoxModel for Broken {
     }
 }
 
+#[cfg(feature = "flex")]
 #[test]
 fn bad_prompts_and_bad_replies_are_clear_errors() {
     let device = Device::flex();
@@ -319,3 +314,9 @@ fn bad_prompts_and_bad_replies_are_clear_errors() {
     .unwrap_err();
     assert!(err.to_string().contains("budget"), "{err}");
 }
+
+vprompt_testkit::device_tests!(
+    black_box_training_beats_the_unprompted_baseline_and_counts_every_query,
+    the_query_budget_stops_the_run_exactly,
+    resumed_black_box_runs_end_bit_identical,
+);

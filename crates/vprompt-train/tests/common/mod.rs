@@ -51,3 +51,53 @@ pub fn subset(data: &Arc<PreparedDataset>, n: usize) -> Arc<PreparedDataset> {
         classes: data.classes.clone(),
     })
 }
+
+/// Whether resuming on `device` is bit-exact: on flex every kernel is deterministic, so a resumed
+/// run must end with exactly the bits of an uninterrupted one.
+pub fn bit_exact(device: &Device) -> bool {
+    #[cfg(feature = "flex")]
+    if *device == Device::flex() {
+        return true;
+    }
+    let _ = device;
+    false
+}
+
+/// How far a resumed run may end from an uninterrupted one off flex, relative to the largest
+/// value compared (docs/backends.md): the GPU backends' kernels (autotuned, fused) may order a sum
+/// differently once a run restarts, which changes the last bits and then compounds over the steps.
+pub const RESUME_TOLERANCE: f64 = 1e-4;
+
+/// Resumed against uninterrupted values: bit-identical where [`bit_exact`], else within
+/// [`RESUME_TOLERANCE`] of the largest expected magnitude.
+#[track_caller]
+pub fn assert_resumed(got: &[f64], expected: &[f64], device: &Device, what: &str) {
+    assert_eq!(got.len(), expected.len(), "{what}: lengths differ");
+    if bit_exact(device) {
+        let bits = |v: &[f64]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
+        assert!(bits(got) == bits(expected), "{what}: the resumed run differs");
+        return;
+    }
+    let scale = expected
+        .iter()
+        .fold(0.0f64, |m, v| m.max(v.abs()))
+        .max(f64::MIN_POSITIVE);
+    let worst = got
+        .iter()
+        .zip(expected)
+        .map(|(a, b)| (a - b).abs())
+        .fold(0.0f64, f64::max);
+    eprintln!(
+        "{what}: resumed vs uninterrupted, largest difference {:.2e} relative",
+        worst / scale
+    );
+    assert!(
+        worst <= RESUME_TOLERANCE * scale,
+        "{what}: resumed differs by {worst:e}, more than {RESUME_TOLERANCE:e} x {scale:e}"
+    );
+}
+
+/// `f32` values as `f64`, for [`assert_resumed`].
+pub fn wide(values: &[f32]) -> Vec<f64> {
+    values.iter().map(|&v| v as f64).collect()
+}
