@@ -68,6 +68,14 @@ pub enum Command {
         /// No progress on stderr.
         #[arg(long)]
         quiet: bool,
+        /// Run only share I of N of the cells (1 <= I <= N), e.g. a job array's task; the share
+        /// that finishes last writes the merged results.
+        #[arg(long, value_name = "I/N", conflicts_with = "merge")]
+        shard: Option<crate::shard::Shard>,
+        /// Run nothing: merge the shards' results into results.json, results.md and the plot (an
+        /// error naming the missing cells while shards are unfinished).
+        #[arg(long)]
+        merge: bool,
     },
     /// CLIP zero-shot accuracy with text prompts (the paper's TP baseline) on a dataset's test split.
     ZeroShot(ZeroShotArgs),

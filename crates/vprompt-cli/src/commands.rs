@@ -14,7 +14,7 @@ use vprompt::prompt::{Phase, Prompt, VisualPrompt};
 use vprompt::train::{PromptedClassifier, RunDir, evaluate};
 
 use crate::cli::{Command, TrainArgs, ZeroShotArgs};
-use crate::experiment::ExperimentConfig;
+use crate::experiment::{ExperimentConfig, Outcome, Share};
 use crate::run::{DataConfig, RunConfig, TrainedRun, class_names, evaluate_run, load_run};
 
 /// Runs one subcommand on `device`.
@@ -37,7 +37,16 @@ pub fn run(command: Command, device: &Device) -> anyhow::Result<()> {
             profile,
             out: dir,
             quiet,
-        } => experiment(&config, profile.as_deref(), dir, quiet, device, &mut out),
+            shard,
+            merge,
+        } => {
+            let share = match (shard, merge) {
+                (Some(shard), _) => Share::Shard(shard),
+                (None, true) => Share::Merge,
+                (None, false) => Share::All,
+            };
+            experiment(&config, profile.as_deref(), dir, quiet, share, device, &mut out)
+        }
         Command::Import { preset, onnx, output } => {
             let report = vprompt::backbone::import::import_weights(preset, &onnx, &output)?;
             Ok(writeln!(
@@ -138,6 +147,7 @@ fn experiment(
     profile: Option<&str>,
     dir: Option<PathBuf>,
     quiet: bool,
+    share: Share,
     device: &Device,
     out: &mut impl Write,
 ) -> anyhow::Result<()> {
@@ -152,10 +162,34 @@ fn experiment(
         };
         Path::new("runs/experiments").join(name)
     });
-    let results = config.run(profile, &dir, device, crate::progress::stderr(quiet))?;
-    writeln!(out, "{}", crate::experiment::report(&results).0)?;
-    writeln!(out, "wrote {}", dir.join("results.md").display())?;
-    Ok(())
+    match config.run(profile, &dir, device, share, crate::progress::stderr(quiet))? {
+        Outcome::Complete(results) => {
+            writeln!(out, "{}", crate::experiment::report(&results).0)?;
+            writeln!(out, "wrote {}", dir.join("results.md").display())?;
+            Ok(())
+        }
+        Outcome::Incomplete { missing } => {
+            let shown = missing.iter().take(5).cloned().collect::<Vec<_>>().join("; ");
+            let more = if missing.len() > 5 {
+                format!("; and {} more", missing.len() - 5)
+            } else {
+                String::new()
+            };
+            match share {
+                Share::Shard(shard) => {
+                    writeln!(
+                        out,
+                        "share {shard} is done; {} cells of other shares are not recorded yet ({shown}{more}); \
+                         the last share to finish writes the merged results (or this command with \
+                         --merge in place of --shard, once they are all done)",
+                        missing.len()
+                    )?;
+                    Ok(())
+                }
+                _ => anyhow::bail!("{} cells are not recorded yet: {shown}{more}", missing.len()),
+            }
+        }
+    }
 }
 
 fn zero_shot(args: ZeroShotArgs, device: &Device, out: &mut impl Write) -> anyhow::Result<()> {

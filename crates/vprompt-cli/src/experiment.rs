@@ -9,6 +9,12 @@
 //! - `results.md`: mean ± std test top-1 over seeds per method and dataset/backbone column;
 //! - with a `[plot]` section, a PNG (`plot.png`) and the plotted points as a table.
 //!
+//! A grid can also run as N processes sharing the output directory (a Slurm job array,
+//! `experiments/slurm-array.sh`): `--shard I/N` runs the I-th share of the cells ([`Shard`]: a
+//! fixed assignment by the cell's names) and records them in `results.shard-I-of-N.json`. The
+//! share that finishes last finds every cell recorded and writes the merged `results.json`,
+//! `results.md` and plot; `--merge` (or the command without `--shard`) does the same at any time.
+//!
 //! Methods: `unprompted` (the backbone and head alone: first-N / random / a fitted mapping, or a CLIP
 //! text prompt), `visual-prompt` (any template, any label mapping, any recipe), `linear-probe`.
 //! Profiles (`[profiles.small]`) override seeds, epochs and image counts, so one config serves both
@@ -66,6 +72,7 @@ use vprompt::train::{
 };
 
 use crate::run::{BackboneConfig, DataConfig, RunConfig, TrainingChoice};
+use crate::shard::{SHARD_PREFIX, Shard};
 
 vprompt_core::config! {
     /// One experiment: the grid of datasets x backbones x methods x seeds, and how to plot it.
@@ -280,15 +287,42 @@ impl RunRecord {
     }
 }
 
-/// What `results.json` holds.
+/// What `results.json` holds (and each shard's file, with that shard's runs).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Results {
     /// The effective config (profile applied).
     pub config: ExperimentConfig,
     /// The profile's name, if any.
     pub profile: Option<String>,
-    /// Every finished run, in the order they ran.
+    /// The finished runs: in the grid's order (dataset, backbone, seed, method) once merged; in
+    /// the order they ran while an experiment or a shard runs.
     pub runs: Vec<RunRecord>,
+}
+
+/// The merged results file in an experiment's output directory.
+pub const RESULTS: &str = "results.json";
+
+/// Which cells an experiment process runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Share {
+    /// Every cell not yet recorded.
+    All,
+    /// The cells of one shard ([`Shard`]), recorded in its own file.
+    Shard(Shard),
+    /// None: only merge what the shards recorded.
+    Merge,
+}
+
+/// What [`ExperimentConfig::run`] ended with.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Outcome {
+    /// Every cell is recorded; the merged results were written.
+    Complete(Box<Results>),
+    /// Cells of other shares are not recorded yet (named).
+    Incomplete {
+        /// The missing cells, `dataset / backbone / method / seed N`.
+        missing: Vec<String>,
+    },
 }
 
 /// Mean and spread of one table cell.
@@ -540,95 +574,196 @@ impl ExperimentConfig {
         c
     }
 
-    /// Runs every cell not yet in `out/results.json`, then writes `results.md` and the plot.
-    /// `progress` shows the cells (and each cell's preparation and training): one line per run,
-    /// and per skipped run.
+    /// Runs the cells of `share` not yet recorded in `out`, then, once every cell of the grid is
+    /// recorded (by this process or by other shares), writes the merged `results.json`,
+    /// `results.md` and the plot, and returns the merged results; `None` while other shares'
+    /// cells are missing. `progress` shows the cells (and each cell's preparation and training):
+    /// one line per run, and per skipped run.
     pub fn run(
         &self,
         profile: Option<&str>,
         out: &Path,
         device: &Device,
+        share: Share,
         progress: Arc<dyn Progress>,
-    ) -> anyhow::Result<Results> {
+    ) -> anyhow::Result<Outcome> {
         let config = match profile {
             Some(p) => self.with_profile(p)?,
             None => self.clone(),
         };
         config.validate()?;
         std::fs::create_dir_all(out).with_context(|| format!("cannot create {}", out.display()))?;
-        let path = out.join("results.json");
-        let mut results = match std::fs::read_to_string(&path) {
+        let recorded = config.recorded(out, profile)?;
+        let done: HashSet<_> = recorded.iter().map(RunRecord::key).collect();
+        // This process's own file: `results.json` when it runs every cell (adopting what shares
+        // recorded), its shard file otherwise.
+        let (own_path, mut own) = match share {
+            Share::All | Share::Merge => (
+                out.join(RESULTS),
+                Results {
+                    config: config.clone(),
+                    profile: profile.map(String::from),
+                    runs: recorded,
+                },
+            ),
+            Share::Shard(shard) => {
+                let path = out.join(shard.file_name());
+                let runs = config.read_results(&path, profile)?.unwrap_or_default();
+                let results = Results {
+                    config: config.clone(),
+                    profile: profile.map(String::from),
+                    runs,
+                };
+                (path, results)
+            }
+        };
+        let grid: Vec<_> = config.grid().collect();
+        let owned = match share {
+            Share::All => vec![true; grid.len()],
+            Share::Merge => vec![false; grid.len()],
+            Share::Shard(shard) => shard.owned(
+                &grid
+                    .iter()
+                    .map(|(d, b, m, seed)| (d.name.as_str(), b.name.as_str(), m.name.as_str(), *seed))
+                    .collect::<Vec<_>>(),
+            ),
+        };
+        let mine: Vec<_> = grid
+            .into_iter()
+            .zip(owned)
+            .filter(|(_, o)| *o)
+            .map(|(cell, _)| cell)
+            .collect();
+        let total = mine.len();
+        let started = Instant::now();
+        let mut ran = 0usize;
+        let mut cells = progress.task("experiment", total as u64, "runs");
+        for (k, (d, b, m, seed)) in mine.into_iter().enumerate() {
+            let k = k + 1;
+            let key = (d.name.clone(), b.name.clone(), m.name.clone(), seed);
+            let what = format!("{} / {} / {} / seed {seed}", d.name, b.name, m.name);
+            if done.contains(&key) {
+                progress.line(&format!("[{k}/{total}] {what}: done before, skipped"));
+                cells.advance(1, &String::new);
+                continue;
+            }
+            let record = config
+                .run_cell(d, b, m, seed, out, device)
+                .with_context(|| format!("run {what}"))?;
+            ran += 1;
+            let left = total - k;
+            let eta = started.elapsed().as_secs_f64() / ran as f64 * left as f64;
+            progress.line(&format!(
+                "[{k}/{total}] {what}: top-1 {:.1} %{} ({:.0} s; about {:.0} min left)",
+                100.0 * record.top1,
+                record
+                    .unprompted_top1
+                    .map_or(String::new(), |u| format!(" (unprompted {:.1} %)", 100.0 * u)),
+                record.seconds,
+                eta / 60.0
+            ));
+            cells.advance(1, &|| what.clone());
+            own.runs.push(record);
+            write_atomic(
+                &own_path,
+                &serde_json::to_string_pretty(&own).expect("results serialise"),
+            )?;
+        }
+        drop(cells);
+        // Other shares may have finished meanwhile: merge whatever is recorded now.
+        let recorded = config.recorded(out, profile)?;
+        let by_key: HashMap<_, _> = recorded.into_iter().map(|r| (r.key(), r)).collect();
+        let mut missing = Vec::new();
+        let mut runs = Vec::new();
+        for (d, b, m, seed) in config.grid() {
+            match by_key.get(&(d.name.clone(), b.name.clone(), m.name.clone(), seed)) {
+                Some(record) => runs.push(record.clone()),
+                None => missing.push(format!("{} / {} / {} / seed {seed}", d.name, b.name, m.name)),
+            }
+        }
+        if !missing.is_empty() {
+            return Ok(Outcome::Incomplete { missing });
+        }
+        let results = Results {
+            config: config.clone(),
+            profile: profile.map(String::from),
+            runs,
+        };
+        write_atomic(
+            &out.join(RESULTS),
+            &serde_json::to_string_pretty(&results).expect("results serialise"),
+        )?;
+        let (markdown, series) = report(&results);
+        if let (Some(plot), Some(series)) = (&config.plot, series) {
+            // Drawn beside the target and renamed into place: two shares finishing together both
+            // merge, and neither may read the other's half-written file.
+            let (x, y) = plot.axes();
+            let tmp = out.join(format!(".{}.{}", std::process::id(), plot.file));
+            line_plot(&tmp, &config.title, &x, &y, &series)?;
+            std::fs::rename(&tmp, out.join(&plot.file))
+                .with_context(|| format!("cannot write {}", out.join(&plot.file).display()))?;
+        }
+        write_atomic(&out.join("results.md"), &markdown)?;
+        Ok(Outcome::Complete(Box::new(results)))
+    }
+
+    /// Every cell of the grid, in the tables' order: dataset, backbone, seed, method.
+    fn grid(&self) -> impl Iterator<Item = (&DatasetEntry, &BackboneEntry, &MethodEntry, u64)> {
+        self.datasets.iter().flat_map(move |d| {
+            self.backbones.iter().flat_map(move |b| {
+                self.seeds
+                    .iter()
+                    .flat_map(move |&seed| self.methods.iter().map(move |m| (d, b, m, seed)))
+            })
+        })
+    }
+
+    /// The runs of `path` (`results.json` or a shard file), `None` if it does not exist; refused
+    /// when it holds another config's or profile's results.
+    fn read_results(&self, path: &Path, profile: Option<&str>) -> anyhow::Result<Option<Vec<RunRecord>>> {
+        match std::fs::read_to_string(path) {
             Ok(text) => {
                 let old: Results = serde_json::from_str(&text)
                     .with_context(|| format!("{} is unreadable", path.display()))?;
-                if old.config != config || old.profile.as_deref() != profile {
+                if old.config != *self || old.profile.as_deref() != profile {
                     anyhow::bail!(
                         "{} holds results of a different config or profile; choose another output \
                          directory or delete it",
                         path.display()
                     );
                 }
-                old
+                Ok(Some(old.runs))
             }
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Results {
-                config: config.clone(),
-                profile: profile.map(String::from),
-                runs: Vec::new(),
-            },
-            Err(e) => return Err(e).with_context(|| format!("cannot read {}", path.display())),
-        };
-        let done: HashSet<_> = results.runs.iter().map(RunRecord::key).collect();
-        let total =
-            config.datasets.len() * config.backbones.len() * config.seeds.len() * config.methods.len();
-        let started = Instant::now();
-        let mut ran = 0usize;
-        let mut k = 0usize;
-        let mut cells = progress.task("experiment", total as u64, "runs");
-        for d in &config.datasets {
-            for b in &config.backbones {
-                for &seed in &config.seeds {
-                    for m in &config.methods {
-                        k += 1;
-                        let key = (d.name.clone(), b.name.clone(), m.name.clone(), seed);
-                        let what = format!("{} / {} / {} / seed {seed}", d.name, b.name, m.name);
-                        if done.contains(&key) {
-                            progress.line(&format!("[{k}/{total}] {what}: done before, skipped"));
-                            cells.advance(1, &String::new);
-                            continue;
-                        }
-                        let record = config
-                            .run_cell(d, b, m, seed, out, device)
-                            .with_context(|| format!("run {what}"))?;
-                        ran += 1;
-                        let left = total - k;
-                        let eta = started.elapsed().as_secs_f64() / ran as f64 * left as f64;
-                        progress.line(&format!(
-                            "[{k}/{total}] {what}: top-1 {:.1} %{} ({:.0} s; about {:.0} min left)",
-                            100.0 * record.top1,
-                            record
-                                .unprompted_top1
-                                .map_or(String::new(), |u| format!(" (unprompted {:.1} %)", 100.0 * u)),
-                            record.seconds,
-                            eta / 60.0
-                        ));
-                        cells.advance(1, &|| what.clone());
-                        results.runs.push(record);
-                        write_atomic(
-                            &path,
-                            &serde_json::to_string_pretty(&results).expect("results serialise"),
-                        )?;
-                    }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(e).with_context(|| format!("cannot read {}", path.display())),
+        }
+    }
+
+    /// Every run recorded in `out`: `results.json`, then each shard's file (any share count, in
+    /// name order), the first record of a cell kept.
+    fn recorded(&self, out: &Path, profile: Option<&str>) -> anyhow::Result<Vec<RunRecord>> {
+        let mut files = vec![out.join(RESULTS)];
+        let mut shards: Vec<PathBuf> = std::fs::read_dir(out)
+            .with_context(|| format!("cannot read {}", out.display()))?
+            .filter_map(|entry| entry.ok().map(|e| e.path()))
+            .filter(|p| {
+                p.file_name()
+                    .and_then(|n| n.to_str())
+                    .is_some_and(|n| n.starts_with(SHARD_PREFIX) && n.ends_with(".json"))
+            })
+            .collect();
+        shards.sort();
+        files.extend(shards);
+        let mut seen = HashSet::new();
+        let mut runs = Vec::new();
+        for file in files {
+            for record in self.read_results(&file, profile)?.unwrap_or_default() {
+                if seen.insert(record.key()) {
+                    runs.push(record);
                 }
             }
         }
-        drop(cells);
-        let (markdown, series) = report(&results);
-        if let (Some(plot), Some(series)) = (&config.plot, series) {
-            let (x, y) = plot.axes();
-            line_plot(&out.join(&plot.file), &config.title, &x, &y, &series)?;
-        }
-        write_atomic(&out.join("results.md"), &markdown)?;
-        Ok(results)
+        Ok(runs)
     }
 
     /// One cell. Runs inside it report nothing: the experiment's own lines say how it goes.
@@ -733,8 +868,10 @@ fn slug(s: &str) -> String {
         .collect()
 }
 
+/// Writes `text` beside `path` under a name of this process's, then renames it into place: a
+/// reader (or another share merging at the same moment) sees the old file or the new, never half.
 fn write_atomic(path: &Path, text: &str) -> anyhow::Result<()> {
-    let tmp: PathBuf = path.with_extension("tmp");
+    let tmp: PathBuf = path.with_extension(format!("tmp{}", std::process::id()));
     std::fs::write(&tmp, text).with_context(|| format!("cannot write {}", tmp.display()))?;
     std::fs::rename(&tmp, path).with_context(|| format!("cannot write {}", path.display()))
 }

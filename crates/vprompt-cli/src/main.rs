@@ -16,6 +16,7 @@ mod config;
 mod experiment;
 mod progress;
 mod run;
+mod shard;
 
 use std::io::Write;
 use std::process::ExitCode;

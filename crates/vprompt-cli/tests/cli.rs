@@ -3,7 +3,7 @@
 //! errors a person sees for bad input (a message, a non-zero exit, never a panic).
 
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::process::{Command, Output, Stdio};
 
 fn workspace() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
@@ -14,6 +14,10 @@ fn vprompt(args: &[&str]) -> Output {
         .args(args)
         .output()
         .expect("the binary runs")
+}
+
+fn refs(args: &[String]) -> Vec<&str> {
+    args.iter().map(String::as_str).collect()
 }
 
 fn ok(args: &[&str]) -> String {
@@ -796,4 +800,158 @@ fn progress_is_plain_lines_without_a_terminal() {
     }
     assert!(!stderr.contains('\r'), "no bars redrawn in a log:\n{stderr}");
     assert_eq!(run("quiet", true), "");
+}
+
+/// A grid run as a Slurm job array (`experiments/slurm-array.sh`), its three shares started at
+/// once as background processes: each share records its own cells, the last to finish writes the
+/// merged results, and they equal one process's run of the same grid, cell for cell.
+#[test]
+fn an_experiment_split_into_shares_merges_into_the_same_results() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = |name: &str| dir.path().join(name).display().to_string();
+    ok(&[
+        "import",
+        "tiny-resnet",
+        &fixture("tiny_resnet.onnx"),
+        &path("resnet.bpk"),
+    ]);
+    let config = format!(
+        r#"title = "Sharded grid"
+seeds = [0, 1]
+
+[[datasets]]
+name = "F-MNIST"
+data = {{ format = "fashion-mnist", path = "{data}", few_shot = 4, validation_per_class = 2, test_per_class = 4 }}
+
+[[backbones]]
+name = "resnet"
+model = {{ preset = "tiny-resnet", weights = "{resnet}" }}
+
+[training]
+recipe = "ilm-vp"
+learning_rate = 0.05
+batch_size = 16
+
+[[methods]]
+name = "unprompted"
+kind = "unprompted"
+
+[[methods]]
+name = "vp"
+kind = "visual-prompt"
+prompt = {{ FullImage = {{ init = "Zeros" }} }}
+
+[[methods]]
+name = "probe"
+kind = "linear-probe"
+
+[probe]
+epochs = 2
+
+[plot]
+x = "unprompted"
+y = "gain"
+
+[profiles.quick]
+epochs = 1
+"#,
+        data = workspace().join("tests/fixtures/fashion-mnist").display(),
+        resnet = path("resnet.bpk"),
+    );
+    std::fs::write(dir.path().join("grid.toml"), &config).unwrap();
+    let grid = path("grid.toml");
+    let experiment = |out: &str, extra: &[&str]| -> Vec<String> {
+        ["experiment", &grid, "--profile", "quick", "--out", out]
+            .iter()
+            .chain(extra)
+            .map(|s| s.to_string())
+            .collect()
+    };
+    let sharded = path("sharded");
+    // Merging before anything ran names what is missing.
+    let out = vprompt(&refs(&experiment(&sharded, &["--merge"])));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success() && stderr.contains("6 cells are not recorded yet"),
+        "{stderr}"
+    );
+
+    let script = workspace().join("experiments/slurm-array.sh");
+    let shares: Vec<_> = (1..=3)
+        .map(|task| {
+            Command::new("bash")
+                .arg(&script)
+                .args([&path("grid.toml"), "quick", &sharded, "flex"])
+                .env("SLURM_ARRAY_TASK_ID", task.to_string())
+                .env("SLURM_ARRAY_TASK_COUNT", "3")
+                .env("VPROMPT", env!("CARGO_BIN_EXE_vprompt"))
+                .stdout(Stdio::piped())
+                .stderr(Stdio::piped())
+                .spawn()
+                .unwrap()
+        })
+        .collect();
+    let mut merged_by = Vec::new();
+    for (task, share) in shares.into_iter().enumerate() {
+        let out = share.wait_with_output().unwrap();
+        let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+        assert!(
+            out.status.success(),
+            "share {}: {}",
+            task + 1,
+            String::from_utf8_lossy(&out.stderr)
+        );
+        if stdout.contains("# Sharded grid") {
+            merged_by.push(task + 1);
+        } else {
+            assert!(stdout.contains("not recorded yet"), "{stdout}");
+        }
+    }
+    assert!(!merged_by.is_empty(), "the last share to finish merges");
+    let read = |dir: &str, file: &str| -> serde_json::Value {
+        serde_json::from_str(&std::fs::read_to_string(Path::new(dir).join(file)).unwrap()).unwrap()
+    };
+    let mut share_cells = 0;
+    for task in 1..=3 {
+        share_cells += read(&sharded, &format!("results.shard-{task}-of-3.json"))["runs"]
+            .as_array()
+            .unwrap()
+            .len();
+    }
+    assert_eq!(share_cells, 6, "every cell ran in exactly one share");
+    assert!(Path::new(&sharded).join("results.md").exists() && Path::new(&sharded).join("plot.png").exists());
+
+    let single = path("single");
+    ok(&refs(&experiment(&single, &[])));
+    let cells = |v: serde_json::Value| -> Vec<(String, String, u64, f64)> {
+        v["runs"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|r| {
+                (
+                    r["backbone"].as_str().unwrap().to_string(),
+                    r["method"].as_str().unwrap().to_string(),
+                    r["seed"].as_u64().unwrap(),
+                    r["top1"].as_f64().unwrap(),
+                )
+            })
+            .collect()
+    };
+    assert_eq!(
+        cells(read(&sharded, "results.json")),
+        cells(read(&single, "results.json"))
+    );
+    assert_eq!(
+        std::fs::read_to_string(Path::new(&sharded).join("results.md")).unwrap(),
+        std::fs::read_to_string(Path::new(&single).join("results.md")).unwrap()
+    );
+    // Merging again is idempotent; a share index out of range is refused.
+    let again = vprompt(&refs(&experiment(&sharded, &["--merge"])));
+    assert!(again.status.success());
+    assert_eq!(
+        cells(read(&sharded, "results.json")),
+        cells(read(&single, "results.json"))
+    );
+    fails(&refs(&experiment(&sharded, &["--shard", "4/3"])), "1 <= I <= N");
 }
