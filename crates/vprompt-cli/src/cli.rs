@@ -33,7 +33,7 @@ pub struct Cli {
 pub enum Command {
     /// Train a prompt. Settings come from a TOML run config, flags override it; the config is
     /// written to the run directory, and an interrupted run resumes.
-    Train(TrainArgs),
+    Train(Box<TrainArgs>),
     /// Evaluate a run's selected prompt on its test split, prompted and unprompted.
     Eval {
         /// The run directory.
@@ -112,6 +112,10 @@ pub struct TrainArgs {
     /// Run directory (checkpoints, metrics, curves).
     #[arg(long)]
     pub run_dir: Option<PathBuf>,
+    /// Data parallel: split each batch over these devices, comma-separated (`cuda:0,cuda:1`); the
+    /// first is the main one (prompt, optimiser, validation) and replaces `--device`.
+    #[arg(long, value_name = "LIST", value_delimiter = ',', value_parser = device_name)]
+    pub devices: Option<Vec<DeviceName>>,
     /// Data format: fashion-mnist, mnist, cifar10, cifar100, folder, csv.
     #[arg(long, value_parser = word::<DataFormat>)]
     pub data_format: Option<DataFormat>,

@@ -70,11 +70,22 @@ fn train(args: &TrainArgs, device: &Device, out: &mut impl Write) -> anyhow::Res
         config.remove_run()?;
     }
     progress.line(&format!("training into {}", config.run_dir.display()));
+    let devices = match &args.devices {
+        Some(names) => names
+            .iter()
+            .map(|name| name.device())
+            .collect::<Result<Vec<_>, _>>()?,
+        None => vec![device.clone()],
+    };
+    if let Some(names) = args.devices.as_ref().filter(|names| names.len() > 1) {
+        let names: Vec<String> = names.iter().map(ToString::to_string).collect();
+        progress.line(&format!("data parallel over {}", names.join(", ")));
+    }
     let TrainedRun {
         trained,
         data,
         training,
-    } = config.train(device, progress)?;
+    } = config.train(&devices, progress)?;
     if trained.interrupted {
         return Ok(());
     }

@@ -782,7 +782,7 @@ impl ExperimentConfig {
         let quiet: Arc<dyn Progress> = Arc::new(Quiet);
         let (top1, unprompted_top1, train_images, test_images) = match m.kind {
             MethodKind::VisualPrompt => {
-                let run = rc.train(device, quiet)?;
+                let run = rc.train(std::slice::from_ref(device), quiet)?;
                 let (trained, data) = (run.trained, run.data);
                 let report = trained.evaluate(data.test.clone(), training.batch_size)?;
                 (

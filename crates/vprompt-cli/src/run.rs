@@ -521,10 +521,12 @@ impl RunConfig {
         })
     }
 
-    /// Trains: loads the backbone and data, builds the prompt and head, runs the trainer (resuming
-    /// from the run directory's checkpoint if there is one), writes the config and the class
-    /// names beside it.
-    pub fn train(&self, device: &Device, progress: Arc<dyn Progress>) -> anyhow::Result<TrainedRun> {
+    /// Trains on `devices` (the first is the main one; more split each batch: data parallel):
+    /// loads the backbone and data, builds the prompt and head, runs the trainer (resuming from the
+    /// run directory's checkpoint if there is one), writes the config and the class names beside
+    /// it.
+    pub fn train(&self, devices: &[Device], progress: Arc<dyn Progress>) -> anyhow::Result<TrainedRun> {
+        let device = devices.first().context("no device to train on")?;
         self.validate(true)?;
         let training = self.training_config()?;
         let backbone = self.backbone(device)?;
@@ -548,6 +550,7 @@ impl RunConfig {
             &serde_json::to_string_pretty(&data.fingerprints).expect("fingerprints serialise"),
         )?;
         let trainer = Trainer::new(training.clone(), device)
+            .with_devices(devices)?
             .with_run_dir(&self.run_dir)
             .with_progress(progress);
         let trained = match &data.valid {

@@ -88,8 +88,8 @@ batch_size = 32
     );
     std::fs::write(dir.path().join("run.toml"), config).unwrap();
     // Flags override the file: one epoch instead of the recipe's 200.
-    let out = ok(&["train", "--config", &path("run.toml"), "--epochs", "1", "--quiet"]);
-    assert!(out.contains("top-1"), "{out}");
+    let out_train = ok(&["train", "--config", &path("run.toml"), "--epochs", "1", "--quiet"]);
+    assert!(out_train.contains("top-1"), "{out_train}");
     for file in [
         "run.json",
         "classes.txt",
@@ -123,6 +123,26 @@ batch_size = 32
     let out = ok(&["inspect", &path("run"), "--png", &path("prompt.png")]);
     assert!(out.contains("parameters    4800"), "{out}"); // 3 x 40 x 40
     assert!(dir.path().join("prompt.png").exists());
+    // Data parallel over two devices (here both flex): the same run, up to rounding, so the same
+    // test report's top-1 line.
+    let parallel = ok(&[
+        "train",
+        "--config",
+        &path("run.toml"),
+        "--epochs",
+        "1",
+        "--devices",
+        "flex,flex",
+        "--run-dir",
+        &path("run-parallel"),
+        "--quiet",
+    ]);
+    let top1 = |out: &str| out.lines().find(|l| l.contains("top-1")).map(str::to_string);
+    assert_eq!(top1(&parallel), top1(&out_train), "{parallel}");
+    fails(
+        &["train", "--config", &path("run.toml"), "--devices", "flex,,flex"],
+        "empty device name",
+    );
 }
 
 #[test]

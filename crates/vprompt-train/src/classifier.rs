@@ -146,6 +146,50 @@ impl<B: Backbone> PromptedClassifier<B> {
             .forward_features(self.backbone_input(pixels, phase)?)?)
     }
 
+    /// Prompted logits with the backbone's work split over devices (data parallel): the prompt is
+    /// applied on this classifier's device, the prompted batch is cut into `1 + replicas.len()`
+    /// contiguous parts, part 0 runs through this classifier's backbone and part k through
+    /// `replicas[k - 1]` (a copy of the backbone on another device), and the source outputs come
+    /// back to this device for the mapping. Every move between devices is on the autodiff tape,
+    /// so one backward pass runs each part's backbone gradient on its own device and sums the
+    /// prompt's gradient here. The same values as [`forward`](Self::forward) up to each device's
+    /// rounding.
+    ///
+    /// # Shapes
+    /// - pixels: `[batch, 3, h, w]` in `[0, 1]`
+    /// - output: `[batch, C]`
+    pub fn forward_data_parallel(
+        &self,
+        pixels: Tensor<4>,
+        phase: Phase,
+        replicas: &[Replica<B>],
+    ) -> Result<Tensor<2>> {
+        let input = self.backbone_input(pixels, Some(phase))?;
+        let home = input.device();
+        let batch = input.dims()[0];
+        let parts = replicas.len() + 1;
+        let mut sources = Vec::with_capacity(parts);
+        for k in 0..parts {
+            let (start, end) = (k * batch / parts, (k + 1) * batch / parts);
+            if start == end {
+                continue;
+            }
+            let part = input.clone().slice(start..end);
+            let source = match k {
+                0 => self.backbone.forward_features(part)?.1,
+                k => {
+                    let replica = &replicas[k - 1];
+                    let (_, source) = replica
+                        .backbone
+                        .forward_features(part.to_device(&replica.device))?;
+                    source.to_device(&home)
+                }
+            };
+            sources.push(source);
+        }
+        Ok(self.mapping.forward(Tensor::cat(sources, 0))?)
+    }
+
     /// Prompted logits (unprompted ones without a prompt).
     ///
     /// # Shapes
@@ -199,6 +243,31 @@ impl<B: Backbone> PromptedClassifier<B> {
                 Ok(self.prompt.as_ref().expect("matched").apply(pixels, phase)?)
             }
             None => Ok(pixels),
+        }
+    }
+}
+
+/// A frozen copy of a classifier's backbone on another device, for
+/// [`PromptedClassifier::forward_data_parallel`].
+#[derive(Debug, Clone)]
+pub struct Replica<B: Backbone> {
+    /// The device its inputs go to: the autodiff twin of the backbone's device when training.
+    pub device: Device,
+    /// The backbone, with its weights on the plain device.
+    pub backbone: B,
+}
+
+impl<B: Backbone> Replica<B> {
+    /// A copy of `backbone` on `device` (a plain device; inputs go to its autodiff twin when
+    /// `autodiff`).
+    pub fn new(backbone: &B, device: &Device, autodiff: bool) -> Self {
+        Self {
+            device: if autodiff {
+                device.clone().autodiff()
+            } else {
+                device.clone()
+            },
+            backbone: backbone.clone().fork(device),
         }
     }
 }

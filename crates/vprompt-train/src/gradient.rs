@@ -16,7 +16,7 @@ use vprompt_data::{Batch, BatchLoader, PreparedDataset};
 use vprompt_mapping::{FrequencyMatrix, LabelMappingConfig, Mapping};
 use vprompt_prompt::{Phase, Prompt};
 
-use crate::classifier::PromptedClassifier;
+use crate::classifier::{PromptedClassifier, Replica};
 use crate::config::TrainingConfig;
 use crate::engine::{
     self, At, EpochRecord, MAPPING_FILE, Method, OPTIMIZER_FILE, PROMPT_FILE, RunDir, Snapshot, Stepped,
@@ -56,6 +56,23 @@ impl Trainer<TrainingConfig> {
         self
     }
 
+    /// Data parallel: each training batch is split over `devices` (the first is the main one, and
+    /// replaces the device the trainer was made with). Each device holds a frozen copy of the
+    /// backbone; the prompt, the optimiser, the mapping, validation and checkpoints stay on the
+    /// main device, where the prompt's gradient is gathered (Burn's autodiff moves each part's
+    /// input gradient back, so one backward pass does it on every backend; see
+    /// [`PromptedClassifier::forward_data_parallel`]). One optimiser step per global batch, so
+    /// the result is one device's with the same batch size, up to rounding; checkpoints resume
+    /// on any number of devices. An empty list is an error.
+    pub fn with_devices(mut self, devices: &[Device]) -> Result<Self> {
+        let (main, rest) = devices
+            .split_first()
+            .ok_or_else(|| TrainError::Mismatch("data parallel training needs at least one device".into()))?;
+        self.device = main.clone();
+        self.replicas = rest.to_vec();
+        Ok(self)
+    }
+
     /// Trains `classifier`'s prompt on `train`, selecting on `valid`. Neither split may be the test
     /// split: evaluate on it once, afterwards, with [`Trained::evaluate`].
     pub fn train<B: Backbone>(
@@ -89,7 +106,13 @@ impl Trainer<TrainingConfig> {
         }
         let ad = self.device.clone().autodiff();
         let prompt = classifier.learned_prompt()?.clone().fork(&ad).train();
+        let replicas = self
+            .replicas
+            .iter()
+            .map(|device| Replica::new(&classifier.backbone, device, true))
+            .collect();
         let mut method = GradientMethod {
+            replicas,
             config: self.config.clone(),
             device: self.device.clone(),
             optimizer: PromptOptimizer::new(&self.config.optimizer),
@@ -122,6 +145,8 @@ impl Trainer<TrainingConfig> {
 /// A gradient run's state: the classifier with its prompt on the autodiff device, and the
 /// optimiser.
 struct GradientMethod<B: Backbone> {
+    /// Copies of the backbone on the further devices of data-parallel training.
+    replicas: Vec<Replica<B>>,
     config: TrainingConfig,
     device: Device,
     ad: Device,
@@ -180,15 +205,27 @@ impl<B: Backbone> Method for GradientMethod<B> {
             at.steps_per_epoch,
             at.total_steps,
         );
-        let (loss, logits) = train_step(
-            &mut self.classifier,
-            &mut self.optimizer,
-            batch.images,
-            batch.labels,
-            lr,
-            at.step,
-        )
-        .map_err(|e| match e {
+        let stepped = if self.replicas.is_empty() {
+            train_step(
+                &mut self.classifier,
+                &mut self.optimizer,
+                batch.images,
+                batch.labels,
+                lr,
+                at.step,
+            )
+        } else {
+            train_step_data_parallel(
+                &mut self.classifier,
+                &self.replicas,
+                &mut self.optimizer,
+                batch.images,
+                batch.labels,
+                lr,
+                at.step,
+            )
+        };
+        let (loss, logits) = stepped.map_err(|e| match e {
             TrainError::NonFiniteLoss { loss, step, .. } => TrainError::NonFiniteLoss {
                 loss,
                 step,
@@ -273,6 +310,39 @@ pub fn train_step<B: Backbone>(
 ) -> Result<(f32, Tensor<2>)> {
     classifier.learned_prompt()?;
     let logits = classifier.forward(images, Phase::Train { step })?;
+    update(classifier, optimizer, logits, labels, lr, step)
+}
+
+/// [`train_step`] with the batch split over the main device and `replicas`' devices
+/// ([`PromptedClassifier::forward_data_parallel`]): the loss is the whole batch's, so the step is
+/// the one-device step up to rounding.
+///
+/// # Shapes
+/// - images: `[batch, 3, h, w]` in `[0, 1]`, on the prompt's (autodiff) device
+/// - labels: `[batch]`
+pub fn train_step_data_parallel<B: Backbone>(
+    classifier: &mut PromptedClassifier<B>,
+    replicas: &[Replica<B>],
+    optimizer: &mut PromptOptimizer,
+    images: Tensor<4>,
+    labels: Tensor<1, Int>,
+    lr: f64,
+    step: u64,
+) -> Result<(f32, Tensor<2>)> {
+    classifier.learned_prompt()?;
+    let logits = classifier.forward_data_parallel(images, Phase::Train { step }, replicas)?;
+    update(classifier, optimizer, logits, labels, lr, step)
+}
+
+/// Cross-entropy of `logits`, backward to the prompt, one optimiser step.
+fn update<B: Backbone>(
+    classifier: &mut PromptedClassifier<B>,
+    optimizer: &mut PromptOptimizer,
+    logits: Tensor<2>,
+    labels: Tensor<1, Int>,
+    lr: f64,
+    step: u64,
+) -> Result<(f32, Tensor<2>)> {
     let loss = CrossEntropyLossConfig::new()
         .init(&logits.device())
         .forward(logits.clone(), labels);

@@ -36,7 +36,7 @@ pub use black_box::{
     BlackBoxConfig, BlackBoxModel, BlackBoxReport, BlackBoxTrained, BlackBoxTrainer, LocalModel, QueryError,
     Scores, ZerothOrderConfig, ZerothOrderOptimizer, evaluate_black_box,
 };
-pub use classifier::{Prediction, PromptedClassifier};
+pub use classifier::{Prediction, PromptedClassifier, Replica};
 pub use config::{OptimizerConfig, Recipe, ScheduleConfig, TrainingConfig};
 pub use engine::{
     Axis, Checkpoint, CheckpointState, EpochRecord, MAPPING_FILE, OPTIMIZER_FILE, PROBE_FILE, PROMPT_FILE,
@@ -44,7 +44,7 @@ pub use engine::{
 };
 pub use error::{ConfigError, Result, TrainError};
 pub use evaluate::{Evaluation, Report, Tally, evaluate, evaluate_with};
-pub use gradient::{Trained, evaluate_unprompted, fit_mapping, train_step};
+pub use gradient::{Trained, evaluate_unprompted, fit_mapping, train_step, train_step_data_parallel};
 pub use optimizer::PromptOptimizer;
 pub use probe::{LinearProbe, LinearProbeConfig};
 pub use schedule::learning_rate;

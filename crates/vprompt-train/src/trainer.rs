@@ -22,6 +22,8 @@ use crate::engine::RunOptions;
 pub struct Trainer<C> {
     pub(crate) config: C,
     pub(crate) device: Device,
+    /// Further devices a gradient step splits its batch over (data parallel); empty: `device` alone.
+    pub(crate) replicas: Vec<Device>,
     pub(crate) options: RunOptions,
 }
 
@@ -32,6 +34,7 @@ impl<C> Trainer<C> {
         Self {
             config,
             device: device.clone(),
+            replicas: Vec::new(),
             options: RunOptions::default(),
         }
     }
