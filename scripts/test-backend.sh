@@ -11,12 +11,24 @@
 # cores). One invocation on purpose: `-p <crate> --features <backend>` per crate unifies features
 # differently for each crate and rebuilds Burn each time.
 #
-# Usage: scripts/test-backend.sh wgpu|cuda|cpu [cargo test options]
+# Usage: scripts/test-backend.sh wgpu|cuda|cpu [cargo test options] [-- test harness options]
+# (e.g. `-- --skip photos_are_recognised`).
 # Used by scripts/test-wgpu.sh (lavapipe, no GPU; in .ci/run) and scripts/gpu-check.sh.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-backend="${1:?usage: scripts/test-backend.sh wgpu|cuda|cpu [cargo test options]}"
+backend="${1:?usage: scripts/test-backend.sh wgpu|cuda|cpu [cargo test options] [-- harness options]}"
 shift
+cargo_args=()
+harness_args=()
+while [ "$#" -gt 0 ]; do
+    if [ "$1" = "--" ]; then
+        shift
+        harness_args=("$@")
+        break
+    fi
+    cargo_args+=("$1")
+    shift
+done
 case "$backend" in wgpu | cuda | cpu) ;; *) echo "unknown backend $backend (wgpu, cuda, cpu)" >&2; exit 2 ;; esac
 
 targets=()
@@ -32,8 +44,8 @@ if [ "${#targets[@]}" -eq 0 ]; then
 fi
 # A caller's own profile (`--release` from scripts/gpu-check.sh) replaces `backend-tests`.
 profile=(--profile backend-tests)
-for arg in "$@"; do
+for arg in "${cargo_args[@]}"; do
     case "$arg" in --release | -r | --profile | --profile=*) profile=() ;; esac
 done
-exec cargo test "${profile[@]}" --no-default-features --features "$backend" "${targets[@]}" "$@" \
-    -- "$backend::" --test-threads=1
+exec cargo test "${profile[@]}" --no-default-features --features "$backend" "${targets[@]}" \
+    "${cargo_args[@]}" -- "$backend::" --test-threads=1 "${harness_args[@]}"

@@ -112,8 +112,10 @@ fn rgf() -> ZerothOrderConfig {
 /// The stated margin: on a domain shift of the fixture model's inputs (see [`shifted`]), both
 /// estimators lift test top-1 over the same black box without the prompt by at least 10 points in
 /// three epochs over 300 images (measured: see docs/black-box.md), and every query is counted.
-fn black_box_training_beats_the_unprompted_baseline_and_counts_every_query(device: &Device) {
-    let device = device.clone();
+#[cfg(feature = "flex")]
+#[test]
+fn black_box_training_beats_the_unprompted_baseline_and_counts_every_query() {
+    let device = Device::flex();
     let (train, valid, test) = common::fmnist_32();
     let mut labeller = Counting::new(&device);
     let train = shifted(&train, 300, &mut labeller, &device);
@@ -207,7 +209,7 @@ fn the_query_budget_stops_the_run_exactly(device: &Device) {
 fn resumed_black_box_runs_end_bit_identical(device: &Device) {
     let device = device.clone();
     let (train, valid, _) = common::fmnist_32();
-    let (train, valid) = (common::subset(&train, 128), common::subset(&valid, 32));
+    let (train, valid) = (common::subset(&train, 64), common::subset(&valid, 32));
     let config = BlackBoxConfig::new(3, spsa_gc()).with_seed(5).with_log_every(0);
     let prompt = || {
         pixel_prompt(
@@ -236,11 +238,11 @@ fn resumed_black_box_runs_end_bit_identical(device: &Device) {
     };
     let full = tempfile::tempdir().unwrap();
     let expected = run(full.path(), None);
-    assert_eq!(expected.steps, 12);
+    assert_eq!(expected.steps, 6);
     let dir = tempfile::tempdir().unwrap();
-    assert!(run(dir.path(), Some(6)).interrupted);
+    assert!(run(dir.path(), Some(3)).interrupted);
     let resumed = run(dir.path(), None);
-    assert_eq!(resumed.steps, 12);
+    assert_eq!(resumed.steps, 6);
     assert_eq!(resumed.queries, expected.queries);
     let last = |d: &std::path::Path| {
         to_vec(
@@ -315,8 +317,9 @@ fn bad_prompts_and_bad_replies_are_clear_errors() {
     assert!(err.to_string().contains("budget"), "{err}");
 }
 
+// The margin test (above) trains 228 steps with two estimators, 13 minutes and more on lavapipe:
+// flex only. The loop itself (queries, budget, checkpoints, resume) runs on every device here.
 vprompt_testkit::device_tests!(
-    black_box_training_beats_the_unprompted_baseline_and_counts_every_query,
     the_query_budget_stops_the_run_exactly,
     resumed_black_box_runs_end_bit_identical,
 );

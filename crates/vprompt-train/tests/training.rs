@@ -743,10 +743,125 @@ fn data_parallel_forward_runs_each_part_on_its_replica() {
 /// each part's kernels see a smaller batch, which may round differently.
 const DATA_PARALLEL_TOLERANCE: f64 = 1e-5;
 
+/// The gradient loop on every device, at a size lavapipe runs in CI (4 steps): a data-driven
+/// mapping refitted every epoch (ILM), validation selection, checkpoints, and a run killed
+/// mid-epoch that resumes to the uninterrupted run's prompt and losses (bit-exact on flex, within
+/// [`common::RESUME_TOLERANCE`] elsewhere).
+fn the_gradient_loop_refits_selects_and_resumes(device: &Device) {
+    let (train, valid, _) = common::fmnist_32();
+    let (train, valid) = (common::subset(&train, 64), common::subset(&valid, 32));
+    let config = adam(2).with_seed(5);
+    let run = |dir: &std::path::Path, stop: Option<u64>| {
+        let mut trainer = Trainer::new(config.clone(), device)
+            .with_mapping(LabelMappingConfig::ILM)
+            .with_run_dir(dir)
+            .quiet(true);
+        if let Some(stop) = stop {
+            trainer = trainer.stop_after_steps(stop);
+        }
+        trainer
+            .train(
+                classifier(PaddingPromptConfig::new(4), device),
+                train.clone(),
+                valid.clone(),
+            )
+            .unwrap()
+    };
+    let full = tempfile::tempdir().unwrap();
+    let expected = run(full.path(), None);
+    assert_eq!((expected.steps, expected.history.len()), (4, 2));
+    assert!(expected.history.iter().all(|r| r.train_loss.is_finite()));
+    let (best_epoch, best_top1) = expected.best.unwrap();
+    assert_eq!(expected.history[best_epoch - 1].valid_top1, Some(best_top1));
+    let MappingKind::Label { method, .. } = expected.classifier.mapping.kind() else {
+        panic!("a label mapping")
+    };
+    assert_eq!(method, "iterative");
+    for file in ["checkpoint.json", "best.json", "metrics.jsonl"] {
+        assert!(full.path().join(file).exists(), "{file}");
+    }
+    let dir = tempfile::tempdir().unwrap();
+    assert!(run(dir.path(), Some(3)).interrupted);
+    let resumed = run(dir.path(), None);
+    assert_eq!(resumed.steps, 4);
+    common::assert_resumed(
+        &common::wide(&checkpoint_prompt(dir.path(), device)),
+        &common::wide(&checkpoint_prompt(full.path(), device)),
+        device,
+        "the prompt",
+    );
+    let losses = |t: &Trained<_>| t.history.iter().map(|r| r.train_loss).collect::<Vec<_>>();
+    common::assert_resumed(
+        &losses(&resumed),
+        &losses(&expected),
+        device,
+        "the epochs' losses",
+    );
+}
+
+/// The linear probe through the engine on every device, small: trained, killed, resumed to the
+/// same layer (the same test loss, within the resume tolerance off flex).
+fn the_probe_trains_and_resumes(device: &Device) {
+    let (train, valid, test) = common::fmnist_32();
+    let (train, valid, test) = (
+        common::subset(&train, 64),
+        common::subset(&valid, 32),
+        common::subset(&test, 64),
+    );
+    let backbone = common::tiny_resnet(device);
+    let config = LinearProbeConfig::new()
+        .with_epochs(3)
+        .with_batch_size(32)
+        .with_learning_rate(0.02)
+        .with_seed(4);
+    let run = |dir: &std::path::Path, stop: Option<u64>| {
+        let mut trainer = Trainer::new(config.clone(), device).with_run_dir(dir).quiet(true);
+        if let Some(stop) = stop {
+            trainer = trainer.stop_after_steps(stop);
+        }
+        trainer.train(&backbone, train.clone(), valid.clone()).unwrap()
+    };
+    let full = tempfile::tempdir().unwrap();
+    let expected = run(full.path(), None);
+    let dir = tempfile::tempdir().unwrap();
+    let first = run(dir.path(), Some(3));
+    assert_eq!(first.best.map(|(epoch, _)| epoch), Some(1), "killed in epoch 2");
+    let resumed = run(dir.path(), None);
+    let a = expected.evaluate(&backbone, &test, device).unwrap();
+    let b = resumed.evaluate(&backbone, &test, device).unwrap();
+    assert!(a.loss.is_finite() && a.count == 64);
+    common::assert_resumed(&[b.loss], &[a.loss], device, "the probe's test loss");
+}
+
 vprompt_testkit::device_tests!(
-    prompted_accuracy_beats_unprompted_and_the_run_is_recorded,
-    resumed_runs_end_bit_identical,
-    iterative_mapping_is_refitted_and_saved,
-    linear_probe_baseline,
-    linear_probe_resumes_bit_identical,
+    the_gradient_loop_refits_selects_and_resumes,
+    the_probe_trains_and_resumes,
 );
+
+/// The larger runs above (learning margins, longer resumes) take minutes per test on lavapipe:
+/// flex only. The loop they run is the one the device tests check on every backend.
+#[cfg(feature = "flex")]
+mod flex_only {
+    use burn::prelude::Device;
+
+    #[test]
+    fn prompted_accuracy_beats_unprompted_and_the_run_is_recorded() {
+        super::prompted_accuracy_beats_unprompted_and_the_run_is_recorded(&Device::flex())
+    }
+    #[test]
+    fn resumed_runs_end_bit_identical() {
+        super::resumed_runs_end_bit_identical(&Device::flex())
+    }
+    #[test]
+    fn iterative_mapping_is_refitted_and_saved() {
+        super::iterative_mapping_is_refitted_and_saved(&Device::flex())
+    }
+    #[test]
+    fn linear_probe_baseline() {
+        super::linear_probe_baseline(&Device::flex())
+    }
+    #[test]
+    fn linear_probe_resumes_bit_identical() {
+        super::linear_probe_resumes_bit_identical(&Device::flex())
+    }
+}
