@@ -749,8 +749,8 @@ const DATA_PARALLEL_TOLERANCE: f64 = 1e-5;
 /// [`common::RESUME_TOLERANCE`] elsewhere).
 fn the_gradient_loop_refits_selects_and_resumes(device: &Device) {
     let (train, valid, _) = common::fmnist_32();
-    let (train, valid) = (common::subset(&train, 64), common::subset(&valid, 32));
-    let config = adam(2).with_seed(5);
+    let (train, valid) = (common::subset(&train, 32), common::subset(&valid, 16));
+    let config = adam(2).with_batch_size(16).with_seed(5);
     let run = |dir: &std::path::Path, stop: Option<u64>| {
         let mut trainer = Trainer::new(config.clone(), device)
             .with_mapping(LabelMappingConfig::ILM)
@@ -804,14 +804,14 @@ fn the_gradient_loop_refits_selects_and_resumes(device: &Device) {
 fn the_probe_trains_and_resumes(device: &Device) {
     let (train, valid, test) = common::fmnist_32();
     let (train, valid, test) = (
-        common::subset(&train, 64),
-        common::subset(&valid, 32),
-        common::subset(&test, 64),
+        common::subset(&train, 32),
+        common::subset(&valid, 16),
+        common::subset(&test, 32),
     );
     let backbone = common::tiny_resnet(device);
     let config = LinearProbeConfig::new()
         .with_epochs(3)
-        .with_batch_size(32)
+        .with_batch_size(16)
         .with_learning_rate(0.02)
         .with_seed(4);
     let run = |dir: &std::path::Path, stop: Option<u64>| {
@@ -829,7 +829,7 @@ fn the_probe_trains_and_resumes(device: &Device) {
     let resumed = run(dir.path(), None);
     let a = expected.evaluate(&backbone, &test, device).unwrap();
     let b = resumed.evaluate(&backbone, &test, device).unwrap();
-    assert!(a.loss.is_finite() && a.count == 64);
+    assert!(a.loss.is_finite() && a.count == 32);
     common::assert_resumed(&[b.loss], &[a.loss], device, "the probe's test loss");
 }
 
