@@ -215,7 +215,9 @@ fn resumed_black_box_runs_end_bit_identical(device: &Device) {
     let (train, valid, _) = common::fmnist_32();
     let (train, valid) = (common::subset(&train, 64), common::subset(&valid, 32));
     // One draw per step (two queries per image): small enough for lavapipe.
-    let config = BlackBoxConfig::new(3, spsa_gc_drawing(1)).with_seed(5).with_log_every(0);
+    let config = BlackBoxConfig::new(3, spsa_gc_drawing(1))
+        .with_seed(5)
+        .with_log_every(0);
     let prompt = || {
         pixel_prompt(
             RandomPatchPromptConfig::new(6)
