@@ -576,9 +576,9 @@ impl ExperimentConfig {
 
     /// Runs the cells of `share` not yet recorded in `out`, then, once every cell of the grid is
     /// recorded (by this process or by other shares), writes the merged `results.json`,
-    /// `results.md` and the plot, and returns the merged results; `None` while other shares'
-    /// cells are missing. `progress` shows the cells (and each cell's preparation and training):
-    /// one line per run, and per skipped run.
+    /// `results.md` and the plot ([`Outcome::Complete`]); [`Outcome::Incomplete`], naming the
+    /// missing cells, while other shares' cells are not recorded. `progress` shows the cells (and
+    /// each cell's preparation and training): one line per run, and per skipped run.
     pub fn run(
         &self,
         profile: Option<&str>,

@@ -63,7 +63,8 @@ impl Trainer<TrainingConfig> {
     /// input gradient back, so one backward pass does it on every backend; see
     /// [`PromptedClassifier::forward_data_parallel`]). One optimiser step per global batch, so
     /// the result is one device's with the same batch size, up to rounding; checkpoints resume
-    /// on any number of devices. An empty list is an error.
+    /// on any number of devices. Load the classifier's backbone on `devices[0]`. An empty list
+    /// is an error.
     pub fn with_devices(mut self, devices: &[Device]) -> Result<Self> {
         let (main, rest) = devices
             .split_first()
