@@ -153,7 +153,7 @@ impl<B: Backbone> PromptedClassifier<B> {
     /// back to this device for the mapping. Every move between devices is on the autodiff tape,
     /// so one backward pass runs each part's backbone gradient on its own device and sums the
     /// prompt's gradient here. The same values as [`forward`](Self::forward) up to each device's
-    /// rounding.
+    /// rounding; with no replicas, `forward` itself.
     ///
     /// # Shapes
     /// - pixels: `[batch, 3, h, w]` in `[0, 1]`
@@ -164,6 +164,9 @@ impl<B: Backbone> PromptedClassifier<B> {
         phase: Phase,
         replicas: &[Replica<B>],
     ) -> Result<Tensor<2>> {
+        if replicas.is_empty() {
+            return self.forward(pixels, phase);
+        }
         let input = self.backbone_input(pixels, Some(phase))?;
         let home = input.device();
         let batch = input.dims()[0];

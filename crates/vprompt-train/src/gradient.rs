@@ -206,27 +206,16 @@ impl<B: Backbone> Method for GradientMethod<B> {
             at.steps_per_epoch,
             at.total_steps,
         );
-        let stepped = if self.replicas.is_empty() {
-            train_step(
-                &mut self.classifier,
-                &mut self.optimizer,
-                batch.images,
-                batch.labels,
-                lr,
-                at.step,
-            )
-        } else {
-            train_step_data_parallel(
-                &mut self.classifier,
-                &self.replicas,
-                &mut self.optimizer,
-                batch.images,
-                batch.labels,
-                lr,
-                at.step,
-            )
-        };
-        let (loss, logits) = stepped.map_err(|e| match e {
+        let (loss, logits) = train_step_data_parallel(
+            &mut self.classifier,
+            &self.replicas,
+            &mut self.optimizer,
+            batch.images,
+            batch.labels,
+            lr,
+            at.step,
+        )
+        .map_err(|e| match e {
             TrainError::NonFiniteLoss { loss, step, .. } => TrainError::NonFiniteLoss {
                 loss,
                 step,
@@ -309,14 +298,12 @@ pub fn train_step<B: Backbone>(
     lr: f64,
     step: u64,
 ) -> Result<(f32, Tensor<2>)> {
-    classifier.learned_prompt()?;
-    let logits = classifier.forward(images, Phase::Train { step })?;
-    update(classifier, optimizer, logits, labels, lr, step)
+    train_step_data_parallel(classifier, &[], optimizer, images, labels, lr, step)
 }
 
 /// [`train_step`] with the batch split over the main device and `replicas`' devices
 /// ([`PromptedClassifier::forward_data_parallel`]): the loss is the whole batch's, so the step is
-/// the one-device step up to rounding.
+/// the one-device step up to rounding; with no replicas it is [`train_step`].
 ///
 /// # Shapes
 /// - images: `[batch, 3, h, w]` in `[0, 1]`, on the prompt's (autodiff) device
@@ -332,18 +319,6 @@ pub fn train_step_data_parallel<B: Backbone>(
 ) -> Result<(f32, Tensor<2>)> {
     classifier.learned_prompt()?;
     let logits = classifier.forward_data_parallel(images, Phase::Train { step }, replicas)?;
-    update(classifier, optimizer, logits, labels, lr, step)
-}
-
-/// Cross-entropy of `logits`, backward to the prompt, one optimiser step.
-fn update<B: Backbone>(
-    classifier: &mut PromptedClassifier<B>,
-    optimizer: &mut PromptOptimizer,
-    logits: Tensor<2>,
-    labels: Tensor<1, Int>,
-    lr: f64,
-    step: u64,
-) -> Result<(f32, Tensor<2>)> {
     let loss = CrossEntropyLossConfig::new()
         .init(&logits.device())
         .forward(logits.clone(), labels);

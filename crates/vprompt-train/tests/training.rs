@@ -34,8 +34,10 @@ fn adam(epochs: usize) -> TrainingConfig {
 
 /// The stated margin: a full-image prompt lifts test top-1 by at least 15 points over the same
 /// frozen model and mapping without it (measured: 20.2 % -> 49.0 %).
-fn prompted_accuracy_beats_unprompted_and_the_run_is_recorded(device: &Device) {
-    let device = device.clone();
+#[cfg(feature = "flex")]
+#[test]
+fn prompted_accuracy_beats_unprompted_and_the_run_is_recorded() {
+    let device = Device::flex();
     let (train, valid, test) = common::fmnist_32();
     let dir = tempfile::tempdir().unwrap();
     let model = classifier(FullImagePromptConfig::new().with_init(PromptInit::Zeros), &device);
@@ -117,8 +119,10 @@ fn checkpoint_prompt(dir: &std::path::Path, device: &Device) -> Vec<f32> {
 /// A run killed mid-epoch (and one killed right after a checkpoint) resumes and ends with exactly the
 /// prompt of an uninterrupted run: batches and random-patch locations are functions of (seed,
 /// epoch, step), and the optimiser's momentum is restored.
-fn resumed_runs_end_bit_identical(device: &Device) {
-    let device = device.clone();
+#[cfg(feature = "flex")]
+#[test]
+fn resumed_runs_end_bit_identical() {
+    let device = Device::flex();
     let (train, valid, _) = common::fmnist_32();
     let (train, valid) = (common::subset(&train, 320), common::subset(&valid, 64));
     let config = TrainingConfig::new(
@@ -308,8 +312,10 @@ fn a_diverging_prompt_stops_the_run_and_keeps_the_last_good_checkpoint() {
     assert!(invalid.to_string().contains("divergence_limit"), "{invalid}");
 }
 
-fn iterative_mapping_is_refitted_and_saved(device: &Device) {
-    let device = device.clone();
+#[cfg(feature = "flex")]
+#[test]
+fn iterative_mapping_is_refitted_and_saved() {
+    let device = Device::flex();
     let (train, valid, test) = common::fmnist_32();
     let dir = tempfile::tempdir().unwrap();
     let trained = Trainer::new(adam(2), &device)
@@ -423,8 +429,10 @@ fn normalized_gradient_steps_have_the_learning_rate_as_length() {
     assert!(optim.state().unwrap().is_empty());
 }
 
-fn linear_probe_baseline(device: &Device) {
-    let device = device.clone();
+#[cfg(feature = "flex")]
+#[test]
+fn linear_probe_baseline() {
+    let device = Device::flex();
     let (train, valid, test) = common::fmnist_32();
     let backbone = common::tiny_resnet(&device);
     let probe = LinearProbeConfig::new()
@@ -442,8 +450,10 @@ fn linear_probe_baseline(device: &Device) {
 /// The probe runs through the same engine: a run directory with its checkpoint, selection and
 /// curves, and a probe killed mid-run resumes to exactly the layer and accuracies of an
 /// uninterrupted one (Adam's moments and the batch order are restored).
-fn linear_probe_resumes_bit_identical(device: &Device) {
-    let device = device.clone();
+#[cfg(feature = "flex")]
+#[test]
+fn linear_probe_resumes_bit_identical() {
+    let device = Device::flex();
     let (train, valid, test) = common::fmnist_32();
     let (train, valid) = (common::subset(&train, 300), common::subset(&valid, 60));
     let backbone = common::tiny_resnet(&device);
@@ -833,35 +843,9 @@ fn the_probe_trains_and_resumes(device: &Device) {
     common::assert_resumed(&[b.loss], &[a.loss], device, "the probe's test loss");
 }
 
+// The larger runs above (learning margins, longer resumes) take minutes per test on lavapipe:
+// flex only. The loop they run is the one these device tests check on every backend.
 vprompt_testkit::device_tests!(
     the_gradient_loop_refits_selects_and_resumes,
     the_probe_trains_and_resumes,
 );
-
-/// The larger runs above (learning margins, longer resumes) take minutes per test on lavapipe:
-/// flex only. The loop they run is the one the device tests check on every backend.
-#[cfg(feature = "flex")]
-mod flex_only {
-    use burn::prelude::Device;
-
-    #[test]
-    fn prompted_accuracy_beats_unprompted_and_the_run_is_recorded() {
-        super::prompted_accuracy_beats_unprompted_and_the_run_is_recorded(&Device::flex())
-    }
-    #[test]
-    fn resumed_runs_end_bit_identical() {
-        super::resumed_runs_end_bit_identical(&Device::flex())
-    }
-    #[test]
-    fn iterative_mapping_is_refitted_and_saved() {
-        super::iterative_mapping_is_refitted_and_saved(&Device::flex())
-    }
-    #[test]
-    fn linear_probe_baseline() {
-        super::linear_probe_baseline(&Device::flex())
-    }
-    #[test]
-    fn linear_probe_resumes_bit_identical() {
-        super::linear_probe_resumes_bit_identical(&Device::flex())
-    }
-}
