@@ -962,10 +962,16 @@ epochs = 1
         cells(read(&sharded, "results.json")),
         cells(read(&single, "results.json"))
     );
-    assert_eq!(
-        std::fs::read_to_string(Path::new(&sharded).join("results.md")).unwrap(),
-        std::fs::read_to_string(Path::new(&single).join("results.md")).unwrap()
-    );
+    // The same table; only the line with the runs' wall-clock total may differ.
+    let table = |dir: &str| -> Vec<String> {
+        std::fs::read_to_string(Path::new(dir).join("results.md"))
+            .unwrap()
+            .lines()
+            .filter(|l| !l.contains(" min in all"))
+            .map(String::from)
+            .collect()
+    };
+    assert_eq!(table(&sharded), table(&single));
     // Merging again is idempotent; a share index out of range is refused.
     let again = vprompt(&refs(&experiment(&sharded, &["--merge"])));
     assert!(again.status.success());
