@@ -3,8 +3,8 @@
 //! black-box training only sends images and reads scores back, estimating the gradient from loss
 //! differences (RGF and SPSA-GC), and pays for it in queries.
 //!
-//! The model is the tiny ResNet fixture (a narrow ResNet pretrained on digits, 32 x 32; its ONNX is
-//! committed) so the comparison runs in minutes on 2 cores. Two tasks on the committed
+//! The model is the tiny ResNet fixture (a narrow ResNet pretrained on digits, 32 x 32; its ONNX
+//! and its weights file are committed) so the comparison runs in minutes on 2 cores. Two tasks on the committed
 //! Fashion-MNIST subset:
 //! - `shift` (default): a domain shift with a known cure. The images dimmed to 0.7, labelled with
 //!   the model's own predictions, then brightened by 0.3; the prompt -0.3 restores them exactly.
@@ -36,14 +36,8 @@ fn main() -> anyhow::Result<()> {
     let out = Path::new(&out_dir);
     let _ = std::fs::remove_dir_all(out); // a fresh run each time (a kept dir would resume)
     std::fs::create_dir_all(out)?;
-    let _ = tracing_silenced();
     let root = env!("CARGO_MANIFEST_DIR");
-    let weights = out.join("tiny-resnet.bpk");
-    vprompt::backbone::import::import_weights(
-        Preset::TinyResNet,
-        &Path::new(root).join("crates/vprompt-backbone/tests/fixtures/tiny_resnet.onnx"),
-        &weights,
-    )?;
+    let weights = Path::new(root).join("crates/vprompt-backbone/tests/fixtures/tiny_resnet.bpk");
     let backbone = || ImageBackbone::load(Preset::TinyResNet, &weights, &device);
 
     let splits = fashion_mnist(Path::new(root).join("tests/fixtures/fashion-mnist"))?;
@@ -205,9 +199,4 @@ fn points(trained: &BlackBoxTrained) -> Vec<(f64, f64)> {
         .iter()
         .filter_map(|r| Some((r.queries? as f64, r.valid_top1?)))
         .collect()
-}
-
-/// The ONNX import logs every node through `tracing`; keep the output to the table.
-fn tracing_silenced() -> Result<(), tracing::subscriber::SetGlobalDefaultError> {
-    tracing::subscriber::set_global_default(tracing::subscriber::NoSubscriber::default())
 }

@@ -12,4 +12,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 DOCS_RS=1 cargo check -p vprompt --no-default-features --features cuda,cpu "$@"
 # The examples and benches: none may call a backend that is not compiled in (`Device::flex()`).
+# Their dependencies (dev-dependencies included) resolve to the same features as the library's
+# above, so this reuses its results; nothing of theirs may turn on burn-onnx's `import`, which
+# enables Burn's `flex` (they load the committed tiny_resnet.bpk instead of importing its ONNX).
 DOCS_RS=1 cargo check -p vprompt-examples --examples --benches --no-default-features --features cuda,cpu "$@"

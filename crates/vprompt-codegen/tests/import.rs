@@ -31,6 +31,22 @@ fn image_input(name: &str, device: &Device) -> Tensor<4> {
     Tensor::from_data(TensorData::new(array.to_f32(), shape), device)
 }
 
+/// The committed `tiny_resnet.bpk` (the weights the training tests, the examples and the
+/// benches load, so that none of them needs burn-onnx, whose `import` feature turns on Burn's
+/// `flex`) is exactly what importing the committed ONNX writes.
+#[test]
+fn the_committed_tiny_resnet_weights_are_the_import_of_its_onnx() {
+    quiet();
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("tiny_resnet.bpk");
+    import_weights(Preset::TinyResNet, &fixture("tiny_resnet.onnx"), &path).unwrap();
+    assert!(
+        std::fs::read(&path).unwrap() == std::fs::read(fixture("tiny_resnet.bpk")).unwrap(),
+        "regenerate it: vprompt import tiny-resnet crates/vprompt-backbone/tests/fixtures/tiny_resnet.onnx \
+         crates/vprompt-backbone/tests/fixtures/tiny_resnet.bpk"
+    );
+}
+
 /// The CI regeneration check: burn-onnx, run on each committed fixture, produces exactly the
 /// committed architecture code. (The full-size presets are checked the same way by
 /// `cargo run --release -p vprompt-codegen -- check --onnx-dir DIR` on their exports.)

@@ -1,8 +1,9 @@
-//! Shared by the training tests: the tiny ResNet fixture backbone (imported from its committed
-//! ONNX) and the committed Fashion-MNIST subset prepared at its 32 x 32 input.
+//! Shared by the training tests: the tiny ResNet fixture backbone (its committed weights, the
+//! import of its committed ONNX: `vprompt-codegen/tests/import.rs` checks that) and the committed
+//! Fashion-MNIST subset prepared at its 32 x 32 input.
 
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, OnceLock};
+use std::sync::Arc;
 
 use burn::prelude::*;
 use vprompt_backbone::{ImageBackbone, Preset};
@@ -13,17 +14,9 @@ pub fn workspace() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
 }
 
-/// The tiny ResNet's weights, imported once per test binary.
+/// The tiny ResNet with its committed weights.
 pub fn tiny_resnet(device: &Device) -> ImageBackbone {
-    static WEIGHTS: OnceLock<(tempfile::TempDir, PathBuf)> = OnceLock::new();
-    let (_, path) = WEIGHTS.get_or_init(|| {
-        let _ = tracing::subscriber::set_global_default(tracing::subscriber::NoSubscriber::default());
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("tiny-resnet.bpk");
-        let onnx = workspace().join("crates/vprompt-backbone/tests/fixtures/tiny_resnet.onnx");
-        vprompt_backbone::import::import_weights(Preset::TinyResNet, &onnx, &path).unwrap();
-        (dir, path)
-    });
+    let path = workspace().join("crates/vprompt-backbone/tests/fixtures/tiny_resnet.bpk");
     ImageBackbone::load(Preset::TinyResNet, path, device).unwrap()
 }
 

@@ -2,6 +2,10 @@
 //! family, imported from ONNX here): vprompt's tokenizer, the frozen encoder and the template
 //! average give the class embeddings and logits a numpy + onnxruntime computation gives
 //! (`crates/vprompt-mapping/tests/reference/make_reference.py`).
+//!
+//! Here rather than beside the examples because it imports ONNX: burn-onnx's `import` feature turns
+//! on Burn's `flex`, which the examples' and benches' own dependencies must not, so that
+//! `scripts/check-backends.sh` checks them without it.
 
 use vprompt::backbone::import::import_weights;
 use vprompt::mapping::{OutputMapping, clip_head};
@@ -10,7 +14,7 @@ use vprompt_testkit::{assert_close, npy, to_vec};
 
 fn reference(name: &str) -> npy::NpyArray {
     npy::read(format!(
-        "{}/crates/vprompt-mapping/tests/reference/{name}",
+        "{}/../vprompt-mapping/tests/reference/{name}",
         env!("CARGO_MANIFEST_DIR")
     ))
 }
@@ -22,7 +26,7 @@ fn text_prompt_head_matches_numpy() {
     let weights = dir.path().join("text.bpk");
     let onnx = concat!(
         env!("CARGO_MANIFEST_DIR"),
-        "/crates/vprompt-backbone/tests/fixtures/tiny_clip_text.onnx"
+        "/../vprompt-backbone/tests/fixtures/tiny_clip_text.onnx"
     );
     import_weights(Preset::TinyClipText, onnx.as_ref(), &weights).unwrap();
     let device = Device::flex();
