@@ -142,6 +142,9 @@ vprompt_core::config! {
         pub eval_every: Option<usize> = None,
         /// The learning-rate schedule, e.g. `"CosinePerStep"` or `{WarmupCosine = {warmup = 100}}`.
         pub schedule: Option<ScheduleConfig> = None,
+        /// A learned mapping's (`"FullyMap"`, `"LinearProbe"`) base learning rate; default: the
+        /// prompt's.
+        pub mapping_learning_rate: Option<f64> = None,
     }
 }
 
@@ -155,6 +158,7 @@ impl TrainingChoice {
         c.seed = self.seed.unwrap_or(c.seed);
         c.eval_every = self.eval_every.unwrap_or(c.eval_every);
         c.schedule = self.schedule.clone().unwrap_or(c.schedule);
+        c.mapping_learning_rate = self.mapping_learning_rate.or(c.mapping_learning_rate);
         c.validate().map_err(|e| match e {
             vprompt::train::TrainError::InvalidConfig(e) => e,
             e => ConfigError::new("", e.to_string()),
@@ -176,7 +180,9 @@ vprompt_core::config! {
         pub backbone: BackboneConfig = BackboneConfig::new(),
         /// The prompt template, e.g. `{ Padding = { pad = 30 } }` (the paper's default).
         pub prompt: PromptConfig = PaddingPromptConfig::new(30).into(),
-        /// The label mapping, e.g. `"FirstN"` (the paper's) or `{ Iterative = { every = 1 } }`.
+        /// The label mapping, e.g. `"FirstN"` (the paper's), `{ Iterative = { every = 1 } }`, or
+        /// one learned with the prompt: `"FullyMap"` (a linear layer over the source outputs) or
+        /// `"LinearProbe"` (over the penultimate features).
         pub mapping: LabelMappingConfig = LabelMappingConfig::FirstN,
         /// CLIP (a backbone with a `text_preset`): the text prompt, `{}` standing for the class
         /// name (default: the paper's "This is a photo of a {}").
@@ -309,6 +315,14 @@ impl RunConfig {
             self.prompt
                 .validate(size)
                 .map_err(|e| ConfigError::new("prompt", e.to_string()))?;
+        } else if self.mapping.is_learned() {
+            return Err(ConfigError::new(
+                "mapping",
+                format!(
+                    "`{}` is learned together with a prompt; a run without one cannot use it",
+                    self.mapping.method()
+                ),
+            ));
         }
         self.training_config().map_err(|e| e.within("training"))?;
         match (b.text_preset, &b.text_weights) {
@@ -385,16 +399,17 @@ impl RunConfig {
         Ok(())
     }
 
-    /// The effective training config: the recipe with the overrides, and the label mapping to
-    /// fit and refit on the data (FLM, ILM, BLM), if the run has one (never with CLIP, whose text
-    /// head is the mapping).
+    /// The effective training config: the recipe with the overrides, and the mapping the trainer
+    /// makes (one fitted and refitted on the data: FLM, ILM, BLM; or one learned with the prompt),
+    /// if the run has one (never with CLIP, whose text head is the mapping).
     pub fn training_config(&self) -> Result<TrainingConfig, ConfigError> {
         Ok(self.training.config()?.with_mapping(self.mapping_to_fit()))
     }
 
-    /// The label mapping that must be fitted on the data, if any.
+    /// The mapping that the trainer fits on the data or learns, if any.
     fn mapping_to_fit(&self) -> Option<LabelMappingConfig> {
-        (self.mapping.needs_fit() && !self.is_clip()).then(|| self.mapping.clone())
+        ((self.mapping.needs_fit() || self.mapping.is_learned()) && !self.is_clip())
+            .then(|| self.mapping.clone())
     }
 
     /// Loads the frozen backbone on `device`.
@@ -410,7 +425,7 @@ impl RunConfig {
 
     /// The class head for `classes` before training: the CLIP text head when the backbone has a
     /// text tower (computed once here), else the label mapping (`FirstN` standing in for a mapping
-    /// that is fitted on the data).
+    /// that the trainer fits on the data or learns).
     pub fn head(
         &self,
         backbone: &ImageBackbone,

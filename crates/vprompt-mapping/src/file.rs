@@ -1,12 +1,13 @@
 //! Saving and loading a fitted mapping: one Burnpack file with the matrix `W` and a JSON header
 //! (kind, scale, normalisation), so that a trained (prompt, mapping) pair reloads and predicts
-//! exactly as it did.
+//! exactly as it did. A learned mapping also holds its bias `b`, and keeps its parameter ids, which
+//! the optimiser's saved state is keyed by (checkpoints resume it).
 
 use std::path::Path;
 
 use burn::prelude::*;
 use serde::{Deserialize, Serialize};
-use vprompt_core::pack::{self, Pack};
+use vprompt_core::pack::{self, Extra, Ids, Pack};
 
 use crate::error::{MappingError, Result};
 use crate::mapping::{Mapping, MappingKind, OutputMapping};
@@ -34,8 +35,16 @@ impl Mapping {
                 scale: self.scale(),
             },
         );
-        let weights = pack::f32_tensor(WEIGHTS, &self.matrix(), &[self.source_dim(), self.num_classes()]);
-        Ok(pack::write(path, vec![weights], &[(METADATA_KEY, &header)])?)
+        let tensors = if self.is_learned() {
+            pack::module_tensors(self, Ids::Keep)
+        } else {
+            vec![pack::f32_tensor(
+                WEIGHTS,
+                &self.matrix(),
+                &[self.source_dim(), self.num_classes()],
+            )]
+        };
+        Ok(pack::write(path, tensors, &[(METADATA_KEY, &header)])?)
     }
 
     /// Reads a mapping written by [`Mapping::save`] onto `device`.
@@ -50,6 +59,11 @@ impl Mapping {
                 reason: format!("`{WEIGHTS}` is {dims:?}, expected a 2-d matrix"),
             });
         };
+        if let MappingKind::Learned { input } = header.kind {
+            let mut mapping = Mapping::learned(input, sources, classes, 0, device)?;
+            pack.load_into(&mut mapping, Extra::Refuse)?;
+            return Ok(mapping);
+        }
         Ok(Mapping::from_matrix(
             matrix,
             [sources, classes],

@@ -5,7 +5,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::error::{MappingError, Result};
 use crate::frequency::{Evidence, FrequencyMatrix};
-use crate::mapping::{Mapping, MappingKind};
+use crate::mapping::{Mapping, MappingInput, MappingKind};
 
 /// How target classes are mapped to a classifier's outputs (definitions:
 /// `research/reference-algorithm.md` section 3.1).
@@ -49,6 +49,13 @@ pub enum LabelMappingConfig {
         /// Refit interval in epochs.
         every: usize,
     },
+    /// AutoVP's FullyMap: a linear layer (weights and bias) over all `S` source outputs, learned
+    /// together with the prompt.
+    FullyMap,
+    /// A linear probe on the penultimate features, learned together with the prompt (the paper's
+    /// future work: a prompt used with a linear probe). Its input size is the backbone's feature
+    /// size, not `S`.
+    LinearProbe,
 }
 
 impl LabelMappingConfig {
@@ -76,6 +83,22 @@ impl LabelMappingConfig {
             Self::Iterative { .. } => "iterative",
             Self::Bayesian { .. } => "bayesian",
             Self::BayesianPlus { .. } => "bayesian-plus",
+            Self::FullyMap => "fully-map",
+            Self::LinearProbe => "linear-probe",
+        }
+    }
+
+    /// Whether the mapping's parameters are learned with the prompt (FullyMap, linear probe).
+    pub fn is_learned(&self) -> bool {
+        matches!(self, Self::FullyMap | Self::LinearProbe)
+    }
+
+    /// What the mapping reads: the penultimate features for the linear probe, the source outputs
+    /// for every other mapping.
+    pub fn input(&self) -> MappingInput {
+        match self {
+            Self::LinearProbe => MappingInput::Features,
+            _ => MappingInput::SourceOutputs,
         }
     }
 
@@ -108,12 +131,22 @@ impl LabelMappingConfig {
         }
     }
 
-    /// Checks the settings for `sources` source outputs and `classes` target classes.
+    /// Checks the settings for `sources` inputs (the source outputs, or the features for the
+    /// linear probe) and `classes` target classes.
     pub fn validate(&self, sources: usize, classes: usize) -> Result<()> {
         if classes == 0 {
             return Err(MappingError::InvalidConfig(
                 "a mapping needs at least one target class".into(),
             ));
+        }
+        if self.is_learned() {
+            return if sources == 0 {
+                Err(MappingError::InvalidConfig(
+                    "a learned mapping needs at least one input".into(),
+                ))
+            } else {
+                Ok(())
+            };
         }
         if classes > sources {
             return Err(MappingError::TooManyClasses {
@@ -141,10 +174,19 @@ impl LabelMappingConfig {
         }
     }
 
-    /// Builds a mapping that needs no data (first-N, random, manual) for `sources` outputs and
-    /// `classes` target classes.
+    /// Builds a mapping that needs no data (first-N, random, manual, and the learned ones at
+    /// their initialisation from seed 0) for `sources` inputs and `classes` target classes.
     pub fn init(&self, sources: usize, classes: usize, device: &Device) -> Result<Mapping> {
+        self.init_seeded(sources, classes, 0, device)
+    }
+
+    /// [`init`](Self::init), with a learned mapping's initial weights drawn from `seed` (the
+    /// run's seed, so that seeds of an experiment differ in it too).
+    pub fn init_seeded(&self, sources: usize, classes: usize, seed: u64, device: &Device) -> Result<Mapping> {
         self.validate(sources, classes)?;
+        if self.is_learned() {
+            return Mapping::learned(self.input(), sources, classes, seed, device);
+        }
         let lists: Vec<Vec<usize>> = match self {
             Self::FirstN => (0..classes).map(|t| vec![t]).collect(),
             Self::Random { seed } => {

@@ -11,6 +11,9 @@
 //!   set with the current prompt.
 //! - **The CLIP text head** ([`clip_head`]): class names in templates, tokenised with CLIP's BPE,
 //!   encoded once, averaged over templates; logits `100 * cos`.
+//! - **Learned mappings** ([`Mapping::learned`]; `FullyMap` and `LinearProbe` in
+//!   [`LabelMappingConfig`]): `x @ W + b` over the source outputs (AutoVP's FullyMap) or the
+//!   penultimate features (a linear probe), trained together with the prompt.
 //!
 //! ```
 //! use burn::prelude::*;
@@ -39,4 +42,4 @@ pub use file::METADATA_KEY;
 pub use frequency::{Evidence, FrequencyMatrix};
 pub use instant_clip_tokenizer::Tokenizer;
 pub use label::LabelMappingConfig;
-pub use mapping::{Mapping, MappingKind, OutputMapping, l2_normalize};
+pub use mapping::{Mapping, MappingInput, MappingKind, OutputMapping, l2_normalize};

@@ -1,12 +1,14 @@
-use burn::module::Module;
+use burn::module::{Module, Param};
 use burn::prelude::*;
+use rand::{RngExt, SeedableRng, rngs::StdRng};
 use serde::{Deserialize, Serialize};
 
 use crate::error::{MappingError, Result};
 
 /// Source outputs to downstream logits. (The method is `forward`, not `map`: `Module::map` exists.)
 pub trait OutputMapping: Module {
-    /// Number of source outputs `S` the mapping reads.
+    /// Number of values per image the mapping reads: the source outputs `S`, or the penultimate
+    /// features for a mapping that reads those ([`MappingInput::Features`]).
     fn source_dim(&self) -> usize;
 
     /// Number of target classes `C`.
@@ -42,6 +44,22 @@ pub enum MappingKind {
         /// Templates with `{}` for the class name.
         templates: Vec<String>,
     },
+    /// A linear layer (weights and bias) learned together with the prompt: AutoVP's FullyMap over
+    /// the source outputs, or a linear probe over the penultimate features (the paper's "prompt
+    /// with a linear probe").
+    Learned {
+        /// What it reads.
+        input: MappingInput,
+    },
+}
+
+/// What a mapping reads from the backbone.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum MappingInput {
+    /// The model's outputs `[batch, S]` (its logits, or an embedding): every mapping but one.
+    SourceOutputs,
+    /// The penultimate features `[batch, F]`, the linear probe's input.
+    Features,
 }
 
 /// A fitted mapping from `S` source outputs to `C` target classes, one matrix product:
@@ -52,11 +70,18 @@ pub enum MappingKind {
 /// An index mapping (first-N, random, manual, frequency, iterative) has `W[s, t] = 1 / |sources(t)|`
 /// for the sources of `t` and 0 elsewhere, which is `source[:, sources(t)].mean()`: source outputs
 /// assigned to no class do not enter the loss, as in the paper. The Bayesian mappings' `W` is their
-/// dense probability matrix `omega`. `W` is a constant: nothing in a mapping takes gradients.
+/// dense probability matrix `omega`. For these `W` is a constant (keep the mapping on a plain
+/// device and nothing in it takes gradients).
+///
+/// A learned mapping ([`MappingKind::Learned`], [`Mapping::learned`]) is `x @ W + b`, with `x`
+/// the source outputs (`W: [S, C]`) or the penultimate features (`W: [F, C]`): its parameters
+/// train with the prompt on the autodiff device.
 #[derive(Module, Debug)]
 pub struct Mapping {
-    /// `[S, C]`.
-    weights: Tensor<2>,
+    /// `[S, C]` (`[F, C]` when it reads features).
+    weights: Param<Tensor<2>>,
+    /// `[C]`: learned mappings only.
+    bias: Option<Param<Tensor<1>>>,
     #[module(skip)]
     normalize_input: bool,
     #[module(skip)]
@@ -77,7 +102,11 @@ impl Mapping {
     ) -> Self {
         debug_assert_eq!(matrix.len(), sources * classes);
         Self {
-            weights: Tensor::from_data(TensorData::new(matrix, [sources, classes]), device),
+            weights: Param::from_tensor(Tensor::from_data(
+                TensorData::new(matrix, [sources, classes]),
+                device,
+            )),
+            bias: None,
             normalize_input,
             scale,
             kind,
@@ -131,6 +160,68 @@ impl Mapping {
         ))
     }
 
+    /// A learned linear mapping from `inputs` values (the source outputs or the features, as
+    /// `input` says) to `classes`, initialised as PyTorch's `nn.Linear` is (weights and bias
+    /// uniform in `±1/sqrt(inputs)`), from `seed`.
+    ///
+    /// # Errors
+    /// [`MappingError::InvalidConfig`] for zero inputs or classes.
+    pub fn learned(
+        input: MappingInput,
+        inputs: usize,
+        classes: usize,
+        seed: u64,
+        device: &Device,
+    ) -> Result<Self> {
+        if inputs == 0 || classes == 0 {
+            return Err(MappingError::InvalidConfig(format!(
+                "a learned mapping needs inputs and classes, got {inputs} x {classes}"
+            )));
+        }
+        let bound = 1.0 / (inputs as f32).sqrt();
+        let mut rng = StdRng::seed_from_u64(seed);
+        let mut uniform =
+            |n: usize| -> Vec<f32> { (0..n).map(|_| rng.random_range(-bound..bound)).collect() };
+        let weights = uniform(inputs * classes);
+        let bias = uniform(classes);
+        let mut mapping = Self::from_matrix(
+            weights,
+            [inputs, classes],
+            false,
+            1.0,
+            MappingKind::Learned { input },
+            device,
+        );
+        mapping.bias = Some(Param::from_tensor(Tensor::from_data(
+            TensorData::new(bias, [classes]),
+            device,
+        )));
+        Ok(mapping)
+    }
+
+    /// Whether the mapping has parameters that train with the prompt.
+    pub fn is_learned(&self) -> bool {
+        matches!(self.kind, MappingKind::Learned { .. })
+    }
+
+    /// What the mapping reads: the source outputs, or (a linear probe) the penultimate features.
+    pub fn input(&self) -> MappingInput {
+        match self.kind {
+            MappingKind::Learned { input } => input,
+            _ => MappingInput::SourceOutputs,
+        }
+    }
+
+    /// The learned bias `[C]` on the host, for learned mappings.
+    pub fn bias(&self) -> Option<Vec<f32>> {
+        self.bias.as_ref().map(|b| {
+            b.val()
+                .into_data()
+                .try_into_vec_as::<f32>()
+                .expect("float tensors convert to f32")
+        })
+    }
+
     /// How this mapping was made.
     pub fn kind(&self) -> &MappingKind {
         &self.kind
@@ -140,14 +231,14 @@ impl Mapping {
     pub fn sources(&self) -> Option<&[Vec<usize>]> {
         match &self.kind {
             MappingKind::Label { sources, .. } => sources.as_deref(),
-            MappingKind::ClipText { .. } => None,
+            MappingKind::ClipText { .. } | MappingKind::Learned { .. } => None,
         }
     }
 
     /// The matrix `W`, `[S, C]`, on the host.
     pub fn matrix(&self) -> Vec<f32> {
         self.weights
-            .clone()
+            .val()
             .into_data()
             .try_into_vec_as::<f32>()
             .expect("float tensors convert to f32")
@@ -202,7 +293,11 @@ impl OutputMapping for Mapping {
         } else {
             source
         };
-        let logits = source.matmul(self.weights.clone());
+        let logits = source.matmul(self.weights.val());
+        let logits = match &self.bias {
+            Some(bias) => logits + bias.val().unsqueeze::<2>(),
+            None => logits,
+        };
         Ok(if self.scale == 1.0 {
             logits
         } else {

@@ -334,6 +334,8 @@ fn config_round_trips_through_json() {
         },
         LabelMappingConfig::ILM,
         LabelMappingConfig::BLM_PLUS,
+        LabelMappingConfig::FullyMap,
+        LabelMappingConfig::LinearProbe,
     ] {
         let json = serde_json::to_string(&config).unwrap();
         let back: LabelMappingConfig = serde_json::from_str(&json).unwrap();
@@ -396,5 +398,96 @@ fn every_label_mapping_reads_imagenet_21k_outputs() {
                 .collect();
             assert_eq!(predicted, labels, "{config:?}");
         }
+    }
+}
+
+/// A learned mapping is `x @ W + b` (checked against the host product), starts as PyTorch's
+/// `nn.Linear` does (uniform in ±1/sqrt(inputs), a function of the seed), may map fewer inputs
+/// to more classes, and reloads with its bias and parameter ids (an optimiser's state is keyed by
+/// them).
+#[cfg(feature = "flex")]
+#[test]
+fn learned_mappings_are_affine_seeded_and_reload_exactly() {
+    use burn::module::Module;
+    let device = Device::flex();
+    let z = logits("mapping_logits.npy", &device); // [60, 12]
+    let mapping = LabelMappingConfig::FullyMap
+        .init_seeded(12, 4, 7, &device)
+        .unwrap();
+    assert!(mapping.is_learned());
+    assert_eq!(mapping.input(), MappingInput::SourceOutputs);
+    assert_eq!(
+        *mapping.kind(),
+        MappingKind::Learned {
+            input: MappingInput::SourceOutputs
+        }
+    );
+    let (w, b) = (mapping.matrix(), mapping.bias().unwrap());
+    assert_eq!((w.len(), b.len()), (48, 4));
+    let bound = 1.0 / 12f32.sqrt();
+    assert!(w.iter().chain(&b).all(|v| v.abs() <= bound));
+    let spread = w.iter().fold(0f32, |m, v| m.max(v.abs()));
+    assert!(
+        spread > 0.8 * bound,
+        "uniform over the whole range: max |w| {spread}"
+    );
+    let x = to_vec(z.clone());
+    let expected: Vec<f32> = (0..60)
+        .flat_map(|i| {
+            let (x, w, b) = (&x, &w, &b);
+            (0..4).map(move |c| b[c] + (0..12).map(|s| x[i * 12 + s] * w[s * 4 + c]).sum::<f32>())
+        })
+        .collect();
+    assert_close(
+        &to_vec(mapping.forward(z.clone()).unwrap()),
+        &expected,
+        1e-5,
+        1e-5,
+    );
+
+    let same = LabelMappingConfig::FullyMap
+        .init_seeded(12, 4, 7, &device)
+        .unwrap();
+    let other = LabelMappingConfig::FullyMap
+        .init_seeded(12, 4, 8, &device)
+        .unwrap();
+    assert_eq!(same.matrix(), w);
+    assert_ne!(other.matrix(), w);
+
+    // More classes than inputs is fine for a linear layer (not for a label mapping).
+    let probe = LabelMappingConfig::LinearProbe.init(3, 5, &device).unwrap();
+    assert_eq!((probe.source_dim(), probe.num_classes()), (3, 5));
+    assert_eq!(probe.input(), MappingInput::Features);
+    assert!(LabelMappingConfig::FirstN.init(3, 5, &device).is_err());
+    assert!(LabelMappingConfig::FullyMap.init(0, 5, &device).is_err());
+    assert!(
+        !LabelMappingConfig::FullyMap.needs_fit() && LabelMappingConfig::FullyMap.refit_every().is_none()
+    );
+
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("fully-map.bpk");
+    mapping.save(&path).unwrap();
+    let loaded = Mapping::load(&path, &device).unwrap();
+    assert_eq!(loaded.kind(), mapping.kind());
+    assert_eq!((loaded.matrix(), loaded.bias()), (w.clone(), Some(b.clone())));
+    assert_eq!(
+        to_vec(loaded.forward(z.clone()).unwrap()),
+        to_vec(mapping.forward(z).unwrap())
+    );
+    let ids = |m: &Mapping| {
+        let mut ids = Vec::new();
+        m.visit(&mut Ids(&mut ids));
+        ids
+    };
+    assert_eq!(ids(&loaded), ids(&mapping));
+    assert_eq!(ids(&mapping).len(), 2, "weights and bias");
+}
+
+/// Collects a module's parameter ids.
+struct Ids<'a>(&'a mut Vec<burn::module::ParamId>);
+
+impl burn::module::ModuleVisitor for Ids<'_> {
+    fn visit_float<const D: usize>(&mut self, param: &burn::module::Param<Tensor<D>>) {
+        self.0.push(param.id);
     }
 }

@@ -1,6 +1,6 @@
 use burn::prelude::*;
 use vprompt_backbone::Backbone;
-use vprompt_mapping::{Mapping, OutputMapping};
+use vprompt_mapping::{Mapping, MappingInput, OutputMapping};
 use vprompt_prompt::{Phase, Prompt, PromptSpace, VisualPrompt};
 
 use crate::error::{Result, TrainError};
@@ -18,7 +18,8 @@ use crate::error::{Result, TrainError};
 /// prompt ([`unprompted`](Self::unprompted)) it is the frozen model and its head alone: the
 /// paper's baselines (first-N, a fitted mapping, CLIP's text prompts).
 ///
-/// Only the prompt learns. Keep the backbone (and the mapping) on the plain device and the prompt on
+/// Only the prompt learns, and a learned mapping ([`Mapping::is_learned`]: FullyMap, a linear
+/// probe) with it. Keep the backbone (and a fixed mapping) on the plain device and the prompt on
 /// the autodiff device: the backbone's weights then never enter the autodiff tape.
 #[derive(Debug, Clone)]
 pub struct PromptedClassifier<B: Backbone> {
@@ -39,17 +40,36 @@ pub struct Prediction {
     pub probability: f32,
 }
 
-/// Checks that `mapping` reads `backbone`'s outputs.
+/// Checks that `mapping` reads `backbone`'s outputs (or its features, for a linear probe).
 pub(crate) fn check_mapping<B: Backbone>(backbone: &B, mapping: &Mapping) -> Result<()> {
-    if mapping.source_dim() != backbone.output_dim() {
+    let (what, size) = match mapping.input() {
+        MappingInput::SourceOutputs => ("source outputs", backbone.output_dim()),
+        MappingInput::Features => ("features", backbone.feature_dim()),
+    };
+    if mapping.source_dim() != size {
         return Err(TrainError::Mismatch(format!(
-            "the mapping reads {} source outputs, backbone `{}` has {}",
+            "the mapping reads {} {what}, backbone `{}` has {size}",
             mapping.source_dim(),
             backbone.name(),
-            backbone.output_dim()
         )));
     }
     Ok(())
+}
+
+/// The mapping's logits from a backbone's `(features, source outputs)`: it reads the one its
+/// [`Mapping::input`] names.
+///
+/// # Shapes
+/// - outputs: `([batch, F], [batch, S])`
+/// - output: `[batch, C]`
+pub(crate) fn map_outputs(
+    mapping: &Mapping,
+    (features, source): (Tensor<2>, Tensor<2>),
+) -> Result<Tensor<2>> {
+    Ok(mapping.forward(match mapping.input() {
+        MappingInput::SourceOutputs => source,
+        MappingInput::Features => features,
+    })?)
 }
 
 impl<B: Backbone> PromptedClassifier<B> {
@@ -84,13 +104,17 @@ impl<B: Backbone> PromptedClassifier<B> {
         })
     }
 
-    /// The same classifier with the prompt off the autodiff tape (`Module::valid`), for
-    /// evaluating while training.
+    /// The same classifier with the prompt (and a learned mapping) off the autodiff tape
+    /// (`Module::valid`), for evaluating while training.
     pub fn valid(&self) -> Self {
         Self {
             prompt: self.prompt.as_ref().map(Module::valid),
             backbone: self.backbone.clone(),
-            mapping: self.mapping.clone(),
+            mapping: if self.mapping.is_learned() {
+                self.mapping.valid()
+            } else {
+                self.mapping.clone()
+            },
         }
     }
 
@@ -171,26 +195,27 @@ impl<B: Backbone> PromptedClassifier<B> {
         let home = input.device();
         let batch = input.dims()[0];
         let parts = replicas.len() + 1;
-        let mut sources = Vec::with_capacity(parts);
+        let (mut features, mut sources) = (Vec::with_capacity(parts), Vec::with_capacity(parts));
         for k in 0..parts {
             let (start, end) = (k * batch / parts, (k + 1) * batch / parts);
             if start == end {
                 continue;
             }
             let part = input.clone().slice(start..end);
-            let source = match k {
-                0 => self.backbone.forward_features(part)?.1,
+            let (f, source) = match k {
+                0 => self.backbone.forward_features(part)?,
                 k => {
                     let replica = &replicas[k - 1];
-                    let (_, source) = replica
+                    let (f, source) = replica
                         .backbone
                         .forward_features(part.to_device(&replica.device))?;
-                    source.to_device(&home)
+                    (f.to_device(&home), source.to_device(&home))
                 }
             };
+            features.push(f);
             sources.push(source);
         }
-        Ok(self.mapping.forward(Tensor::cat(sources, 0))?)
+        map_outputs(&self.mapping, (Tensor::cat(features, 0), Tensor::cat(sources, 0)))
     }
 
     /// Prompted logits (unprompted ones without a prompt).
@@ -199,14 +224,12 @@ impl<B: Backbone> PromptedClassifier<B> {
     /// - pixels: `[batch, 3, h, w]` in `[0, 1]`
     /// - output: `[batch, C]`
     pub fn forward(&self, pixels: Tensor<4>, phase: Phase) -> Result<Tensor<2>> {
-        let (_, source) = self.backbone_outputs(pixels, Some(phase))?;
-        Ok(self.mapping.forward(source)?)
+        map_outputs(&self.mapping, self.backbone_outputs(pixels, Some(phase))?)
     }
 
     /// Logits without the prompt (the same mapping): the unprompted baseline.
     pub fn forward_unprompted(&self, pixels: Tensor<4>) -> Result<Tensor<2>> {
-        let (_, source) = self.backbone_outputs(pixels, None)?;
-        Ok(self.mapping.forward(source)?)
+        map_outputs(&self.mapping, self.backbone_outputs(pixels, None)?)
     }
 
     /// Each image's most probable class under the softmax of [`forward`](Self::forward).

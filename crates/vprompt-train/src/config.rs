@@ -84,8 +84,13 @@ vprompt_core::config! {
         /// range), reported with its step, the last good checkpoint kept.
         pub divergence_limit: f64 = 1000.0,
         /// A data-driven label mapping (FLM, ILM, BLM, BLM+) fitted before the first epoch and
-        /// refitted as it says, replacing the classifier's; `None` keeps the classifier's mapping.
+        /// refitted as it says, or a learned one (FullyMap, a linear probe) initialised from
+        /// `seed` and trained with the prompt, replacing the classifier's; `None` keeps the
+        /// classifier's mapping (which trains too if it is a learned one).
         pub mapping: Option<LabelMappingConfig> = None,
+        /// A learned mapping's base learning rate, on the same schedule as the prompt's; `None`:
+        /// the prompt's. A linear layer wants a far smaller step than the paper's SGD at 40.
+        pub mapping_learning_rate: Option<f64> = None,
     }
 }
 
@@ -233,15 +238,19 @@ impl TrainingConfig {
         }
         if let Some(mapping) = &self.mapping
             && !mapping.needs_fit()
+            && !mapping.is_learned()
         {
             return Err(ConfigError::new(
                 "mapping",
                 format!(
-                    "`{}` is not fitted on data; give it to the classifier instead",
+                    "`{}` is neither fitted on data nor learned; give it to the classifier instead",
                     mapping.method()
                 ),
             )
             .into());
+        }
+        if let Some(lr) = self.mapping_learning_rate {
+            ConfigError::positive("mapping_learning_rate", lr)?;
         }
         Ok(())
     }

@@ -13,7 +13,7 @@ use burn::prelude::*;
 use vprompt_backbone::Backbone;
 use vprompt_core::{Progress, Task};
 use vprompt_data::{Batch, BatchLoader, PreparedDataset};
-use vprompt_mapping::{FrequencyMatrix, LabelMappingConfig, Mapping};
+use vprompt_mapping::{FrequencyMatrix, LabelMappingConfig, Mapping, MappingInput};
 use vprompt_prompt::{Phase, Prompt};
 
 use crate::classifier::{PromptedClassifier, Replica};
@@ -103,10 +103,31 @@ impl Trainer<TrainingConfig> {
     ) -> Result<Trained<B>> {
         self.config.validate()?;
         if let Some(mapping) = &self.config.mapping {
-            mapping.validate(classifier.backbone.output_dim(), classifier.num_classes())?;
+            let inputs = match mapping.input() {
+                MappingInput::SourceOutputs => classifier.backbone.output_dim(),
+                MappingInput::Features => classifier.backbone.feature_dim(),
+            };
+            mapping.validate(inputs, classifier.num_classes())?;
         }
         let ad = self.device.clone().autodiff();
         let prompt = classifier.learned_prompt()?.clone().fork(&ad).train();
+        // A learned mapping in the config is initialised here (from the run's seed; a resumed run
+        // then restores it from the checkpoint); a learned mapping trains on the autodiff device.
+        let mapping = match &self.config.mapping {
+            Some(config) if config.is_learned() => init_mapping(
+                config,
+                &classifier.backbone,
+                classifier.num_classes(),
+                self.config.seed,
+                &self.device,
+            )?,
+            _ => classifier.mapping,
+        };
+        let mapping = if mapping.is_learned() {
+            mapping.fork(&ad).train()
+        } else {
+            mapping.fork(&self.device)
+        };
         let replicas = self
             .replicas
             .iter()
@@ -119,7 +140,7 @@ impl Trainer<TrainingConfig> {
             optimizer: PromptOptimizer::new(&self.config.optimizer),
             classifier: PromptedClassifier {
                 prompt: Some(prompt),
-                mapping: classifier.mapping.fork(&self.device),
+                mapping,
                 ..classifier
             },
             ad,
@@ -182,7 +203,7 @@ impl<B: Backbone> Method for GradientMethod<B> {
 
     /// Data-driven mappings: fitted before the first epoch, refitted every k epochs.
     fn begin_epoch(&mut self, epoch: usize, train: &BatchLoader, progress: &dyn Progress) -> Result<()> {
-        let Some(config) = &self.config.mapping else {
+        let Some(config) = self.config.mapping.as_ref().filter(|c| !c.is_learned()) else {
             return Ok(());
         };
         if epoch == 0 || config.refit_every().is_some_and(|k| epoch.is_multiple_of(k)) {
@@ -206,13 +227,18 @@ impl<B: Backbone> Method for GradientMethod<B> {
             at.steps_per_epoch,
             at.total_steps,
         );
+        let mapping_lr = lr
+            * self
+                .config
+                .mapping_learning_rate
+                .map_or(1.0, |m| m / self.config.learning_rate);
         let (loss, logits) = train_step_data_parallel(
             &mut self.classifier,
             &self.replicas,
             &mut self.optimizer,
             batch.images,
             batch.labels,
-            lr,
+            [lr, mapping_lr],
             at.step,
         )
         .map_err(|e| match e {
@@ -240,7 +266,11 @@ impl<B: Backbone> Method for GradientMethod<B> {
     }
 
     fn selected(&self) -> (Prompt, Mapping) {
-        (self.prompt().valid(), self.classifier.mapping.clone())
+        let classifier = self.classifier.valid();
+        (
+            classifier.prompt.expect("a gradient run has a prompt"),
+            classifier.mapping,
+        )
     }
 
     fn save(&self, dir: &Path, snapshot: Snapshot) -> Result<()> {
@@ -263,7 +293,19 @@ impl<B: Backbone> Method for GradientMethod<B> {
                 "the checkpoint has no mapping (is it a black-box run?)".into(),
             ));
         }
-        self.classifier.mapping = Mapping::load(mapping, &self.device)?;
+        let mapping = Mapping::load(mapping, &self.device)?;
+        if mapping.is_learned() != self.classifier.mapping.is_learned() {
+            return Err(unreadable(format!(
+                "the checkpoint's mapping is {:?}, this run trains {:?}",
+                mapping.kind(),
+                self.classifier.mapping.kind()
+            )));
+        }
+        self.classifier.mapping = if mapping.is_learned() {
+            mapping.fork(&self.ad).train()
+        } else {
+            mapping
+        };
         self.classifier.prompt = Some(Prompt::load(dir.join(PROMPT_FILE), &self.ad)?);
         let path = dir.join(OPTIMIZER_FILE);
         let bytes = std::fs::read(&path).map_err(crate::error::io(&path))?;
@@ -282,8 +324,9 @@ impl<B: Backbone> Method for GradientMethod<B> {
 }
 
 /// One optimisation step on one batch: prompted forward (`Phase::Train { step }`), cross-entropy,
-/// backward to the prompt only, update with learning rate `lr`. The classifier's prompt is replaced
-/// by the updated one; returns the loss and the batch's logits (detached). A non-finite loss leaves
+/// backward to the prompt (and a learned mapping), update with learning rate `lr`. The
+/// classifier's prompt (and learned mapping) is replaced by the updated one; returns the loss and
+/// the batch's logits (detached). A non-finite loss leaves
 /// the prompt untouched and returns [`TrainError::NonFiniteLoss`] (with epoch 0: the caller knows
 /// the epoch).
 ///
@@ -298,12 +341,13 @@ pub fn train_step<B: Backbone>(
     lr: f64,
     step: u64,
 ) -> Result<(f32, Tensor<2>)> {
-    train_step_data_parallel(classifier, &[], optimizer, images, labels, lr, step)
+    train_step_data_parallel(classifier, &[], optimizer, images, labels, [lr, lr], step)
 }
 
 /// [`train_step`] with the batch split over the main device and `replicas`' devices
 /// ([`PromptedClassifier::forward_data_parallel`]): the loss is the whole batch's, so the step is
-/// the one-device step up to rounding; with no replicas it is [`train_step`].
+/// the one-device step up to rounding; with no replicas it is [`train_step`]. `[lr, mapping_lr]`:
+/// the prompt's learning rate and a learned mapping's.
 ///
 /// # Shapes
 /// - images: `[batch, 3, h, w]` in `[0, 1]`, on the prompt's (autodiff) device
@@ -314,7 +358,7 @@ pub fn train_step_data_parallel<B: Backbone>(
     optimizer: &mut PromptOptimizer,
     images: Tensor<4>,
     labels: Tensor<1, Int>,
-    lr: f64,
+    [lr, mapping_lr]: [f64; 2],
     step: u64,
 ) -> Result<(f32, Tensor<2>)> {
     classifier.learned_prompt()?;
@@ -331,9 +375,32 @@ pub fn train_step_data_parallel<B: Backbone>(
         });
     }
     let prompt = classifier.prompt.take().expect("checked above");
-    let grads = GradientsParams::from_grads(loss.backward(), &prompt);
+    let mut grads = loss.backward();
+    if classifier.mapping.is_learned() {
+        let mapping_grads = GradientsParams::from_module(&mut grads, &classifier.mapping);
+        let mapping = classifier.mapping.clone();
+        classifier.mapping = optimizer.step(mapping_lr, mapping, mapping_grads);
+    }
+    let grads = GradientsParams::from_grads(grads, &prompt);
     classifier.prompt = Some(optimizer.step(lr, prompt, grads));
     Ok((value, logits.inner()))
+}
+
+/// The mapping a config names for `backbone` and `classes`, made without data: a learned one
+/// (FullyMap over the source outputs, a linear probe over the features) drawn from `seed`, or
+/// first-N, random, manual. Mappings fitted on data come from [`fit_mapping`].
+pub fn init_mapping<B: Backbone>(
+    config: &LabelMappingConfig,
+    backbone: &B,
+    classes: usize,
+    seed: u64,
+    device: &Device,
+) -> Result<Mapping> {
+    let inputs = match config.input() {
+        MappingInput::SourceOutputs => backbone.output_dim(),
+        MappingInput::Features => backbone.feature_dim(),
+    };
+    Ok(config.init_seeded(inputs, classes, seed, device)?)
 }
 
 /// One pass over the training data with the current prompt (none for an unprompted classifier),

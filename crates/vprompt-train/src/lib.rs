@@ -44,7 +44,9 @@ pub use engine::{
 };
 pub use error::{ConfigError, Result, TrainError};
 pub use evaluate::{Evaluation, Report, Tally, evaluate, evaluate_with};
-pub use gradient::{Trained, evaluate_unprompted, fit_mapping, train_step, train_step_data_parallel};
+pub use gradient::{
+    Trained, evaluate_unprompted, fit_mapping, init_mapping, train_step, train_step_data_parallel,
+};
 pub use optimizer::PromptOptimizer;
 pub use probe::{LinearProbe, LinearProbeConfig};
 pub use schedule::learning_rate;

@@ -105,7 +105,7 @@ impl<B: Backbone> BlackBoxModel for LocalModel<B> {
     }
 
     fn query(&mut self, images: Tensor<4>) -> std::result::Result<Vec<f32>, QueryError> {
-        let logits = self.mapping.forward(self.backbone.forward(images)?)?;
+        let logits = crate::classifier::map_outputs(&self.mapping, self.backbone.forward_features(images)?)?;
         Ok(logits
             .into_data()
             .try_to_vec::<f32>()
