@@ -981,3 +981,125 @@ epochs = 1
     );
     fails(&refs(&experiment(&sharded, &["--shard", "4/3"])), "1 <= I <= N");
 }
+
+/// The learned mappings from the command line: `--mapping '"FullyMap"'` trains the layer with the
+/// prompt (its learning rate from the config), `eval` reads it back from the run; an experiment
+/// runs both learned heads as visual-prompt methods and refuses one on an unprompted method.
+#[test]
+fn learned_mappings_train_from_the_cli_and_the_experiment_runner() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = |name: &str| dir.path().join(name).display().to_string();
+    let data = workspace()
+        .join("tests/fixtures/fashion-mnist")
+        .display()
+        .to_string();
+    let weights = fixture("tiny_resnet.bpk");
+    let config = format!(
+        r#"run_dir = "{run}"
+mapping = "FullyMap"
+
+[data]
+format = "fashion-mnist"
+path = "{data}"
+few_shot = 8
+test_per_class = 5
+
+[backbone]
+preset = "tiny-resnet"
+weights = "{weights}"
+
+[prompt]
+Padding = {{ pad = 4, init = "Zeros" }}
+
+[training]
+recipe = "ilm-vp"
+learning_rate = 0.05
+mapping_learning_rate = 0.01
+batch_size = 16
+epochs = 1
+"#,
+        run = path("run"),
+    );
+    std::fs::write(dir.path().join("run.toml"), &config).unwrap();
+    let out = ok(&["train", "--config", &path("run.toml"), "--quiet"]);
+    assert!(out.contains("top-1"), "{out}");
+    let best = std::fs::read_to_string(dir.path().join("run/best.json")).unwrap();
+    assert!(best.contains("epoch"), "{best}");
+    let out = ok(&["eval", "--run", &path("run")]);
+    assert!(out.contains("50 images"), "{out}");
+    // The layer over the 10 source outputs, learned: another mapping on the same run directory
+    // is another run.
+    fails(
+        &[
+            "train",
+            "--config",
+            &path("run.toml"),
+            "--mapping",
+            "\"LinearProbe\"",
+            "--quiet",
+        ],
+        "another",
+    );
+    std::fs::write(
+        dir.path().join("bad.toml"),
+        config.replace("mapping_learning_rate = 0.01", "mapping_learning_rate = -1"),
+    )
+    .unwrap();
+    fails(&["train", "--config", &path("bad.toml")], "mapping_learning_rate");
+
+    let grid = format!(
+        r#"title = "Learned heads"
+seeds = [0]
+
+[[datasets]]
+name = "F-MNIST"
+data = {{ format = "fashion-mnist", path = "{data}", few_shot = 8, validation_per_class = 2, test_per_class = 5 }}
+
+[[backbones]]
+name = "resnet"
+model = {{ preset = "tiny-resnet", weights = "{weights}" }}
+
+[training]
+recipe = "ilm-vp"
+learning_rate = 0.05
+mapping_learning_rate = 0.01
+batch_size = 16
+epochs = 1
+
+[[methods]]
+name = "vp, FullyMap"
+kind = "visual-prompt"
+prompt = {{ Padding = {{ pad = 4 }} }}
+mapping = "FullyMap"
+
+[[methods]]
+name = "vp + linear probe"
+kind = "visual-prompt"
+prompt = {{ Padding = {{ pad = 4 }} }}
+mapping = "LinearProbe"
+"#
+    );
+    std::fs::write(dir.path().join("grid.toml"), &grid).unwrap();
+    let out = ok(&[
+        "experiment",
+        &path("grid.toml"),
+        "--out",
+        &path("grid"),
+        "--quiet",
+    ]);
+    for method in ["| vp, FullyMap |", "| vp + linear probe |"] {
+        assert!(out.contains(method), "{out}");
+    }
+    std::fs::write(
+        dir.path().join("grid-bad.toml"),
+        grid.replace(
+            "kind = \"visual-prompt\"\nprompt = { Padding = { pad = 4 } }\nmapping = \"FullyMap\"",
+            "kind = \"unprompted\"\nmapping = \"FullyMap\"",
+        ),
+    )
+    .unwrap();
+    fails(
+        &["experiment", &path("grid-bad.toml"), "--out", &path("grid-bad")],
+        "learned together with a prompt",
+    );
+}
