@@ -34,18 +34,21 @@ pub enum Command {
     /// Train a prompt. Settings come from a TOML run config, flags override it; the config is
     /// written to the run directory, and an interrupted run resumes.
     Train(Box<TrainArgs>),
-    /// Evaluate a run's selected prompt on its test split, prompted and unprompted.
+    /// Evaluate a run's selected prompt on its test split, prompted and unprompted. With several
+    /// `--run`s (the same data and backbone), their prompt ensemble: the runs' mapped probabilities
+    /// averaged, beside each run alone.
     Eval {
-        /// The run directory.
-        #[arg(long)]
-        run: PathBuf,
+        /// The run directory; repeat it for an ensemble.
+        #[arg(long, required = true)]
+        run: Vec<PathBuf>,
     },
     /// Apply a run's selected prompt to images: writes the prompted images as PNG and prints the
-    /// predicted class of each.
+    /// predicted class of each. With several `--run`s, the ensemble's class, and each run's
+    /// prompted image (`NAME.K.png`).
     Apply {
-        /// The run directory.
-        #[arg(long)]
-        run: PathBuf,
+        /// The run directory; repeat it for an ensemble.
+        #[arg(long, required = true)]
+        run: Vec<PathBuf>,
         /// Where the prompted PNGs go.
         #[arg(long)]
         out: PathBuf,

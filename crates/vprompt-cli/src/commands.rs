@@ -11,11 +11,14 @@ use vprompt::backbone::{Backbone, ImageBackbone, TextEncoder};
 use vprompt::data::{BatchLoader, Dataset, Preprocess, decode_image, prepare, save_image};
 use vprompt::mapping::{IMAGENET_TEMPLATES, OutputMapping, PAPER_TEMPLATE, clip_head};
 use vprompt::prompt::{Phase, Prompt, VisualPrompt};
-use vprompt::train::{PromptedClassifier, RunDir, evaluate};
+use vprompt::train::{Ensemble, Evaluation, PromptedClassifier, RunDir, evaluate};
 
 use crate::cli::{Command, TrainArgs, ZeroShotArgs};
 use crate::experiment::{ExperimentConfig, Outcome, Share};
-use crate::run::{DataConfig, RunConfig, TrainedRun, class_names, evaluate_run, load_run};
+use crate::run::{
+    DataConfig, EvaluatedEnsemble, RunConfig, TrainedRun, class_names, evaluate_ensemble, evaluate_run,
+    load_run,
+};
 
 /// Runs one subcommand on `device`.
 pub fn run(command: Command, device: &Device) -> anyhow::Result<()> {
@@ -23,8 +26,13 @@ pub fn run(command: Command, device: &Device) -> anyhow::Result<()> {
     match command {
         Command::Train(args) => train(&args, device, &mut out),
         Command::Eval { run } => {
-            let report = evaluate_run(&run, device, crate::progress::stderr(false).as_ref())?;
-            Ok(writeln!(out, "{report}")?)
+            let progress = crate::progress::stderr(false);
+            if let [run] = &run[..] {
+                let report = evaluate_run(run, device, progress.as_ref())?;
+                return Ok(writeln!(out, "{report}")?);
+            }
+            let evaluated = evaluate_ensemble(&run, device, progress.as_ref())?;
+            write_ensemble(&run, &evaluated, &mut out)
         }
         Command::Apply {
             run,
@@ -106,17 +114,56 @@ fn train(args: &TrainArgs, device: &Device, out: &mut impl Write) -> anyhow::Res
     Ok(())
 }
 
+/// An ensemble's test accuracy beside each run's.
+fn write_ensemble(
+    runs: &[PathBuf],
+    evaluated: &EvaluatedEnsemble,
+    out: &mut impl Write,
+) -> anyhow::Result<()> {
+    let result = &evaluated.result;
+    writeln!(out, "{} images, {} runs", result.ensemble.count, runs.len())?;
+    writeln!(out, "{:<40} {:>8} {:>8} {:>8}", "", "top-1", "top-5", "loss")?;
+    let row = |out: &mut dyn Write, name: &str, e: &Evaluation| {
+        writeln!(
+            out,
+            "{name:<40} {:>7.2}% {:>7.2}% {:>8.4}",
+            100.0 * e.top1,
+            100.0 * e.top5,
+            e.loss
+        )
+    };
+    for (dir, e) in runs.iter().zip(&result.members) {
+        row(out, &dir.display().to_string(), e)?;
+    }
+    writeln!(
+        out,
+        "{:<40} {:>7.2}%",
+        "members' mean",
+        100.0 * result.mean_member_top1()
+    )?;
+    row(out, "ensemble (mean probabilities)", &result.ensemble)?;
+    writeln!(out, "per class (top-1, ensemble):")?;
+    for (k, name) in evaluated.classes.iter().enumerate() {
+        writeln!(out, "  {name:<20} {:>6.1}%", 100.0 * result.ensemble.per_class[k])?;
+    }
+    Ok(())
+}
+
 fn apply(
-    dir: &Path,
+    dirs: &[PathBuf],
     out_dir: &Path,
     images: &[PathBuf],
     device: &Device,
     out: &mut impl Write,
 ) -> anyhow::Result<()> {
-    let (_, classifier) = load_run(dir, device)?;
+    let members = dirs
+        .iter()
+        .map(|dir| Ok(load_run(dir, device)?.1))
+        .collect::<anyhow::Result<Vec<_>>>()?;
+    let ensemble = Ensemble::new(members)?;
     std::fs::create_dir_all(out_dir).with_context(|| format!("cannot create {}", out_dir.display()))?;
-    let classes = class_names(dir).ok();
-    let size = classifier.input_size();
+    let classes = class_names(&dirs[0]).ok();
+    let size = ensemble.input_size();
     let phase = Phase::Eval { batch: 0 };
     for path in images {
         let dataset = Dataset {
@@ -131,23 +178,30 @@ fn apply(
             .epoch(0, 0, device)
             .next()
             .expect("one image");
-        let prediction = classifier.predict(batch.images.clone(), phase)?[0];
+        let prediction = ensemble.predict(batch.images.clone())?[0];
         let name = classes
             .as_ref()
             .and_then(|c| c.get(prediction.class).cloned())
             .unwrap_or_else(|| format!("class {}", prediction.class));
-        let file = out_dir.join(format!(
-            "{}.png",
-            path.file_stem().unwrap_or_default().to_string_lossy()
-        ));
-        let shown = classifier.prompted_pixels(batch.images, phase)?;
-        save_image(shown.squeeze_dim::<3>(0), &file)?;
+        let stem = path.file_stem().unwrap_or_default().to_string_lossy();
+        let mut files = Vec::new();
+        for k in 0..ensemble.len() {
+            let file = if ensemble.len() == 1 {
+                out_dir.join(format!("{stem}.png"))
+            } else {
+                out_dir.join(format!("{stem}.{k}.png"))
+            };
+            let member = ensemble.member(k).expect("in range");
+            let shown = member.prompted_pixels(batch.images.clone(), phase)?;
+            save_image(shown.squeeze_dim::<3>(0), &file)?;
+            files.push(file.display().to_string());
+        }
         writeln!(
             out,
             "{}: {name} ({:.1}%) -> {}",
             path.display(),
             100.0 * prediction.probability,
-            file.display()
+            files.join(", ")
         )?;
     }
     Ok(())

@@ -16,7 +16,9 @@
 //! `results.md` and plot; `--merge` (or the command without `--shard`) does the same at any time.
 //!
 //! Methods: `unprompted` (the backbone and head alone: first-N / random / a fitted mapping, or a CLIP
-//! text prompt), `visual-prompt` (any template, any label mapping, any recipe), `linear-probe`.
+//! text prompt), `visual-prompt` (any template, any label mapping, any recipe), `linear-probe`, and
+//! `ensemble` (visual-prompt methods of the config combined at inference: `members = ["a", "b"]`;
+//! evaluated once their runs are recorded, so a sharded grid computes it when it merges).
 //! Profiles (`[profiles.small]`) override seeds, epochs and image counts, so one config serves both
 //! this CPU and the paper's full runs.
 //!
@@ -146,6 +148,10 @@ pub enum MethodKind {
     VisualPrompt,
     /// A linear classifier on the frozen features.
     LinearProbe,
+    /// The visual-prompt methods named in `members`, combined at inference (their mapped
+    /// probabilities averaged) for the same dataset, backbone and seed; evaluated once every
+    /// member's run is recorded, from their run directories, with no training of its own.
+    Ensemble,
 }
 
 vprompt_core::config! {
@@ -168,6 +174,8 @@ vprompt_core::config! {
         pub series: Option<String> = None,
         /// Plot with `x = "method"`: its x value (e.g. the prompt size).
         pub x: Option<f64> = None,
+        /// `ensemble`: the names of the visual-prompt methods it combines.
+        pub members: Vec<String> = Vec::new(),
     }
 }
 
@@ -268,6 +276,9 @@ pub struct RunRecord {
     pub top1: f64,
     /// Test top-1 of the same head without the prompt (visual-prompt runs).
     pub unprompted_top1: Option<f64>,
+    /// An ensemble's members' mean test top-1, what the ensemble is compared to.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub members_mean_top1: Option<f64>,
     /// Training images (after the validation split).
     pub train_images: usize,
     /// Test images.
@@ -482,10 +493,41 @@ impl ExperimentConfig {
             self.backbones.iter().map(|b| b.name.as_str()),
         )?;
         unique("method", "methods", self.methods.iter().map(|m| m.name.as_str()))?;
+        for m in &self.methods {
+            if m.kind != MethodKind::Ensemble {
+                continue;
+            }
+            if m.members.is_empty() {
+                return Err(ConfigError::new(
+                    "methods.members",
+                    format!("ensemble `{}` lists no members", m.name),
+                ));
+            }
+            for name in &m.members {
+                if !self
+                    .methods
+                    .iter()
+                    .any(|o| &o.name == name && o.kind == MethodKind::VisualPrompt)
+                {
+                    return Err(ConfigError::new(
+                        "methods.members",
+                        format!(
+                            "ensemble `{}`: `{name}` is not a visual-prompt method of this experiment{}",
+                            m.name,
+                            if self.methods.iter().any(|o| &o.name == name) {
+                                ""
+                            } else {
+                                " (a profile's `methods` must keep an ensemble's members)"
+                            }
+                        ),
+                    ));
+                }
+            }
+        }
         let out = Path::new(".");
         for d in &self.datasets {
             for b in &self.backbones {
-                for m in &self.methods {
+                for m in self.methods.iter().filter(|m| m.kind != MethodKind::Ensemble) {
                     let rc = self.run_config(d, b, m, self.seeds[0], out);
                     rc.validate(m.kind == MethodKind::VisualPrompt).map_err(|e| {
                         ConfigError::new(
@@ -617,7 +659,11 @@ impl ExperimentConfig {
                 (path, results)
             }
         };
-        let grid: Vec<_> = config.grid().collect();
+        // Ensembles are evaluated after the loop, once their members are recorded.
+        let grid: Vec<_> = config
+            .grid()
+            .filter(|(_, _, m, _)| m.kind != MethodKind::Ensemble)
+            .collect();
         let owned = match share {
             Share::All => vec![true; grid.len()],
             Share::Merge => vec![false; grid.len()],
@@ -675,15 +721,39 @@ impl ExperimentConfig {
         let by_key: HashMap<_, _> = recorded.into_iter().map(|r| (r.key(), r)).collect();
         let mut missing = Vec::new();
         let mut runs = Vec::new();
+        let mut ensembles = Vec::new();
         for (d, b, m, seed) in config.grid() {
             match by_key.get(&(d.name.clone(), b.name.clone(), m.name.clone(), seed)) {
-                Some(record) => runs.push(record.clone()),
+                Some(record) => runs.push(Some(record.clone())),
+                None if m.kind == MethodKind::Ensemble => {
+                    ensembles.push((runs.len(), (d, b, m, seed)));
+                    runs.push(None);
+                }
                 None => missing.push(format!("{} / {} / {} / seed {seed}", d.name, b.name, m.name)),
             }
         }
         if !missing.is_empty() {
             return Ok(Outcome::Incomplete { missing });
         }
+        // Every member is recorded: the ensembles, from their members' run directories.
+        for (k, (at, (d, b, m, seed))) in ensembles.iter().enumerate() {
+            let what = format!("{} / {} / {} / seed {seed}", d.name, b.name, m.name);
+            let record = config
+                .run_ensemble(d, b, m, *seed, out, device)
+                .with_context(|| format!("run {what}"))?;
+            progress.line(&format!(
+                "[ensemble {}/{}] {what}: top-1 {:.1} % (members' mean {:.1} %)",
+                k + 1,
+                ensembles.len(),
+                100.0 * record.top1,
+                100.0 * record.members_mean_top1.unwrap_or(f64::NAN),
+            ));
+            runs[*at] = Some(record);
+        }
+        let runs: Vec<RunRecord> = runs
+            .into_iter()
+            .map(|r| r.expect("every cell recorded"))
+            .collect();
         let results = Results {
             config: config.clone(),
             profile: profile.map(String::from),
@@ -766,6 +836,42 @@ impl ExperimentConfig {
         Ok(runs)
     }
 
+    /// An ensemble cell: its members' selected prompts (their runs in this experiment's `runs/`,
+    /// same dataset, backbone and seed) combined on the members' test split, with the members'
+    /// mean top-1 beside its own.
+    fn run_ensemble(
+        &self,
+        d: &DatasetEntry,
+        b: &BackboneEntry,
+        m: &MethodEntry,
+        seed: u64,
+        out: &Path,
+        device: &Device,
+    ) -> anyhow::Result<RunRecord> {
+        let started = Instant::now();
+        let runs: Vec<PathBuf> = m
+            .members
+            .iter()
+            .map(|name| {
+                let member = self.methods.iter().find(|o| &o.name == name).expect("validated");
+                self.run_config(d, b, member, seed, out).run_dir
+            })
+            .collect();
+        let evaluated = crate::run::evaluate_ensemble(&runs, device, &Quiet)?;
+        Ok(RunRecord {
+            dataset: d.name.clone(),
+            backbone: b.name.clone(),
+            method: m.name.clone(),
+            seed,
+            top1: evaluated.result.ensemble.top1,
+            unprompted_top1: None,
+            members_mean_top1: Some(evaluated.result.mean_member_top1()),
+            train_images: evaluated.train_images,
+            test_images: evaluated.result.ensemble.count,
+            seconds: started.elapsed().as_secs_f64(),
+        })
+    }
+
     /// One cell. Runs inside it report nothing: the experiment's own lines say how it goes.
     fn run_cell(
         &self,
@@ -804,6 +910,7 @@ impl ExperimentConfig {
                 let eval = evaluate_unprompted(&classifier, data.test.clone(), training.batch_size, device)?;
                 (eval.top1, None, data.train.len(), data.test.len())
             }
+            MethodKind::Ensemble => unreachable!("ensembles are evaluated by `run_ensemble`"),
             MethodKind::LinearProbe => {
                 let backbone = rc.backbone(device)?;
                 let data = rc.prepare_data(backbone.input_size(), quiet.as_ref())?;
@@ -828,6 +935,7 @@ impl ExperimentConfig {
             seed,
             top1,
             unprompted_top1,
+            members_mean_top1: None,
             train_images,
             test_images,
             seconds: started.elapsed().as_secs_f64(),
@@ -1103,6 +1211,7 @@ mod tests {
             seed,
             top1,
             unprompted_top1: unprompted,
+            members_mean_top1: None,
             train_images: 9,
             test_images: 5,
             seconds: 30.0,

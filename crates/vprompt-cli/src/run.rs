@@ -37,8 +37,8 @@ use vprompt::data::{
 use vprompt::mapping::{LabelMappingConfig, Mapping, PAPER_TEMPLATE, clip_head};
 use vprompt::prompt::{PaddingPromptConfig, PromptConfig, VisualPrompt};
 use vprompt::train::{
-    ConfigError, Progress, PromptedClassifier, Recipe, Report, RunDir, ScheduleConfig, Trained, Trainer,
-    TrainingConfig, evaluate_with,
+    ConfigError, Ensemble, EnsembleEvaluation, Progress, PromptedClassifier, Recipe, Report, RunDir,
+    ScheduleConfig, Trained, Trainer, TrainingConfig, evaluate_with,
 };
 
 /// How the dataset is stored.
@@ -719,20 +719,78 @@ pub fn load_run(
     Ok((config, classifier))
 }
 
-/// Evaluates the selected prompt of a finished (or interrupted) run on its test split.
-pub fn evaluate_run(dir: &Path, device: &Device, progress: &dyn Progress) -> anyhow::Result<Report> {
-    let (config, classifier) = load_run(dir, device)?;
-    let data = config.prepare_data(classifier.input_size(), progress)?;
+/// Refuses data (or weights) other than the ones the run in `dir` recorded.
+fn check_recorded_data(dir: &Path, config: &RunConfig, data: &PreparedSplits) -> anyhow::Result<()> {
     if let Some(recorded) = recorded_fingerprints(dir)? {
         if recorded.test != data.fingerprints.test {
             anyhow::bail!(
-                "the test split {} reads now is not the one this run recorded (changed files?): its \
-                 accuracy would not be this run's",
-                config.data.path.display()
+                "the test split {} reads now is not the one the run in {} recorded (changed \
+                 files?): its accuracy would not be this run's",
+                config.data.path.display(),
+                dir.display()
             );
         }
         check_same_weights(dir, &recorded, &data.fingerprints)?;
     }
+    Ok(())
+}
+
+/// An ensemble of runs evaluated on their test split.
+#[derive(Debug, Clone)]
+pub struct EvaluatedEnsemble {
+    /// The ensemble's and each member's accuracy.
+    pub result: EnsembleEvaluation,
+    /// Class names.
+    pub classes: Vec<String>,
+    /// The members' training images.
+    pub train_images: usize,
+}
+
+/// Combines the selected prompts of several runs (the same data and backbone, any templates,
+/// mappings and seeds) into an [`Ensemble`] and evaluates it, and each member, on their test split.
+pub fn evaluate_ensemble(
+    dirs: &[PathBuf],
+    device: &Device,
+    progress: &dyn Progress,
+) -> anyhow::Result<EvaluatedEnsemble> {
+    let mut members = Vec::with_capacity(dirs.len());
+    let mut first: Option<RunConfig> = None;
+    for dir in dirs {
+        let (config, classifier) = load_run(dir, device)?;
+        if let Some(first) = &first {
+            if config.data != first.data || config.backbone != first.backbone {
+                anyhow::bail!(
+                    "{} trained on other data or another backbone than {}: an ensemble's members \
+                     share both",
+                    dir.display(),
+                    dirs[0].display()
+                );
+            }
+        } else {
+            first = Some(config);
+        }
+        members.push(classifier);
+    }
+    let config = first.context("an ensemble needs at least one run")?;
+    let ensemble = Ensemble::new(members)?;
+    let data = config.prepare_data(ensemble.input_size(), progress)?;
+    for dir in dirs {
+        check_recorded_data(dir, &config, &data)?;
+    }
+    let loader = vprompt::data::BatchLoader::new(data.test.clone(), config.training_config()?.batch_size)?;
+    let mut task = progress.task("test, ensemble", data.test.len() as u64, "images");
+    Ok(EvaluatedEnsemble {
+        result: ensemble.evaluate_with(&loader, device, task.as_mut())?,
+        classes: data.test.classes.clone(),
+        train_images: data.train.len(),
+    })
+}
+
+/// Evaluates the selected prompt of a finished (or interrupted) run on its test split.
+pub fn evaluate_run(dir: &Path, device: &Device, progress: &dyn Progress) -> anyhow::Result<Report> {
+    let (config, classifier) = load_run(dir, device)?;
+    let data = config.prepare_data(classifier.input_size(), progress)?;
+    check_recorded_data(dir, &config, &data)?;
     let batch = config.training_config()?.batch_size;
     let loader = vprompt::data::BatchLoader::new(data.test.clone(), batch)?;
     let pass = |label: &str, prompted: bool| {

@@ -865,6 +865,12 @@ prompt = {{ FullImage = {{ init = "Zeros" }} }}
 name = "probe"
 kind = "linear-probe"
 
+# Evaluated when the grid merges, from the vp runs of the shares: one member, so vp's accuracy.
+[[methods]]
+name = "vp alone"
+kind = "ensemble"
+members = ["vp"]
+
 [probe]
 epochs = 2
 
@@ -938,7 +944,24 @@ epochs = 1
             .unwrap()
             .len();
     }
-    assert_eq!(share_cells, 6, "every cell ran in exactly one share");
+    assert_eq!(share_cells, 6, "every training cell ran in exactly one share");
+    let merged = read(&sharded, "results.json");
+    let top1 = |method: &str, seed: u64| {
+        merged["runs"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|r| r["method"] == method && r["seed"] == seed)
+            .unwrap_or_else(|| panic!("no {method} / {seed}"))["top1"]
+            .clone()
+    };
+    for seed in [0, 1] {
+        assert_eq!(
+            top1("vp alone", seed),
+            top1("vp", seed),
+            "a one-run ensemble is the run"
+        );
+    }
     assert!(Path::new(&sharded).join("results.md").exists() && Path::new(&sharded).join("plot.png").exists());
 
     let single = path("single");
@@ -982,11 +1005,13 @@ epochs = 1
     fails(&refs(&experiment(&sharded, &["--shard", "4/3"])), "1 <= I <= N");
 }
 
-/// The learned mappings from the command line: `--mapping '"FullyMap"'` trains the layer with the
-/// prompt (its learning rate from the config), `eval` reads it back from the run; an experiment
-/// runs both learned heads as visual-prompt methods and refuses one on an unprompted method.
+/// The learned mappings and prompt ensembles from the command line: `--mapping '"FullyMap"'`
+/// trains the layer with the prompt (its learning rate from the config), `eval` reads it back from
+/// the run; `eval` and `apply` with two `--run`s combine them; an experiment runs both learned
+/// heads as visual-prompt methods and their ensemble, and refuses a learned head on an unprompted
+/// method and an ensemble of unknown members.
 #[test]
-fn learned_mappings_train_from_the_cli_and_the_experiment_runner() {
+fn learned_mappings_and_ensembles_from_the_cli_and_the_experiment_runner() {
     let dir = tempfile::tempdir().unwrap();
     let path = |name: &str| dir.path().join(name).display().to_string();
     let data = workspace()
@@ -1027,6 +1052,59 @@ epochs = 1
     assert!(best.contains("epoch"), "{best}");
     let out = ok(&["eval", "--run", &path("run")]);
     assert!(out.contains("50 images"), "{out}");
+    // A second run (another seed, the paper's first-N) and the ensemble of the two.
+    ok(&[
+        "train",
+        "--config",
+        &path("run.toml"),
+        "--run-dir",
+        &path("run2"),
+        "--mapping",
+        "\"FirstN\"",
+        "--seed",
+        "5",
+        "--quiet",
+    ]);
+    let out = ok(&["eval", "--run", &path("run"), "--run", &path("run2")]);
+    assert!(out.contains("50 images, 2 runs"), "{out}");
+    for line in ["members' mean", "ensemble (mean probabilities)", &path("run2")] {
+        assert!(out.contains(line), "{line}: {out}");
+    }
+    let image = workspace()
+        .join("tests/fixtures/rgb-folder/cat/cat0.png")
+        .display()
+        .to_string();
+    let out = ok(&[
+        "apply",
+        "--run",
+        &path("run"),
+        "--run",
+        &path("run2"),
+        "--out",
+        &path("applied"),
+        &image,
+    ]);
+    assert!(out.contains("cat0.png:") && out.contains('%'), "{out}");
+    for k in 0..2 {
+        assert!(dir.path().join(format!("applied/cat0.{k}.png")).exists(), "{out}");
+    }
+    std::fs::write(
+        dir.path().join("other.toml"),
+        config.replace("few_shot = 8", "few_shot = 6"),
+    )
+    .unwrap();
+    ok(&[
+        "train",
+        "--config",
+        &path("other.toml"),
+        "--run-dir",
+        &path("run3"),
+        "--quiet",
+    ]);
+    fails(
+        &["eval", "--run", &path("run"), "--run", &path("run3")],
+        "other data",
+    );
     // The layer over the 10 source outputs, learned: another mapping on the same run directory
     // is another run.
     fails(
@@ -1077,6 +1155,11 @@ name = "vp + linear probe"
 kind = "visual-prompt"
 prompt = {{ Padding = {{ pad = 4 }} }}
 mapping = "LinearProbe"
+
+[[methods]]
+name = "ensemble of both"
+kind = "ensemble"
+members = ["vp, FullyMap", "vp + linear probe"]
 "#
     );
     std::fs::write(dir.path().join("grid.toml"), &grid).unwrap();
@@ -1087,15 +1170,53 @@ mapping = "LinearProbe"
         &path("grid"),
         "--quiet",
     ]);
-    for method in ["| vp, FullyMap |", "| vp + linear probe |"] {
+    for method in [
+        "| vp, FullyMap |",
+        "| vp + linear probe |",
+        "| ensemble of both |",
+    ] {
         assert!(out.contains(method), "{out}");
     }
+    let results: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(dir.path().join("grid/results.json")).unwrap())
+            .unwrap();
+    let runs = results["runs"].as_array().unwrap();
+    let top1 = |method: &str| {
+        runs.iter().find(|r| r["method"] == method).unwrap()["top1"]
+            .as_f64()
+            .unwrap()
+    };
+    let ensemble = runs.iter().find(|r| r["method"] == "ensemble of both").unwrap();
+    let mean = (top1("vp, FullyMap") + top1("vp + linear probe")) / 2.0;
+    assert!(
+        (ensemble["members_mean_top1"].as_f64().unwrap() - mean).abs() < 1e-9,
+        "{ensemble}"
+    );
+    assert_eq!(ensemble["test_images"], 50);
+    std::fs::write(
+        dir.path().join("grid-bad-members.toml"),
+        grid.replace("\"vp + linear probe\"]", "\"vp + probe\"]"),
+    )
+    .unwrap();
+    fails(
+        &[
+            "experiment",
+            &path("grid-bad-members.toml"),
+            "--out",
+            &path("grid-bad-members"),
+        ],
+        "`vp + probe` is not a visual-prompt method",
+    );
     std::fs::write(
         dir.path().join("grid-bad.toml"),
-        grid.replace(
-            "kind = \"visual-prompt\"\nprompt = { Padding = { pad = 4 } }\nmapping = \"FullyMap\"",
-            "kind = \"unprompted\"\nmapping = \"FullyMap\"",
-        ),
+        // Without the ensemble, whose members must be visual-prompt methods.
+        grid.split("[[methods]]\nname = \"ensemble of both\"")
+            .next()
+            .unwrap()
+            .replace(
+                "kind = \"visual-prompt\"\nprompt = { Padding = { pad = 4 } }\nmapping = \"FullyMap\"",
+                "kind = \"unprompted\"\nmapping = \"FullyMap\"",
+            ),
     )
     .unwrap();
     fails(

@@ -11,19 +11,22 @@
 //!   [`Progress`]), configured by what it trains:
 //!   - [`TrainingConfig`]: a prompt by gradient steps, with the paper's recipe
 //!     ([`TrainingConfig::paper`]: SGD lr 40, momentum 0.9, 1000-iteration warmup and cosine
-//!     decay), ILM-VP's and EVP's ([`Recipe`]), and refits of data-driven label mappings;
+//!     decay), ILM-VP's and EVP's ([`Recipe`]), refits of data-driven label mappings, and
+//!     mappings learned with the prompt (FullyMap, a linear probe: [`init_mapping`]);
 //!   - [`BlackBoxConfig`] ([`BlackBoxTrainer`]): a prompt by zeroth-order steps through a
 //!     [`BlackBoxModel`] (images in, scores out; [`LocalModel`] for any backbone + mapping), RGF
 //!     and SPSA-GC ([`ZerothOrderConfig`]), every query counted, an optional budget;
 //!   - [`LinearProbeConfig`]: the linear-probe baseline on frozen features.
 //! - [`evaluate`]: top-1, top-5, per-class accuracy, confusion matrix, prompted and unprompted
 //!   ([`Report`]).
+//! - [`Ensemble`]: several trained prompts on one backbone, their mapped probabilities averaged.
 //! - [`line_plot`]: the curves' line plots (axis labels, ticks, a legend; a bundled font).
 
 mod black_box;
 mod classifier;
 mod config;
 mod engine;
+mod ensemble;
 mod error;
 mod evaluate;
 mod gradient;
@@ -42,6 +45,7 @@ pub use engine::{
     Axis, Checkpoint, CheckpointState, EpochRecord, MAPPING_FILE, OPTIMIZER_FILE, PROBE_FILE, PROMPT_FILE,
     RunDir, Series, color_name, line_plot,
 };
+pub use ensemble::{Ensemble, EnsembleEvaluation};
 pub use error::{ConfigError, Result, TrainError};
 pub use evaluate::{Evaluation, Report, Tally, evaluate, evaluate_with};
 pub use gradient::{
