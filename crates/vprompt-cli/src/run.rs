@@ -724,7 +724,7 @@ fn check_recorded_data(dir: &Path, config: &RunConfig, data: &PreparedSplits) ->
     if let Some(recorded) = recorded_fingerprints(dir)? {
         if recorded.test != data.fingerprints.test {
             anyhow::bail!(
-                "the test split {} reads now is not the one the run in {} recorded (changed \
+                "the test split {} reads now is not the one this run recorded ({}; changed \
                  files?): its accuracy would not be this run's",
                 config.data.path.display(),
                 dir.display()
