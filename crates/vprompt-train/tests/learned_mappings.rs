@@ -137,7 +137,8 @@ fn one_step_moves_a_fully_map_by_its_cross_entropy_gradient() {
 
 /// Both learned mappings train with the prompt through the engine: the selected mapping is
 /// learned and has moved from its seeded start, the run directory's best mapping reloads to the
-/// same predictions, and a run killed mid-epoch resumes to the uninterrupted run's prompt, weights
+/// same predictions, a black box built on it scores as the classifier does, and a run killed
+/// mid-epoch resumes to the uninterrupted run's prompt, weights
 /// and bias (the optimiser's state for the mapping is in the checkpoint too).
 #[test]
 fn learned_mappings_train_select_and_resume_exactly() {
@@ -206,6 +207,19 @@ fn learned_mappings_train_select_and_resume_exactly() {
         assert_eq!((best.matrix(), best.bias()), (mapping.matrix(), mapping.bias()));
         let report = expected.evaluate(test.clone(), 16).unwrap();
         assert_eq!(report.prompted.count, 32);
+        // The same head as a black box: the scores of the unprompted classifier.
+        let images = BatchLoader::new(test.clone(), 8)
+            .unwrap()
+            .epoch(0, 0, &device)
+            .next()
+            .unwrap()
+            .images;
+        let scores = LocalModel::new(backbone.clone(), mapping.clone())
+            .unwrap()
+            .query(images.clone())
+            .unwrap();
+        let unprompted = to_vec(expected.classifier.forward_unprompted(images).unwrap());
+        assert_close(&scores, &unprompted, 1e-6, 1e-6);
 
         let dir = tempfile::tempdir().unwrap();
         assert!(run(dir.path(), Some(5)).interrupted);

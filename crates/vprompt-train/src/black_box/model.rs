@@ -105,7 +105,8 @@ impl<B: Backbone> BlackBoxModel for LocalModel<B> {
     }
 
     fn query(&mut self, images: Tensor<4>) -> std::result::Result<Vec<f32>, QueryError> {
-        let logits = crate::classifier::map_outputs(&self.mapping, self.backbone.forward_features(images)?)?;
+        let outputs = self.backbone.forward_features(self.backbone.normalize(images))?;
+        let logits = crate::classifier::map_outputs(&self.mapping, outputs)?;
         Ok(logits
             .into_data()
             .try_to_vec::<f32>()
