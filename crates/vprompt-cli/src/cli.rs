@@ -56,6 +56,30 @@ pub enum Command {
         #[arg(required = true)]
         images: Vec<PathBuf>,
     },
+    /// Train a prompt by queries alone (black-box, zeroth-order): against the run config's own
+    /// model, a program speaking the line protocol, or an HTTP endpoint, as its `[black_box]`
+    /// section says; every query counted, within its budget (docs/black-box.md).
+    BlackBox {
+        /// A TOML run config with a `[black_box]` section.
+        #[arg(long)]
+        config: PathBuf,
+        /// No progress on stderr.
+        #[arg(long)]
+        quiet: bool,
+        /// Start the run directory again instead of resuming it.
+        #[arg(long)]
+        fresh: bool,
+    },
+    /// Answer the black-box line protocol on stdin and stdout with a run config's backbone and
+    /// mapping, unprompted: a local model as a black box, for `vprompt black-box` or any client.
+    Serve {
+        /// A TOML run config (its backbone, and its mapping if that is made without data).
+        #[arg(long)]
+        config: PathBuf,
+        /// Number of classes the mapping scores.
+        #[arg(long)]
+        classes: usize,
+    },
     /// Run an experiment: every dataset x backbone x seed x method of a TOML config (see
     /// `experiments/`), writing `results.json` (every run), `results.md` (mean ± std per cell) and
     /// the config's plot. An interrupted experiment resumes.

@@ -67,6 +67,8 @@ pub fn run(command: Command, device: &Device) -> anyhow::Result<()> {
             )?)
         }
         Command::Inspect { path, png } => inspect(&path, png.as_deref(), device, &mut out),
+        Command::BlackBox { config, quiet, fresh } => black_box(&config, quiet, fresh, device, &mut out),
+        Command::Serve { config, classes } => serve(&config, classes, device),
     }
 }
 
@@ -205,6 +207,69 @@ fn apply(
         )?;
     }
     Ok(())
+}
+
+fn black_box(
+    path: &Path,
+    quiet: bool,
+    fresh: bool,
+    device: &Device,
+    out: &mut impl Write,
+) -> anyhow::Result<()> {
+    let config = crate::config::read::<RunConfig>(path, "run config")?;
+    config.validate(true).context("invalid run config")?;
+    let progress = crate::progress::stderr(quiet);
+    if fresh {
+        config.remove_run()?;
+    }
+    progress.line(&format!("black-box training into {}", config.run_dir.display()));
+    let run = config.train_black_box(device, progress)?;
+    if run.trained.interrupted {
+        return Ok(());
+    }
+    let r = &run.report;
+    writeln!(out, "{} images", r.prompted.count)?;
+    writeln!(out, "              prompted  unprompted")?;
+    writeln!(
+        out,
+        "top-1         {:>7.2}%  {:>9.2}%",
+        100.0 * r.prompted.top1,
+        100.0 * r.unprompted.top1
+    )?;
+    writeln!(
+        out,
+        "queries: training {}, validation {}, test {}{}{}",
+        r.training_queries,
+        r.validation_queries,
+        r.evaluation_queries,
+        if run.trained.budget_exhausted {
+            " (the budget ended training)"
+        } else {
+            ""
+        },
+        if run.retried > 0 {
+            format!("; {} attempts retried", run.retried)
+        } else {
+            String::new()
+        }
+    )?;
+    let png = config.run_dir.join("prompt.png");
+    run.trained.prompt.save_png(&png)?;
+    writeln!(out, "selected prompt: {}", png.display())?;
+    Ok(())
+}
+
+fn serve(path: &Path, classes: usize, device: &Device) -> anyhow::Result<()> {
+    let config = crate::config::read::<RunConfig>(path, "run config")?;
+    let backbone = config.backbone(device)?;
+    anyhow::ensure!(
+        !config.mapping.needs_fit() && !config.mapping.is_learned(),
+        "`vprompt serve` serves a mapping made without data (first-N, random, manual), not `{}`",
+        config.mapping.method()
+    );
+    let mapping = config.mapping.init(backbone.output_dim(), classes, device)?;
+    let mut model = vprompt::train::LocalModel::new(backbone, mapping)?;
+    crate::remote::serve_lines(&mut model, device)
 }
 
 fn experiment(

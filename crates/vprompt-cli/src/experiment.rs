@@ -17,6 +17,7 @@
 //!
 //! Methods: `unprompted` (the backbone and head alone: first-N / random / a fitted mapping, or a CLIP
 //! text prompt), `visual-prompt` (any template, any label mapping, any recipe), `linear-probe`, and
+//! `black-box` (a visual prompt trained by queries alone, with the `[black_box]` section), and
 //! `ensemble` (visual-prompt methods of the config combined at inference: `members = ["a", "b"]`;
 //! evaluated once their runs are recorded, so a sharded grid computes it when it merges).
 //! Profiles (`[profiles.small]`) override seeds, epochs and image counts, so one config serves both
@@ -95,6 +96,8 @@ vprompt_core::config! {
         pub backbones: Vec<BackboneEntry> = default_backbones(),
         /// The recipe of every visual-prompt run.
         pub training: TrainingChoice = TrainingChoice::new(),
+        /// The settings of every black-box run.
+        pub black_box: Option<crate::run::BlackBoxChoice> = None,
         /// Linear-probe overrides.
         pub probe: ProbeChoice = ProbeChoice::new(),
         /// Optional figure.
@@ -148,6 +151,9 @@ pub enum MethodKind {
     VisualPrompt,
     /// A linear classifier on the frozen features.
     LinearProbe,
+    /// A visual prompt trained by queries alone, with the experiment's `[black_box]` settings
+    /// (their `model` is the column's backbone, `"Local"`, or a program or endpoint).
+    BlackBox,
     /// The visual-prompt methods named in `members`, combined at inference (their mapped
     /// probabilities averaged) for the same dataset, backbone and seed; evaluated once every
     /// member's run is recorded, from their run directories, with no training of its own.
@@ -464,6 +470,7 @@ impl ExperimentConfig {
         .with_mapping(method.mapping.clone().unwrap_or(LabelMappingConfig::FirstN))
         .with_text_template(if clip { method.text_template.clone() } else { None })
         .with_training(training)
+        .with_black_box(self.black_box.clone().map(|b| b.with_seed(seed)))
     }
 
     /// Checks the whole grid without reading data or weights: names, every cell's run config, and
@@ -529,7 +536,17 @@ impl ExperimentConfig {
             for b in &self.backbones {
                 for m in self.methods.iter().filter(|m| m.kind != MethodKind::Ensemble) {
                     let rc = self.run_config(d, b, m, self.seeds[0], out);
-                    rc.validate(m.kind == MethodKind::VisualPrompt).map_err(|e| {
+                    if m.kind == MethodKind::BlackBox && self.black_box.is_none() {
+                        return Err(ConfigError::new(
+                            "black_box",
+                            format!(
+                                "method `{}` is a black-box method: the experiment needs a [black_box] section",
+                                m.name
+                            ),
+                        ));
+                    }
+                    let prompted = matches!(m.kind, MethodKind::VisualPrompt | MethodKind::BlackBox);
+                    rc.validate(prompted).map_err(|e| {
                         ConfigError::new(
                             e.path.clone(),
                             format!("{} / {} / {}: {}", d.name, b.name, m.name, e.reason),
@@ -911,6 +928,16 @@ impl ExperimentConfig {
                 (eval.top1, None, data.train.len(), data.test.len())
             }
             MethodKind::Ensemble => unreachable!("ensembles are evaluated by `run_ensemble`"),
+            MethodKind::BlackBox => {
+                let run = rc.train_black_box(device, quiet)?;
+                let report = run.report;
+                (
+                    report.prompted.top1,
+                    Some(report.unprompted.top1),
+                    run.train_images,
+                    report.prompted.count,
+                )
+            }
             MethodKind::LinearProbe => {
                 let backbone = rc.backbone(device)?;
                 let data = rc.prepare_data(backbone.input_size(), quiet.as_ref())?;

@@ -15,6 +15,7 @@ mod commands;
 mod config;
 mod experiment;
 mod progress;
+mod remote;
 mod run;
 mod shard;
 

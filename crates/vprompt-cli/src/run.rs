@@ -25,6 +25,7 @@
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::time::Duration;
 
 use anyhow::Context;
 use burn::prelude::*;
@@ -37,9 +38,12 @@ use vprompt::data::{
 use vprompt::mapping::{LabelMappingConfig, Mapping, PAPER_TEMPLATE, clip_head};
 use vprompt::prompt::{PaddingPromptConfig, PromptConfig, VisualPrompt};
 use vprompt::train::{
-    ConfigError, Ensemble, EnsembleEvaluation, Progress, PromptedClassifier, Recipe, Report, RunDir,
-    ScheduleConfig, Trained, Trainer, TrainingConfig, evaluate_with,
+    BlackBoxConfig, BlackBoxReport, BlackBoxTrained, ConfigError, Ensemble, EnsembleEvaluation, LocalModel,
+    Progress, PromptedClassifier, Recipe, Report, RunDir, ScheduleConfig, Scores, Trained, Trainer,
+    TrainingConfig, ZerothOrderConfig, evaluate_with,
 };
+
+use crate::remote::{Endpoint, RemoteModel, Retry};
 
 /// How the dataset is stored.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -189,7 +193,113 @@ vprompt_core::config! {
         pub text_template: Option<String> = None,
         /// Recipe and overrides.
         pub training: TrainingChoice = TrainingChoice::new(),
+        /// `vprompt black-box`: the model queried and the zeroth-order settings.
+        pub black_box: Option<BlackBoxChoice> = None,
     }
+}
+
+/// The model `vprompt black-box` queries.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub enum BlackBoxSource {
+    /// The run's own backbone and mapping, used only through queries.
+    Local,
+    /// A program and its arguments answering the line protocol (`docs/black-box.md`).
+    Command(Vec<String>),
+    /// An HTTP endpoint taking the protocol's JSON.
+    Http(String),
+}
+
+vprompt_core::config! {
+    /// Black-box training from the command line: what is queried, the zeroth-order optimiser,
+    /// and how a remote model is called. A remote model takes the backbone section's input size
+    /// and scores the data's classes.
+    pub struct BlackBoxChoice {
+        /// What is queried.
+        pub model: BlackBoxSource,
+        /// The zeroth-order optimiser, e.g. `{ SpsaGc = { draws = 5, a = 0.01, c = 0.01, o = 0.0,
+        /// alpha = 0.6, gamma = 0.1, momentum = 0.9 } }`.
+        pub optimizer: ZerothOrderConfig,
+    }
+    defaults {
+        /// Epochs over the training split.
+        pub epochs: usize = 5,
+        /// Images per step.
+        pub batch_size: usize = 32,
+        /// Seed of the batch order and the perturbations.
+        pub seed: u64 = 0,
+        /// Most training queries (images sent) the run may spend.
+        pub query_budget: Option<u64> = None,
+        /// Most images per call to the model.
+        pub query_batch: usize = 256,
+        /// What a remote model returns: `"Logits"` or `"Probabilities"`.
+        pub scores: Scores = Scores::Logits,
+        /// Retries of a query that failed transiently (a dropped connection, a timeout, HTTP 429
+        /// or 5xx, a program that exited).
+        pub retries: u32 = 3,
+        /// The wait before the first retry in milliseconds, doubled before each further one.
+        pub backoff_ms: u64 = 200,
+        /// How long one attempt may take, in seconds.
+        pub timeout_s: f64 = 60.0,
+    }
+}
+
+impl BlackBoxChoice {
+    /// The trainer's config.
+    pub fn config(&self) -> BlackBoxConfig {
+        BlackBoxConfig::new(self.epochs, self.optimizer.clone())
+            .with_batch_size(self.batch_size)
+            .with_seed(self.seed)
+            .with_query_budget(self.query_budget)
+            .with_query_batch(self.query_batch)
+    }
+
+    /// Checks the settings; errors name the key under `black_box`.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        self.config().validate().map_err(|e| match e {
+            vprompt::train::TrainError::InvalidConfig(e) => e.within("black_box"),
+            e => ConfigError::new("black_box", e.to_string()),
+        })?;
+        if !(self.timeout_s.is_finite() && self.timeout_s > 0.0) {
+            return Err(ConfigError::new(
+                "black_box.timeout_s",
+                format!("must be positive, got {}", self.timeout_s),
+            ));
+        }
+        match &self.model {
+            BlackBoxSource::Command(argv) if argv.is_empty() => {
+                Err(ConfigError::new("black_box.model.Command", "names no program"))
+            }
+            BlackBoxSource::Http(url) if !(url.starts_with("http://") || url.starts_with("https://")) => {
+                Err(ConfigError::new(
+                    "black_box.model.Http",
+                    format!("`{url}` is not an http:// or https:// URL"),
+                ))
+            }
+            _ => Ok(()),
+        }
+    }
+
+    /// How a remote model's queries are retried.
+    pub fn retry(&self) -> Retry {
+        Retry {
+            retries: self.retries,
+            backoff: Duration::from_millis(self.backoff_ms),
+            timeout: Duration::from_secs_f64(self.timeout_s),
+        }
+    }
+}
+
+/// What `vprompt black-box` did.
+pub struct BlackBoxRun {
+    /// The selected prompt and the run's record.
+    pub trained: BlackBoxTrained,
+    /// The test split, prompted and unprompted, through the model.
+    pub report: BlackBoxReport,
+    /// Queries of a remote model that failed transiently and were sent again.
+    pub retried: u64,
+    /// Images of the training split.
+    pub train_images: usize,
 }
 
 /// The prepared splits of a run.
@@ -311,6 +421,9 @@ impl RunConfig {
             ));
         }
         let size = self.input_size()?;
+        if let Some(black_box) = &self.black_box {
+            black_box.validate()?;
+        }
         if prompted {
             self.prompt
                 .validate(size)
@@ -549,6 +662,25 @@ impl RunConfig {
         let data = self.prepare_data(prompt.input_size(), progress.as_ref())?;
         let head = self.head(&backbone, &data.train.classes, device)?;
         let classifier = PromptedClassifier::new(prompt, backbone, head)?;
+        self.record_run(&data)?;
+        let trainer = Trainer::new(training.clone(), device)
+            .with_devices(devices)?
+            .with_run_dir(&self.run_dir)
+            .with_progress(progress);
+        let trained = match &data.valid {
+            Some(valid) => trainer.train(classifier, data.train.clone(), valid.clone())?,
+            None => trainer.train_without_validation(classifier, data.train.clone())?,
+        };
+        Ok(TrainedRun {
+            trained,
+            data,
+            training,
+        })
+    }
+
+    /// Checks that the run directory holds this run or none, then records the run's config,
+    /// classes and data fingerprints in it.
+    fn record_run(&self, data: &PreparedSplits) -> anyhow::Result<()> {
         self.check_same_run(&data.train.classes, &data.fingerprints)?;
         std::fs::create_dir_all(&self.run_dir)
             .with_context(|| format!("cannot create {}", self.run_dir.display()))?;
@@ -563,19 +695,63 @@ impl RunConfig {
         write(
             &self.run_dir.join(DATA_FILE),
             &serde_json::to_string_pretty(&data.fingerprints).expect("fingerprints serialise"),
-        )?;
-        let trainer = Trainer::new(training.clone(), device)
-            .with_devices(devices)?
-            .with_run_dir(&self.run_dir)
-            .with_progress(progress);
-        let trained = match &data.valid {
-            Some(valid) => trainer.train(classifier, data.train.clone(), valid.clone())?,
-            None => trainer.train_without_validation(classifier, data.train.clone())?,
+        )
+    }
+
+    /// Trains the prompt by queries alone (the `black_box` section), selects it on the validation
+    /// split and evaluates it on the test split through the same model, every query counted.
+    pub fn train_black_box(
+        &self,
+        device: &Device,
+        progress: Arc<dyn Progress>,
+    ) -> anyhow::Result<BlackBoxRun> {
+        self.validate(true)?;
+        let choice = self
+            .black_box
+            .as_ref()
+            .context("the run config has no [black_box] section")?;
+        let size = self.input_size()?;
+        let prompt = self.prompt.init(size, device)?;
+        let data = self.prepare_data(prompt.input_size(), progress.as_ref())?;
+        let valid = data
+            .valid
+            .clone()
+            .context("black-box training selects on a validation split: set data.validation > 0")?;
+        let classes = data.train.classes.len();
+        let (mut remote, mut local) = (None, None);
+        let model: &mut dyn vprompt::train::BlackBoxModel = match &choice.model {
+            BlackBoxSource::Local => {
+                let backbone = self.backbone(device)?;
+                let head = self.head(&backbone, &data.train.classes, device)?;
+                local.insert(LocalModel::new(backbone, head)?)
+            }
+            BlackBoxSource::Command(argv) => remote.insert(RemoteModel::new(
+                Endpoint::Command(argv.clone()),
+                size,
+                classes,
+                choice.scores,
+                choice.retry(),
+            )),
+            BlackBoxSource::Http(url) => remote.insert(RemoteModel::new(
+                Endpoint::Http(url.clone()),
+                size,
+                classes,
+                choice.scores,
+                choice.retry(),
+            )),
         };
-        Ok(TrainedRun {
+        self.record_run(&data)?;
+        let trained = Trainer::new(choice.config(), device)
+            .with_run_dir(&self.run_dir)
+            .with_progress(progress)
+            .train(&mut *model, prompt, data.train.clone(), valid)?;
+        let report = trained.evaluate(&mut *model, data.test.clone(), choice.batch_size)?;
+        let retried = remote.map_or(0, |r: RemoteModel| r.retried);
+        Ok(BlackBoxRun {
             trained,
-            data,
-            training,
+            report,
+            retried,
+            train_images: data.train.len(),
         })
     }
 

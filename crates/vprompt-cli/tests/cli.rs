@@ -2,52 +2,12 @@
 //! epoch on the Fashion-MNIST subset, evaluate, apply, inspect, a CLIP zero-shot baseline, and the
 //! errors a person sees for bad input (a message, a non-zero exit, never a panic).
 
-use std::path::{Path, PathBuf};
-use std::process::{Command, Output, Stdio};
+use std::path::Path;
+use std::process::{Command, Stdio};
 
-fn workspace() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
-}
+mod common;
 
-fn vprompt(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_vprompt"))
-        .args(args)
-        .output()
-        .expect("the binary runs")
-}
-
-fn refs(args: &[String]) -> Vec<&str> {
-    args.iter().map(String::as_str).collect()
-}
-
-fn ok(args: &[&str]) -> String {
-    let out = vprompt(args);
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(out.status.success(), "vprompt {args:?} failed:\n{stderr}");
-    String::from_utf8(out.stdout).unwrap()
-}
-
-fn fails(args: &[&str], needle: &str) {
-    let out = vprompt(args);
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(!out.status.success(), "vprompt {args:?} should fail");
-    assert!(
-        stderr.contains(needle),
-        "vprompt {args:?}: expected `{needle}` in:\n{stderr}"
-    );
-    assert!(
-        !stderr.contains("panicked"),
-        "vprompt {args:?} panicked:\n{stderr}"
-    );
-}
-
-fn fixture(name: &str) -> String {
-    workspace()
-        .join("crates/vprompt-backbone/tests/fixtures")
-        .join(name)
-        .display()
-        .to_string()
-}
+use common::*;
 
 #[test]
 fn train_eval_apply_inspect() {

@@ -1,0 +1,275 @@
+//! `vprompt black-box` against the three kinds of model: the run's own (local), a program speaking
+//! the line protocol (`vprompt serve` on the same backbone), and an HTTP endpoint on 127.0.0.1
+//! started here (it forwards to `vprompt serve` and fails every third request with a 503). The
+//! three train the same prompt, query for query; failures are retried with backoff, a hung model
+//! times out, and wrong replies are clear errors.
+
+mod common;
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::process::{Command, Stdio};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use common::*;
+
+/// A run config on the committed fixtures with a `[black_box]` section querying `model` (TOML).
+fn config(run_dir: &str, model: &str, extra: &str) -> String {
+    format!(
+        r#"run_dir = "{run_dir}"
+
+[data]
+format = "fashion-mnist"
+path = "{data}"
+few_shot = 6
+validation_per_class = 2
+test_per_class = 3
+
+[backbone]
+preset = "tiny-resnet"
+weights = "{weights}"
+
+[prompt]
+FullImage = {{ init = "Zeros", space = {{ Pixel = {{ clamp = true }} }} }}
+
+[black_box]
+model = {model}
+optimizer = {{ SpsaGc = {{ draws = 1, a = 0.01, c = 0.01, o = 0.0, alpha = 0.6, gamma = 0.1, momentum = 0.9 }} }}
+epochs = 1
+batch_size = 20
+backoff_ms = 10
+{extra}
+"#,
+        data = workspace().join("tests/fixtures/fashion-mnist").display(),
+        weights = fixture("tiny_resnet.bpk"),
+    )
+}
+
+/// The lines of a `vprompt black-box` report that must agree between models: top-1 and queries.
+fn result_lines(out: &str) -> Vec<String> {
+    out.lines()
+        .filter(|l| l.starts_with("top-1") || l.starts_with("queries"))
+        .map(|l| l.split("; ").next().unwrap().to_string())
+        .collect()
+}
+
+/// Reads one HTTP request from `stream` and returns its body.
+fn read_body(stream: &mut TcpStream) -> String {
+    let mut reader = BufReader::new(stream);
+    let mut length = 0;
+    loop {
+        let mut line = String::new();
+        reader.read_line(&mut line).unwrap();
+        if line == "\r\n" || line.is_empty() {
+            break;
+        }
+        if let Some((name, value)) = line.split_once(':')
+            && name.eq_ignore_ascii_case("content-length")
+        {
+            length = value.trim().parse().unwrap();
+        }
+    }
+    let mut body = vec![0; length];
+    reader.read_exact(&mut body).unwrap();
+    String::from_utf8(body).unwrap()
+}
+
+/// An HTTP endpoint on 127.0.0.1 answering with `vprompt serve --config SERVE` (10 classes), and
+/// failing every `fail_every`-th request with 503; returns its URL and the count of failed ones.
+fn http_model(serve_config: &str, fail_every: usize) -> (String, Arc<AtomicUsize>) {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let url = format!("http://{}/v1/scores", listener.local_addr().unwrap());
+    let failed = Arc::new(AtomicUsize::new(0));
+    let counter = failed.clone();
+    // Never waited for: it serves until this test process exits and its stdin closes.
+    #[allow(clippy::zombie_processes)]
+    let mut child = Command::new(env!("CARGO_BIN_EXE_vprompt"))
+        .args(["serve", "--config", serve_config, "--classes", "10"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::thread::spawn(move || {
+        let mut stdin = child.stdin.take().unwrap();
+        let mut stdout = BufReader::new(child.stdout.take().unwrap());
+        for (k, stream) in listener.incoming().enumerate() {
+            let mut stream = stream.unwrap();
+            let body = read_body(&mut stream);
+            let (status, reply) = if (k + 1) % fail_every == 0 {
+                counter.fetch_add(1, Ordering::SeqCst);
+                ("503 Service Unavailable", "busy".to_string())
+            } else {
+                writeln!(stdin, "{body}").unwrap();
+                let mut line = String::new();
+                stdout.read_line(&mut line).unwrap();
+                ("200 OK", line)
+            };
+            write!(
+                stream,
+                "HTTP/1.1 {status}\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{reply}",
+                reply.len()
+            )
+            .unwrap();
+        }
+    });
+    (url, failed)
+}
+
+#[test]
+fn black_box_training_against_a_local_model_a_program_and_an_http_endpoint() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = |name: &str| dir.path().join(name).display().to_string();
+    let write = |name: &str, text: String| {
+        std::fs::write(dir.path().join(name), text).unwrap();
+        path(name)
+    };
+    let local = write("local.toml", config(&path("local"), "\"Local\"", ""));
+    let out = ok(&["black-box", "--config", &local, "--quiet"]);
+    let expected = result_lines(&out);
+    // 60 training images, 1 draw: 2 queries per image per step; 20 validation images; the test
+    // split (30 images) prompted and unprompted.
+    assert_eq!(
+        expected.last().map(String::as_str),
+        Some("queries: training 120, validation 20, test 60"),
+        "{out}"
+    );
+    assert!(dir.path().join("local/prompt.png").exists());
+
+    // The same model behind the line protocol: the same prompt, query for query.
+    let serve = local.clone();
+    let bin = env!("CARGO_BIN_EXE_vprompt");
+    let command = format!(r#"{{ Command = ["{bin}", "serve", "--config", "{serve}", "--classes", "10"] }}"#);
+    let program = write("program.toml", config(&path("program"), &command, ""));
+    let out = ok(&["black-box", "--config", &program, "--quiet"]);
+    assert_eq!(result_lines(&out), expected, "{out}");
+
+    // And behind HTTP, every third request failing with 503 and retried.
+    let (url, failed) = http_model(&serve, 3);
+    let http = write(
+        "http.toml",
+        config(&path("http"), &format!(r#"{{ Http = "{url}" }}"#), ""),
+    );
+    let out = ok(&["black-box", "--config", &http, "--quiet"]);
+    assert_eq!(result_lines(&out), expected, "{out}");
+    let failed = failed.load(Ordering::SeqCst);
+    assert!(
+        failed > 0 && out.contains(&format!("{failed} attempts retried")),
+        "{failed}: {out}"
+    );
+
+    // A budget ends training early, and says so.
+    let budget = write(
+        "budget.toml",
+        config(&path("budget"), "\"Local\"", "query_budget = 40"),
+    );
+    let out = ok(&["black-box", "--config", &budget, "--quiet"]);
+    assert!(
+        out.contains("queries: training 40,") && out.contains("the budget ended training"),
+        "{out}"
+    );
+}
+
+#[test]
+fn a_hung_or_wrong_model_is_a_clear_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = |name: &str| dir.path().join(name).display().to_string();
+    let write = |name: &str, text: String| {
+        std::fs::write(dir.path().join(name), text).unwrap();
+        path(name)
+    };
+    // An endpoint that reads the request and never answers: each attempt times out.
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let url = format!("http://{}/", listener.local_addr().unwrap());
+    std::thread::spawn(move || {
+        let mut held = Vec::new();
+        for stream in listener.incoming() {
+            let mut stream = stream.unwrap();
+            read_body(&mut stream);
+            held.push(stream);
+        }
+    });
+    let hung = write(
+        "hung.toml",
+        config(
+            &path("hung"),
+            &format!(r#"{{ Http = "{url}" }}"#),
+            "retries = 1\ntimeout_s = 0.5",
+        ),
+    );
+    fails(&["black-box", "--config", &hung, "--quiet"], "(after 2 attempts)");
+
+    // A program scoring 5 classes for a 10-class task.
+    let local = write("local.toml", config(&path("local"), "\"Local\"", ""));
+    let bin = env!("CARGO_BIN_EXE_vprompt");
+    let command = format!(r#"{{ Command = ["{bin}", "serve", "--config", "{local}", "--classes", "5"] }}"#);
+    let wrong = write("wrong.toml", config(&path("wrong"), &command, ""));
+    fails(&["black-box", "--config", &wrong, "--quiet"], "scores");
+    // A program that does not exist, and settings out of range.
+    let missing = write(
+        "missing.toml",
+        config(&path("missing"), r#"{ Command = ["/nonexistent/model"] }"#, ""),
+    );
+    fails(
+        &["black-box", "--config", &missing, "--quiet"],
+        "cannot start `/nonexistent/model`",
+    );
+    let bad = write("bad.toml", config(&path("bad"), r#"{ Http = "ftp://x" }"#, ""));
+    fails(&["black-box", "--config", &bad], "black_box.model.Http");
+    let bad = write("bad2.toml", config(&path("bad2"), "\"Local\"", "timeout_s = 0"));
+    fails(&["black-box", "--config", &bad], "black_box.timeout_s");
+}
+
+/// A black-box method in an experiment: the column's backbone queried through the `[black_box]`
+/// settings, its accuracy and unprompted accuracy recorded like a visual prompt's; a black-box
+/// method without the section is refused.
+#[test]
+fn an_experiment_runs_a_black_box_method() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = |name: &str| dir.path().join(name).display().to_string();
+    let grid = format!(
+        r#"title = "Black box"
+seeds = [0]
+
+[[datasets]]
+name = "F-MNIST"
+data = {{ format = "fashion-mnist", path = "{data}", few_shot = 6, validation_per_class = 2, test_per_class = 3 }}
+
+[[backbones]]
+name = "resnet"
+model = {{ preset = "tiny-resnet", weights = "{weights}" }}
+
+[black_box]
+model = "Local"
+optimizer = {{ SpsaGc = {{ draws = 1, a = 0.01, c = 0.01, o = 0.0, alpha = 0.6, gamma = 0.1, momentum = 0.9 }} }}
+epochs = 1
+batch_size = 20
+
+[[methods]]
+name = "black-box VP"
+kind = "black-box"
+prompt = {{ FullImage = {{ init = "Zeros", space = {{ Pixel = {{ clamp = true }} }} }} }}
+"#,
+        data = workspace().join("tests/fixtures/fashion-mnist").display(),
+        weights = fixture("tiny_resnet.bpk"),
+    );
+    std::fs::write(dir.path().join("grid.toml"), &grid).unwrap();
+    let out = ok(&["experiment", &path("grid.toml"), "--out", &path("out"), "--quiet"]);
+    assert!(out.contains("| black-box VP |"), "{out}");
+    let results: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(dir.path().join("out/results.json")).unwrap()).unwrap();
+    let run = &results["runs"][0];
+    assert_eq!(
+        (run["train_images"].as_u64(), run["test_images"].as_u64()),
+        (Some(60), Some(30)),
+        "{run}"
+    );
+    assert!(run["unprompted_top1"].is_number(), "{run}");
+    let without = grid.split("[black_box]").next().unwrap().to_string()
+        + "[[methods]]\nname = \"black-box VP\"\nkind = \"black-box\"\n";
+    std::fs::write(dir.path().join("bad.toml"), without).unwrap();
+    fails(
+        &["experiment", &path("bad.toml"), "--out", &path("bad")],
+        "needs a [black_box] section",
+    );
+}
