@@ -40,7 +40,7 @@ use vprompt::prompt::{PaddingPromptConfig, PromptConfig, VisualPrompt};
 use vprompt::train::{
     BlackBoxConfig, BlackBoxReport, BlackBoxTrained, ConfigError, Ensemble, EnsembleEvaluation, LocalModel,
     Progress, PromptedClassifier, Recipe, Report, RunDir, ScheduleConfig, Scores, Trained, Trainer,
-    TrainingConfig, ZerothOrderConfig, evaluate_with,
+    TrainingConfig, ZerothOrderConfig, evaluate_with, init_mapping,
 };
 
 use crate::remote::{Endpoint, RemoteModel, Retry};
@@ -554,6 +554,12 @@ impl RunConfig {
             );
         }
         let config = match self.mapping_to_fit() {
+            // The learned mapping itself (the trainer draws the same one from the same seed):
+            // first-N could not stand in where there are more classes than source outputs.
+            Some(learned) if learned.is_learned() => {
+                let seed = self.training_config()?.seed;
+                return Ok(init_mapping(&learned, backbone, classes.len(), seed, device)?);
+            }
             Some(_) => LabelMappingConfig::FirstN,
             None => self.mapping.clone(),
         };
