@@ -1,6 +1,7 @@
 use burn::module::Module;
 use burn::prelude::*;
 
+use crate::conditional::{ConditionalPrompt, ConditionalPromptConfig};
 use crate::error::{PromptError, Result};
 use crate::full_image::{FullImagePrompt, FullImagePromptConfig};
 use crate::padding::{PaddingPrompt, PaddingPromptConfig};
@@ -24,6 +25,8 @@ pub enum PromptConfig {
     FullImage(FullImagePromptConfig),
     /// A frame around the image shrunk to the interior.
     ShrinkFrame(ShrinkFramePromptConfig),
+    /// A template's prompt plus a per-image one from a small generator.
+    Conditional(ConditionalPromptConfig),
 }
 
 impl PromptConfig {
@@ -35,6 +38,7 @@ impl PromptConfig {
             PromptConfig::RandomPatch(c) => c.validate(image_size),
             PromptConfig::FullImage(c) => c.validate(image_size),
             PromptConfig::ShrinkFrame(c) => c.validate(image_size),
+            PromptConfig::Conditional(c) => c.validate(image_size),
         }
     }
 
@@ -46,6 +50,7 @@ impl PromptConfig {
             PromptConfig::RandomPatch(c) => Prompt::RandomPatch(c.init(image_size, device)?),
             PromptConfig::FullImage(c) => Prompt::FullImage(c.init(image_size, device)?),
             PromptConfig::ShrinkFrame(c) => Prompt::ShrinkFrame(c.init(image_size, device)?),
+            PromptConfig::Conditional(c) => Prompt::Conditional(c.init(image_size, device)?),
         })
     }
 
@@ -77,7 +82,8 @@ impl_from!(
     FixedPatch(FixedPatchPrompt, FixedPatchPromptConfig),
     RandomPatch(RandomPatchPrompt, RandomPatchPromptConfig),
     FullImage(FullImagePrompt, FullImagePromptConfig),
-    ShrinkFrame(ShrinkFramePrompt, ShrinkFramePromptConfig)
+    ShrinkFrame(ShrinkFramePrompt, ShrinkFramePromptConfig),
+    Conditional(ConditionalPrompt, ConditionalPromptConfig)
 );
 
 /// Any prompt template, chosen at run time (from a config file or a saved prompt).
@@ -93,6 +99,8 @@ pub enum Prompt {
     FullImage(FullImagePrompt),
     /// A frame around the image shrunk to the interior.
     ShrinkFrame(ShrinkFramePrompt),
+    /// A template's prompt plus a per-image one from a small generator.
+    Conditional(ConditionalPrompt),
 }
 
 /// Calls `$body` with `$p` bound to the inner prompt of whichever variant `$self` is.
@@ -104,6 +112,7 @@ macro_rules! dispatch {
             Prompt::RandomPatch($p) => $body,
             Prompt::FullImage($p) => $body,
             Prompt::ShrinkFrame($p) => $body,
+            Prompt::Conditional($p) => $body,
         }
     };
 }
@@ -153,7 +162,8 @@ inherent_methods!(
     FixedPatchPrompt,
     RandomPatchPrompt,
     FullImagePrompt,
-    ShrinkFramePrompt
+    ShrinkFramePrompt,
+    ConditionalPrompt
 );
 
 impl VisualPrompt for Prompt {

@@ -86,6 +86,12 @@ pub enum PromptError {
         /// The given shape.
         actual: [usize; 4],
     },
+    /// A conditional prompt's template is itself conditional.
+    #[error(
+        "conditional prompt: the template must be a fixed template (Padding, FixedPatch, \
+         RandomPatch, FullImage, ShrinkFrame), not another Conditional"
+    )]
+    NestedConditional,
     /// A prompt config (JSON) could not be parsed.
     #[error("invalid prompt config: {0}")]
     ConfigParse(#[source] serde_json::Error),

@@ -11,9 +11,18 @@ use crate::error::{PromptError, Result};
 impl Prompt {
     /// The stored learned values: `[1, C, p, p]` for a patch, `[1, C, H, W]` for the other
     /// templates (the frame templates store a full-size tensor of which only the frame is used; see
-    /// [`learned_mask`](Prompt::learned_mask)).
+    /// [`learned_mask`](Prompt::learned_mask)); for a conditional prompt `[1, 1, 1, n]`, the
+    /// template's values flattened and then each generator weight and bias flattened.
     pub fn learned(&self) -> Tensor<4> {
         match self {
+            Prompt::Conditional(p) => {
+                let mut parts = vec![flat(p.template().learned())];
+                for layer in &p.generator.layers {
+                    parts.push(flat(layer.weight.val()));
+                    parts.push(flat(layer.bias.val().unsqueeze::<4>()));
+                }
+                Tensor::cat(parts, 3)
+            }
             Prompt::Padding(p) => p.frame.delta.val(),
             Prompt::ShrinkFrame(p) => p.frame.delta.val(),
             Prompt::FixedPatch(p) => p.patch.val(),
@@ -30,6 +39,11 @@ impl Prompt {
         match self {
             Prompt::Padding(p) => p.frame.mask.clone(),
             Prompt::ShrinkFrame(p) => p.frame.mask.clone(),
+            Prompt::Conditional(p) => {
+                let template = flat(p.template().learned_mask());
+                let generator = Tensor::ones([1, 1, 1, p.generator_params()], &template.device());
+                Tensor::cat(vec![template, generator], 3)
+            }
             _ => self.learned().ones_like(),
         }
     }
@@ -72,8 +86,35 @@ impl Prompt {
                 p.delta = replace(p.delta, values);
                 Prompt::FullImage(p)
             }
+            Prompt::Conditional(mut p) => {
+                let mut start = 0;
+                // The next `count` values, as a `[1, 1, 1, count]` row.
+                let mut take = |count: usize| {
+                    let part = values.clone().narrow(3, start, count);
+                    start += count;
+                    part
+                };
+                let template = p.template.remove(0);
+                let shape = template.learned().dims();
+                let part = take(shape.iter().product()).reshape(shape);
+                p.template = vec![template.with_learned(part)?];
+                for layer in &mut p.generator.layers {
+                    let shape = layer.weight.val().dims();
+                    let weight = take(shape.iter().product()).reshape(shape);
+                    let bias = take(shape[0]).reshape([shape[0]]);
+                    layer.weight = replace(layer.weight.clone(), weight);
+                    layer.bias = layer.bias.clone().map(|_| bias);
+                }
+                Prompt::Conditional(p)
+            }
         })
     }
+}
+
+/// `[1, 1, 1, n]`: a tensor's values in order, as one row.
+fn flat<const D: usize>(tensor: Tensor<D>) -> Tensor<4> {
+    let count = tensor.shape().num_elements();
+    tensor.reshape([1, 1, 1, count])
 }
 
 #[cfg(test)]

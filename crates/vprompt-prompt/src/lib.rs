@@ -14,6 +14,7 @@
 //! | [`RandomPatchPromptConfig`] | a `p x p` patch at a seeded location per training batch: `C p^2` | random patch |
 //! | [`FullImagePromptConfig`] | every pixel: `C H W` | "watermark" baseline of follow-ups |
 //! | [`ShrinkFramePromptConfig`] | a frame around the image shrunk to the interior | EVP, ILM-VP |
+//! | [`ConditionalPromptConfig`] | any template above plus a per-image prompt on its pixels from a small convolutional generator (3,203 more for 3 channels) | the paper's future work; BlackVIP's Coordinator |
 //!
 //! Every config has `validate(image_size)` and `init(image_size, device)`, which validates before
 //! allocating anything. [`PromptConfig`] and [`Prompt`] hold any template chosen at run time;
@@ -35,6 +36,7 @@
 //! ```
 
 mod any;
+mod conditional;
 mod error;
 mod file;
 mod full_image;
@@ -49,6 +51,7 @@ mod statistics;
 mod visual_prompt;
 
 pub use any::{Prompt, PromptConfig};
+pub use conditional::{ConditionalPrompt, ConditionalPromptConfig};
 pub use error::{PromptError, Result};
 pub use file::METADATA_KEY;
 pub use full_image::{FullImagePrompt, FullImagePromptConfig};

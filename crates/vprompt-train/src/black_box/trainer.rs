@@ -177,7 +177,6 @@ impl<M: BlackBoxModel + ?Sized> ZerothOrderMethod<'_, M> {
             .into_iter()
             .map(|m| m != 0.0)
             .collect();
-        let space = prompt.space();
         let classes = model.num_classes();
         let kind = model.scores();
         let mut first_scores = Vec::new();
@@ -192,7 +191,7 @@ impl<M: BlackBoxModel + ?Sized> ZerothOrderMethod<'_, M> {
                         TensorData::new(values.clone(), shape),
                         &self.device,
                     ))?;
-                    prompted.push(space.add(base.clone(), candidate.perturbation(Phase::Train { step })));
+                    prompted.push(candidate.prompt_framed(base.clone(), Phase::Train { step }));
                 }
                 let all = Tensor::cat(prompted, 0);
                 let total = candidates.len() * batch;
