@@ -91,6 +91,9 @@ vprompt_core::config! {
         /// A learned mapping's base learning rate, on the same schedule as the prompt's; `None`:
         /// the prompt's. A linear layer wants a far smaller step than the paper's SGD at 40.
         pub mapping_learning_rate: Option<f64> = None,
+        /// An input-conditional prompt's generator's base learning rate, on the same schedule;
+        /// `None`: the prompt's. Its convolution weights want a smaller step than pixel values.
+        pub generator_learning_rate: Option<f64> = None,
     }
 }
 
@@ -251,6 +254,9 @@ impl TrainingConfig {
         }
         if let Some(lr) = self.mapping_learning_rate {
             ConfigError::positive("mapping_learning_rate", lr)?;
+        }
+        if let Some(lr) = self.generator_learning_rate {
+            ConfigError::positive("generator_learning_rate", lr)?;
         }
         Ok(())
     }

@@ -227,18 +227,17 @@ impl<B: Backbone> Method for GradientMethod<B> {
             at.steps_per_epoch,
             at.total_steps,
         );
-        let mapping_lr = lr
-            * self
-                .config
-                .mapping_learning_rate
-                .map_or(1.0, |m| m / self.config.learning_rate);
+        // The same schedule, scaled to each part's base rate.
+        let scaled = |base: Option<f64>| lr * base.map_or(1.0, |b| b / self.config.learning_rate);
+        let mapping_lr = scaled(self.config.mapping_learning_rate);
+        let generator_lr = scaled(self.config.generator_learning_rate);
         let (loss, logits) = train_step_data_parallel(
             &mut self.classifier,
             &self.replicas,
             &mut self.optimizer,
             batch.images,
             batch.labels,
-            [lr, mapping_lr],
+            [lr, mapping_lr, generator_lr],
             at.step,
         )
         .map_err(|e| match e {
@@ -341,13 +340,14 @@ pub fn train_step<B: Backbone>(
     lr: f64,
     step: u64,
 ) -> Result<(f32, Tensor<2>)> {
-    train_step_data_parallel(classifier, &[], optimizer, images, labels, [lr, lr], step)
+    train_step_data_parallel(classifier, &[], optimizer, images, labels, [lr; 3], step)
 }
 
 /// [`train_step`] with the batch split over the main device and `replicas`' devices
 /// ([`PromptedClassifier::forward_data_parallel`]): the loss is the whole batch's, so the step is
-/// the one-device step up to rounding; with no replicas it is [`train_step`]. `[lr, mapping_lr]`:
-/// the prompt's learning rate and a learned mapping's.
+/// the one-device step up to rounding; with no replicas it is [`train_step`]. `[lr, mapping_lr,
+/// generator_lr]`: the prompt's learning rate, a learned mapping's, and an input-conditional
+/// prompt's generator's (its template's values step at `lr`).
 ///
 /// # Shapes
 /// - images: `[batch, 3, h, w]` in `[0, 1]`, on the prompt's (autodiff) device
@@ -358,7 +358,7 @@ pub fn train_step_data_parallel<B: Backbone>(
     optimizer: &mut PromptOptimizer,
     images: Tensor<4>,
     labels: Tensor<1, Int>,
-    [lr, mapping_lr]: [f64; 2],
+    [lr, mapping_lr, generator_lr]: [f64; 3],
     step: u64,
 ) -> Result<(f32, Tensor<2>)> {
     classifier.learned_prompt()?;
@@ -381,8 +381,18 @@ pub fn train_step_data_parallel<B: Backbone>(
         let mapping = classifier.mapping.clone();
         classifier.mapping = optimizer.step(mapping_lr, mapping, mapping_grads);
     }
+    // A conditional prompt's template steps at `lr`, its generator at `generator_lr`: the template's
+    // gradients are taken out first, and what is left of the prompt's is the generator's. (Both
+    // steps are per parameter, so with equal rates this is the one step below.)
+    let (prompt, rest_lr) = match &prompt {
+        Prompt::Conditional(conditional) if generator_lr != lr => {
+            let template = GradientsParams::from_module(&mut grads, conditional.template());
+            (optimizer.step(lr, prompt, template), generator_lr)
+        }
+        _ => (prompt, lr),
+    };
     let grads = GradientsParams::from_grads(grads, &prompt);
-    classifier.prompt = Some(optimizer.step(lr, prompt, grads));
+    classifier.prompt = Some(optimizer.step(rest_lr, prompt, grads));
     Ok((value, logits.inner()))
 }
 

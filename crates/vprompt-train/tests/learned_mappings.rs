@@ -93,7 +93,7 @@ fn one_step_moves_a_fully_map_by_its_cross_entropy_gradient() {
         &mut optimizer,
         batch.images,
         batch.labels,
-        [0.0, lr],
+        [0.0, lr, 0.0],
         0,
     )
     .unwrap();

@@ -50,9 +50,9 @@ pub use vprompt_backbone::{Backbone, ImageBackbone, Normalization, OutputKind, P
 pub use vprompt_data::{Dataset, PreparedDataset, Preprocess};
 pub use vprompt_mapping::{LabelMappingConfig, Mapping, OutputMapping};
 pub use vprompt_prompt::{
-    EvalLocation, FixedPatchPromptConfig, FullImagePromptConfig, PaddingPromptConfig, Phase, Prompt,
-    PromptConfig, PromptInit, PromptSpace, RandomPatchPromptConfig, ResizeFilter, ShrinkFramePromptConfig,
-    VisualPrompt,
+    ConditionalPromptConfig, EvalLocation, FixedPatchPromptConfig, FullImagePromptConfig,
+    PaddingPromptConfig, Phase, Prompt, PromptConfig, PromptInit, PromptSpace, RandomPatchPromptConfig,
+    ResizeFilter, ShrinkFramePromptConfig, VisualPrompt,
 };
 pub use vprompt_train::{
     BlackBoxConfig, BlackBoxModel, BlackBoxReport, BlackBoxTrainer, ConfigError, LinearProbeConfig,
@@ -99,9 +99,9 @@ pub mod prelude {
         Trainer, TrainingConfig, ZerothOrderConfig,
     };
     pub use crate::{
-        EvalLocation, FixedPatchPromptConfig, FullImagePromptConfig, PaddingPromptConfig, Phase, Prompt,
-        PromptConfig, PromptInit, PromptSpace, RandomPatchPromptConfig, ResizeFilter,
-        ShrinkFramePromptConfig, VisualPrompt,
+        ConditionalPromptConfig, EvalLocation, FixedPatchPromptConfig, FullImagePromptConfig,
+        PaddingPromptConfig, Phase, Prompt, PromptConfig, PromptInit, PromptSpace, RandomPatchPromptConfig,
+        ResizeFilter, ShrinkFramePromptConfig, VisualPrompt,
     };
 }
 
