@@ -377,7 +377,16 @@ fn inspect(path: &Path, png: Option<&Path>, device: &Device, out: &mut impl Writ
         prompt.input_size()
     )?;
     writeln!(out, "space         {:?}", prompt.space())?;
-    writeln!(out, "parameters    {}", prompt.num_params())?;
+    match &prompt {
+        Prompt::Conditional(p) => writeln!(
+            out,
+            "parameters    {} (template {} + generator {})",
+            prompt.num_params(),
+            p.template().num_params(),
+            p.generator_params()
+        )?,
+        _ => writeln!(out, "parameters    {}", prompt.num_params())?,
+    }
     writeln!(out, "non-zero      {} values", stats.nonzero)?;
     writeln!(out, "values        {stats}")?;
     if let Some(png) = png {

@@ -68,7 +68,7 @@ use burn::prelude::*;
 use serde::{Deserialize, Serialize};
 use vprompt::backbone::Backbone;
 use vprompt::mapping::LabelMappingConfig;
-use vprompt::prompt::{PaddingPromptConfig, PromptConfig};
+use vprompt::prompt::{PaddingPromptConfig, Prompt, PromptConfig};
 use vprompt::train::{
     Axis, ConfigError, LinearProbeConfig, Progress, PromptedClassifier, Quiet, ScheduleConfig, Series,
     Trainer, color_name, evaluate_unprompted, fit_mapping, line_plot,
@@ -285,6 +285,10 @@ pub struct RunRecord {
     /// An ensemble's members' mean test top-1, what the ensemble is compared to.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub members_mean_top1: Option<f64>,
+    /// The prompt's learned values (visual-prompt and black-box runs): a template's count, or for
+    /// a conditional prompt its template's plus its generator's.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub prompt_parameters: Option<usize>,
     /// Training images (after the validation split).
     pub train_images: usize,
     /// Test images.
@@ -883,6 +887,7 @@ impl ExperimentConfig {
             top1: evaluated.result.ensemble.top1,
             unprompted_top1: None,
             members_mean_top1: Some(evaluated.result.mean_member_top1()),
+            prompt_parameters: None,
             train_images: evaluated.train_images,
             test_images: evaluated.result.ensemble.count,
             seconds: started.elapsed().as_secs_f64(),
@@ -903,10 +908,12 @@ impl ExperimentConfig {
         let rc = self.run_config(d, b, m, seed, out);
         let training = rc.training_config()?;
         let quiet: Arc<dyn Progress> = Arc::new(Quiet);
+        let mut prompt_parameters = None;
         let (top1, unprompted_top1, train_images, test_images) = match m.kind {
             MethodKind::VisualPrompt => {
                 let run = rc.train(std::slice::from_ref(device), quiet)?;
                 let (trained, data) = (run.trained, run.data);
+                prompt_parameters = trained.classifier.prompt.as_ref().map(Prompt::num_params);
                 let report = trained.evaluate(data.test.clone(), training.batch_size)?;
                 (
                     report.prompted.top1,
@@ -930,6 +937,7 @@ impl ExperimentConfig {
             MethodKind::Ensemble => unreachable!("ensembles are evaluated by `run_ensemble`"),
             MethodKind::BlackBox => {
                 let run = rc.train_black_box(device, quiet)?;
+                prompt_parameters = Some(run.trained.prompt.num_params());
                 let report = run.report;
                 (
                     report.prompted.top1,
@@ -963,6 +971,7 @@ impl ExperimentConfig {
             top1,
             unprompted_top1,
             members_mean_top1: None,
+            prompt_parameters,
             train_images,
             test_images,
             seconds: started.elapsed().as_secs_f64(),
@@ -1118,6 +1127,31 @@ pub fn report(results: &Results) -> (String, Option<Vec<Series>>) {
         results.runs.len(),
         seconds / 60.0
     );
+    // Each prompt's learned values (for a conditional prompt, its template's and its generator's),
+    // from its first run: a method's count depends only on the backbone's input size.
+    let parameters: Vec<String> = c
+        .methods
+        .iter()
+        .flat_map(|m| {
+            columns.iter().filter_map(move |(d, b)| {
+                let r = results
+                    .runs
+                    .iter()
+                    .find(|r| r.method == m.name && r.dataset == d.name && r.backbone == b.name)?;
+                let n = r.prompt_parameters?;
+                Some(if c.backbones.len() > 1 {
+                    format!("{} / {} {n}", m.name, b.name)
+                } else {
+                    format!("{} {n}", m.name)
+                })
+            })
+        })
+        .collect::<std::collections::BTreeSet<_>>()
+        .into_iter()
+        .collect();
+    if !parameters.is_empty() {
+        md += &format!("Learned prompt values: {}.\n", parameters.join("; "));
+    }
     let Some(plot) = &c.plot else {
         return (md, None);
     };
@@ -1239,6 +1273,7 @@ mod tests {
             top1,
             unprompted_top1: unprompted,
             members_mean_top1: None,
+            prompt_parameters: unprompted.map(|_| 69_840),
             train_images: 9,
             test_images: 5,
             seconds: 30.0,
@@ -1290,6 +1325,7 @@ mod tests {
         let (md, series) = report(&results);
         assert!(md.contains("| vp | 60.0 ± 14.1 (20.0) |"), "{md}");
         assert!(md.contains("| lp | 40.0 |"), "one seed: no ± 0.0");
+        assert!(md.contains("Learned prompt values: vp 69840."), "{md}");
         assert!(md.contains("| never ran | – |"), "{md}");
         assert!(md.contains("D: 9 train / 5 test"), "{md}");
         // Gains exist only where an unprompted accuracy was recorded.

@@ -149,6 +149,8 @@ vprompt_core::config! {
         /// A learned mapping's (`"FullyMap"`, `"LinearProbe"`) base learning rate; default: the
         /// prompt's.
         pub mapping_learning_rate: Option<f64> = None,
+        /// An input-conditional prompt's generator's base learning rate; default: the prompt's.
+        pub generator_learning_rate: Option<f64> = None,
     }
 }
 
@@ -163,6 +165,7 @@ impl TrainingChoice {
         c.eval_every = self.eval_every.unwrap_or(c.eval_every);
         c.schedule = self.schedule.clone().unwrap_or(c.schedule);
         c.mapping_learning_rate = self.mapping_learning_rate.or(c.mapping_learning_rate);
+        c.generator_learning_rate = self.generator_learning_rate.or(c.generator_learning_rate);
         c.validate().map_err(|e| match e {
             vprompt::train::TrainError::InvalidConfig(e) => e,
             e => ConfigError::new("", e.to_string()),

@@ -273,3 +273,84 @@ prompt = {{ FullImage = {{ init = "Zeros", space = {{ Pixel = {{ clamp = true }}
         "needs a [black_box] section",
     );
 }
+
+/// Input-conditional prompts from the command line: `vprompt black-box` trains one by queries,
+/// `inspect` reports its template's and its generator's learned values apart, and an experiment
+/// trains one white-box and one by queries, recording each method's learned values beside the
+/// fixed prompt's.
+#[test]
+fn conditional_prompts_from_the_cli_and_the_experiment_runner() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = |name: &str| dir.path().join(name).display().to_string();
+    let full = r#"{ FullImage = { init = "Zeros", space = { Pixel = { clamp = true } } } }"#;
+    let run = config(&path("run"), "\"Local\"", "").replace(
+        &full[2..full.len() - 2],
+        &format!("Conditional = {{ template = {full} }}"),
+    );
+    assert!(run.contains("Conditional"), "{run}");
+    std::fs::write(dir.path().join("run.toml"), &run).unwrap();
+    let out = ok(&["black-box", "--config", &path("run.toml"), "--quiet"]);
+    assert!(out.contains("top-1"), "{out}");
+    // 32 x 32 x 3 full-image values and the generator's 3,203.
+    let out = ok(&["inspect", &path("run")]);
+    assert!(
+        out.contains("parameters    6275 (template 3072 + generator 3203)"),
+        "{out}"
+    );
+
+    let grid = format!(
+        r#"title = "Conditional"
+seeds = [0]
+
+[[datasets]]
+name = "F-MNIST"
+data = {{ format = "fashion-mnist", path = "{data}", few_shot = 6, validation_per_class = 2, test_per_class = 3 }}
+
+[[backbones]]
+name = "resnet"
+model = {{ preset = "tiny-resnet", weights = "{weights}" }}
+
+[training]
+recipe = "ilm-vp"
+learning_rate = 0.05
+batch_size = 16
+epochs = 1
+
+[black_box]
+model = "Local"
+optimizer = {{ SpsaGc = {{ draws = 1, a = 0.01, c = 0.01, o = 0.0, alpha = 0.6, gamma = 0.1, momentum = 0.9 }} }}
+epochs = 1
+batch_size = 20
+
+[[methods]]
+name = "pad 4"
+kind = "visual-prompt"
+prompt = {{ Padding = {{ pad = 4 }} }}
+
+[[methods]]
+name = "conditional pad 4"
+kind = "visual-prompt"
+prompt = {{ Conditional = {{ template = {{ Padding = {{ pad = 4 }} }}, hidden = 8 }} }}
+
+[[methods]]
+name = "black-box conditional"
+kind = "black-box"
+prompt = {{ Conditional = {{ template = {full} }} }}
+"#,
+        data = workspace().join("tests/fixtures/fashion-mnist").display(),
+        weights = fixture("tiny_resnet.bpk"),
+    );
+    std::fs::write(dir.path().join("grid.toml"), &grid).unwrap();
+    let out = ok(&["experiment", &path("grid.toml"), "--out", &path("out"), "--quiet"]);
+    for method in ["| pad 4 |", "| conditional pad 4 |", "| black-box conditional |"] {
+        assert!(out.contains(method), "{out}");
+    }
+    // Padding 4 on 32 x 32: 1,344; a generator with 8 hidden channels: 9 (3 8 + 8 8 + 8 3) + 19.
+    let table = std::fs::read_to_string(dir.path().join("out/results.md")).unwrap();
+    assert!(
+        table.contains(
+            "Learned prompt values: black-box conditional 6275; conditional pad 4 2371; pad 4 1344."
+        ),
+        "{table}"
+    );
+}
