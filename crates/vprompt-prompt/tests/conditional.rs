@@ -173,6 +173,7 @@ device_tests!(
     save_then_load_keeps_the_generator,
 );
 
+#[cfg(feature = "flex")]
 #[test]
 fn invalid_conditional_configs_are_refused() {
     let device = Device::flex();
