@@ -48,7 +48,7 @@ vprompt_core::config! {
         /// Channels of the generator's two hidden layers.
         pub hidden: usize = 16,
         /// The generator sees the image average-pooled by this factor (224 -> 28 for 8) and its
-        /// output is upsampled by it: the generator's cost does not grow with the image's area.
+        /// output is upsampled by it: its convolutions run on `1 / downsample^2` of the pixels.
         pub downsample: usize = 8,
         /// Seed of the generator's initial weights (the template keeps its own seed).
         pub seed: u64 = 0,
