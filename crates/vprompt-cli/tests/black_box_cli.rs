@@ -33,16 +33,25 @@ weights = "{weights}"
 [prompt]
 FullImage = {{ init = "Zeros", space = {{ Pixel = {{ clamp = true }} }} }}
 
-[black_box]
-model = {model}
-optimizer = {{ SpsaGc = {{ draws = 1, a = 0.01, c = 0.01, o = 0.0, alpha = 0.6, gamma = 0.1, momentum = 0.9 }} }}
-epochs = 1
-batch_size = 20
-backoff_ms = 10
+{black_box}backoff_ms = 10
 {extra}
 "#,
         data = workspace().join("tests/fixtures/fashion-mnist").display(),
         weights = fixture("tiny_resnet.bpk"),
+        black_box = black_box_section(model),
+    )
+}
+
+/// A `[black_box]` section querying `model` (TOML) with one SPSA-GC draw per step, one epoch of
+/// batches of 20.
+fn black_box_section(model: &str) -> String {
+    format!(
+        r#"[black_box]
+model = {model}
+optimizer = {{ SpsaGc = {{ draws = 1, a = 0.01, c = 0.01, o = 0.0, alpha = 0.6, gamma = 0.1, momentum = 0.9 }} }}
+epochs = 1
+batch_size = 20
+"#
     )
 }
 
@@ -228,30 +237,15 @@ fn an_experiment_runs_a_black_box_method() {
     let dir = tempfile::tempdir().unwrap();
     let path = |name: &str| dir.path().join(name).display().to_string();
     let grid = format!(
-        r#"title = "Black box"
-seeds = [0]
-
-[[datasets]]
-name = "F-MNIST"
-data = {{ format = "fashion-mnist", path = "{data}", few_shot = 6, validation_per_class = 2, test_per_class = 3 }}
-
-[[backbones]]
-name = "resnet"
-model = {{ preset = "tiny-resnet", weights = "{weights}" }}
-
-[black_box]
-model = "Local"
-optimizer = {{ SpsaGc = {{ draws = 1, a = 0.01, c = 0.01, o = 0.0, alpha = 0.6, gamma = 0.1, momentum = 0.9 }} }}
-epochs = 1
-batch_size = 20
-
+        r#"{head}
+{black_box}
 [[methods]]
 name = "black-box VP"
 kind = "black-box"
 prompt = {{ FullImage = {{ init = "Zeros", space = {{ Pixel = {{ clamp = true }} }} }} }}
 "#,
-        data = workspace().join("tests/fixtures/fashion-mnist").display(),
-        weights = fixture("tiny_resnet.bpk"),
+        head = fixture_grid("Black box", &[0], 6, 3, &fixture("tiny_resnet.bpk")),
+        black_box = black_box_section("\"Local\""),
     );
     std::fs::write(dir.path().join("grid.toml"), &grid).unwrap();
     let out = ok(&["experiment", &path("grid.toml"), "--out", &path("out"), "--quiet"]);
@@ -299,29 +293,14 @@ fn conditional_prompts_from_the_cli_and_the_experiment_runner() {
     );
 
     let grid = format!(
-        r#"title = "Conditional"
-seeds = [0]
-
-[[datasets]]
-name = "F-MNIST"
-data = {{ format = "fashion-mnist", path = "{data}", few_shot = 6, validation_per_class = 2, test_per_class = 3 }}
-
-[[backbones]]
-name = "resnet"
-model = {{ preset = "tiny-resnet", weights = "{weights}" }}
-
+        r#"{head}
 [training]
 recipe = "ilm-vp"
 learning_rate = 0.05
 batch_size = 16
 epochs = 1
 
-[black_box]
-model = "Local"
-optimizer = {{ SpsaGc = {{ draws = 1, a = 0.01, c = 0.01, o = 0.0, alpha = 0.6, gamma = 0.1, momentum = 0.9 }} }}
-epochs = 1
-batch_size = 20
-
+{black_box}
 [[methods]]
 name = "pad 4"
 kind = "visual-prompt"
@@ -337,8 +316,8 @@ name = "black-box conditional"
 kind = "black-box"
 prompt = {{ Conditional = {{ template = {full} }} }}
 "#,
-        data = workspace().join("tests/fixtures/fashion-mnist").display(),
-        weights = fixture("tiny_resnet.bpk"),
+        head = fixture_grid("Conditional", &[0], 6, 3, &fixture("tiny_resnet.bpk")),
+        black_box = black_box_section("\"Local\""),
     );
     std::fs::write(dir.path().join("grid.toml"), &grid).unwrap();
     let out = ok(&["experiment", &path("grid.toml"), "--out", &path("out"), "--quiet"]);

@@ -480,17 +480,7 @@ fn experiment_runs_a_grid_writes_its_table_and_resumes() {
         &path("text.bpk"),
     ]);
     let config = format!(
-        r#"title = "Fixture grid"
-seeds = [0, 1, 2]
-
-[[datasets]]
-name = "F-MNIST"
-data = {{ format = "fashion-mnist", path = "{data}", few_shot = 8, validation_per_class = 2, test_per_class = 5 }}
-
-[[backbones]]
-name = "resnet"
-model = {{ preset = "tiny-resnet", weights = "{resnet}" }}
-
+        r#"{head}
 [[backbones]]
 name = "clip"
 model = {{ preset = "tiny-vit", weights = "{vit}", text_preset = "tiny-clip-text", text_weights = "{text}" }}
@@ -537,8 +527,7 @@ seeds = [0, 1]
 epochs = 1
 methods = ["unprompted", "vp", "probe"]
 "#,
-        data = workspace().join("tests/fixtures/fashion-mnist").display(),
-        resnet = path("resnet.bpk"),
+        head = fixture_grid("Fixture grid", &[0, 1, 2], 8, 5, &path("resnet.bpk")),
         vit = path("vit.bpk"),
         text = path("text.bpk"),
     );
@@ -796,17 +785,7 @@ fn an_experiment_split_into_shares_merges_into_the_same_results() {
         &path("resnet.bpk"),
     ]);
     let config = format!(
-        r#"title = "Sharded grid"
-seeds = [0, 1]
-
-[[datasets]]
-name = "F-MNIST"
-data = {{ format = "fashion-mnist", path = "{data}", few_shot = 4, validation_per_class = 2, test_per_class = 4 }}
-
-[[backbones]]
-name = "resnet"
-model = {{ preset = "tiny-resnet", weights = "{resnet}" }}
-
+        r#"{head}
 [training]
 recipe = "ilm-vp"
 learning_rate = 0.05
@@ -841,8 +820,7 @@ y = "gain"
 [profiles.quick]
 epochs = 1
 "#,
-        data = workspace().join("tests/fixtures/fashion-mnist").display(),
-        resnet = path("resnet.bpk"),
+        head = fixture_grid("Sharded grid", &[0, 1], 4, 4, &path("resnet.bpk")),
     );
     std::fs::write(dir.path().join("grid.toml"), &config).unwrap();
     let grid = path("grid.toml");
@@ -1086,17 +1064,7 @@ epochs = 1
     fails(&["train", "--config", &path("bad.toml")], "mapping_learning_rate");
 
     let grid = format!(
-        r#"title = "Learned heads"
-seeds = [0]
-
-[[datasets]]
-name = "F-MNIST"
-data = {{ format = "fashion-mnist", path = "{data}", few_shot = 8, validation_per_class = 2, test_per_class = 5 }}
-
-[[backbones]]
-name = "resnet"
-model = {{ preset = "tiny-resnet", weights = "{weights}" }}
-
+        r#"{head}
 [training]
 recipe = "ilm-vp"
 learning_rate = 0.05
@@ -1120,7 +1088,8 @@ mapping = "LinearProbe"
 name = "ensemble of both"
 kind = "ensemble"
 members = ["vp, FullyMap", "vp + linear probe"]
-"#
+"#,
+        head = fixture_grid("Learned heads", &[0], 8, 5, &weights),
     );
     std::fs::write(dir.path().join("grid.toml"), &grid).unwrap();
     let out = ok(&[

@@ -48,3 +48,30 @@ pub fn fixture(name: &str) -> String {
         .display()
         .to_string()
 }
+
+/// The head of an experiment grid on the committed Fashion-MNIST subset and the tiny ResNet
+/// (TOML): `title`, `seeds`, the dataset `F-MNIST` with `few_shot` training, 2 validation and
+/// `test_per_class` test images per class, and the backbone `resnet` with `weights`. Tests append
+/// the rest of the grid.
+pub fn fixture_grid(
+    title: &str,
+    seeds: &[u64],
+    few_shot: usize,
+    test_per_class: usize,
+    weights: &str,
+) -> String {
+    format!(
+        r#"title = "{title}"
+seeds = {seeds:?}
+
+[[datasets]]
+name = "F-MNIST"
+data = {{ format = "fashion-mnist", path = "{data}", few_shot = {few_shot}, validation_per_class = 2, test_per_class = {test_per_class} }}
+
+[[backbones]]
+name = "resnet"
+model = {{ preset = "tiny-resnet", weights = "{weights}" }}
+"#,
+        data = workspace().join("tests/fixtures/fashion-mnist").display(),
+    )
+}
