@@ -3,6 +3,8 @@
 
 mod common;
 
+use common::spsa_gc_drawing;
+
 use std::result::Result;
 use std::sync::Arc;
 
@@ -90,18 +92,6 @@ fn padding(pad: usize) -> PaddingPromptConfig {
 
 fn spsa_gc() -> ZerothOrderConfig {
     spsa_gc_drawing(5)
-}
-
-fn spsa_gc_drawing(draws: usize) -> ZerothOrderConfig {
-    ZerothOrderConfig::SpsaGc {
-        draws,
-        a: 0.01,
-        c: 0.01,
-        o: 0.0,
-        alpha: 0.6,
-        gamma: 0.1,
-        momentum: 0.9,
-    }
 }
 
 fn rgf() -> ZerothOrderConfig {

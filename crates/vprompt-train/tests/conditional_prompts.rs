@@ -201,15 +201,7 @@ fn a_conditional_prompt_trains_by_queries_alone() {
     let train = half_shifted(&train, 64, &device);
     let valid = half_shifted(&valid, 32, &device);
     let test = half_shifted(&test, 200, &device);
-    let optimizer = ZerothOrderConfig::SpsaGc {
-        draws: 2,
-        a: 0.01,
-        c: 0.01,
-        o: 0.0,
-        alpha: 0.6,
-        gamma: 0.1,
-        momentum: 0.9,
-    };
+    let optimizer = common::spsa_gc_drawing(2);
     let prompt = conditional(full_image()).init([32, 32], &device).unwrap();
     let template_values = prompt.learned_mask().dims()[3] - 3_203;
     let before = to_vec(prompt.learned());

@@ -94,3 +94,18 @@ pub fn assert_resumed(got: &[f64], expected: &[f64], device: &Device, what: &str
 pub fn wide(values: &[f32]) -> Vec<f64> {
     values.iter().map(|&v| v as f64).collect()
 }
+
+/// SPSA-GC with `draws` draws per step and the settings the fixture's tests use (`a = c = 0.01`;
+/// the reference's `ZerothOrderConfig::spsa_gc()` has `a = 40, c = 0.001`).
+#[allow(dead_code)] // for the black-box tests
+pub fn spsa_gc_drawing(draws: usize) -> vprompt_train::ZerothOrderConfig {
+    vprompt_train::ZerothOrderConfig::SpsaGc {
+        draws,
+        a: 0.01,
+        c: 0.01,
+        o: 0.0,
+        alpha: 0.6,
+        gamma: 0.1,
+        momentum: 0.9,
+    }
+}
