@@ -1128,16 +1128,14 @@ pub fn report(results: &Results) -> (String, Option<Vec<Series>>) {
         seconds / 60.0
     );
     // Each prompt's learned values (for a conditional prompt, its template's and its generator's),
-    // from its first run: a method's count depends only on the backbone's input size.
-    let parameters: Vec<String> = c
+    // from its first run on each backbone: the count depends only on the backbone's input size.
+    let mut parameters: Vec<String> = c
         .methods
         .iter()
         .flat_map(|m| {
-            columns.iter().filter_map(move |(d, b)| {
-                let r = results
-                    .runs
-                    .iter()
-                    .find(|r| r.method == m.name && r.dataset == d.name && r.backbone == b.name)?;
+            c.backbones.iter().filter_map(move |b| {
+                let runs = &results.runs;
+                let r = runs.iter().find(|r| r.method == m.name && r.backbone == b.name)?;
                 let n = r.prompt_parameters?;
                 Some(if c.backbones.len() > 1 {
                     format!("{} / {} {n}", m.name, b.name)
@@ -1146,9 +1144,8 @@ pub fn report(results: &Results) -> (String, Option<Vec<Series>>) {
                 })
             })
         })
-        .collect::<std::collections::BTreeSet<_>>()
-        .into_iter()
         .collect();
+    parameters.sort();
     if !parameters.is_empty() {
         md += &format!("Learned prompt values: {}.\n", parameters.join("; "));
     }
