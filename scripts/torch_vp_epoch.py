@@ -328,6 +328,8 @@ def comparison(results, torch_results):
         cell = lambda r: f"{100 * r['top1']:.1f} ({100 * r['unprompted_top1']:.1f})"
         for seed in seeds:
             lines.append(f"| {method} | {seed} | {cell(ours[seed])} | {cell(theirs[seed])} |")
+        if len(seeds) < 2:
+            continue  # one seed: no mean and spread to compare
         a = mean_std([ours[s]["top1"] for s in seeds])
         b = mean_std([theirs[s]["top1"] for s in seeds])
         lines.append(f"| **{method}** | mean | **{a[0]:.1f} ± {a[1]:.1f}** | **{b[0]:.1f} ± {b[1]:.1f}** |")
