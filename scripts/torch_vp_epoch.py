@@ -301,10 +301,8 @@ def medium(argv):
 
 
 def mean_std(values):
-    """Mean and sample standard deviation (n - 1, as vprompt's results.md), in %."""
-    mean = sum(values) / len(values)
-    std = math.sqrt(sum((v - mean) ** 2 for v in values) / (len(values) - 1)) if len(values) > 1 else 0.0
-    return 100 * mean, 100 * std
+    """Mean and sample standard deviation (n - 1, as vprompt's results.md), in %; at least 2 values."""
+    return 100 * statistics.mean(values), 100 * statistics.stdev(values)
 
 
 def comparison(results, torch_results):
