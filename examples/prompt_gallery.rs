@@ -1,4 +1,5 @@
-//! Draws every prompt template at its initialisation as a PNG, to see what each one covers.
+//! Draws every prompt template at its initialisation as a PNG, to see what each one covers, and
+//! saves its exact values as a `.bpk` file beside it.
 //!
 //! Run: `cargo run --release --example prompt_gallery -- [OUTPUT_DIR]` (default `target/prompt-gallery`).
 
@@ -32,8 +33,11 @@ fn main() -> anyhow::Result<()> {
         let prompt = config.init([224, 224], &device)?;
         let path = format!("{out}/{name}.png");
         let scale = prompt.save_png(&path)?;
+        // The exact values too, for `Prompt::load` (or another framework: `scripts/torch_vp_epoch.py
+        // --init` starts PyTorch from `padding-p30.bpk`, the medium profile's initial prompt).
+        prompt.save(format!("{out}/{name}.bpk"))?;
         println!(
-            "{path}: {} learned values, grey = 0, black/white = -/+{scale:.2}",
+            "{path}: {} learned values, grey = 0, black/white = -/+{scale:.2}; values in {name}.bpk",
             prompt.num_params()
         );
     }

