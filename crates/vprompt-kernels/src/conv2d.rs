@@ -1,14 +1,23 @@
-//! Convolutions with faster kernels on `flex`: the input gradient of depthwise convolutions
-//! (`groups == channels_in == channels_out`) and the forward pass of dense ones (`groups == 1`).
+//! Convolutions with faster kernels on `flex`: the forward pass and the input gradient of
+//! depthwise convolutions (`groups == channels_in == channels_out`) and of dense ones (`groups ==
+//! 1`).
 //!
-//! **Depthwise, backward.** Measured one layer at a time (`cargo bench --bench conv_layers`),
-//! burn-flex took 2.47 s for the input gradients of Lite0's 16 depthwise layers at batch 32
-//! against PyTorch's 1.27 s, while every forward pass and every dense layer was at or ahead of
-//! PyTorch: burn runs the gradient as a grouped transposed convolution, one single-column gemm plus
-//! a scalar col2im per (image, channel), almost all overhead for one channel. Here the backward
-//! scatters each output-gradient row into the input rows it was read from (`input_grad_f32`): a
-//! plane stays in cache, stride-1 rows are contiguous `axpy`s, and there is no im2col, gemm or
-//! col2im. The forward pass is burn-flex's.
+//! **Depthwise.** Measured one layer at a time (`cargo bench --bench conv_layers`), burn-flex took
+//! 2.47 s for the input gradients of Lite0's 16 depthwise layers at batch 32 against PyTorch's
+//! 1.27 s: burn runs the gradient as a grouped transposed convolution, one single-column gemm plus
+//! a scalar col2im per (image, channel), almost all overhead for one channel. Its forward pass was
+//! behind PyTorch's too on stride-2 layers and small planes. Here both directions work on one
+//! (image, channel) plane at a time, in parallel over planes, with no im2col, gemm or col2im:
+//! - planes whose output fits the L1 cache (all of Lite0's but the 112 px stride-1 layer) are
+//!   laid out flat, zero-padded and split by stride phase (`FlatPlane`), so that each kernel tap
+//!   is one long vectorised multiply-add over the whole plane, forward (`gather`) and backward
+//!   (`scatter`, the transpose);
+//! - larger planes go one row at a time (`gather_plane`, `scatter_plane`), stride-1 rows
+//!   being contiguous multiply-adds.
+//!
+//! The loops run with AVX2 where the CPU has it (`Simd`). The forward adds the taps in burn-flex's
+//! order and the bias last, so its values are burn-flex's bit for bit (Lite0's input-gradient
+//! reference test is sensitive to that, through ReLU6's kinks).
 //!
 //! **Dense.** On ResNet-18 it was the other way round: burn-flex's forward passes took 1.5x
 //! PyTorch's while the input gradients were at parity. The forward is [`super::dense`]'s im2col +
@@ -22,7 +31,7 @@
 //! exactly [`Conv2d::forward`].
 
 #[cfg(feature = "flex")]
-use super::Geometry;
+use super::{Geometry, Simd};
 #[cfg(feature = "flex")]
 use burn::nn::PaddingConfig2d;
 use burn::nn::conv::Conv2d;
@@ -48,6 +57,12 @@ pub fn forward(conv: &Conv2d, input: Tensor<4>) -> Tensor<4> {
 /// contiguous; the result is `[batch, channels, in_h, in_w]`. Planes are independent and run in
 /// parallel.
 pub(crate) fn input_grad_f32(grad_out: &[f32], weight: &[f32], geometry: &Geometry) -> Vec<f32> {
+    input_grad_f32_with(Simd::detect(), grad_out, weight, geometry)
+}
+
+#[cfg(feature = "flex")]
+/// [`input_grad_f32`] with the given instruction set.
+fn input_grad_f32_with(simd: Simd, grad_out: &[f32], weight: &[f32], geometry: &Geometry) -> Vec<f32> {
     use rayon::prelude::*;
     let [in_h, in_w] = geometry.input;
     let [out_h, out_w] = geometry.output;
@@ -59,16 +74,376 @@ pub(crate) fn input_grad_f32(grad_out: &[f32], weight: &[f32], geometry: &Geomet
     if in_plane == 0 || out_plane == 0 {
         return grad_in;
     }
+    let columns = tap_columns(geometry);
+    let flat = FlatPlane::fits(geometry);
     grad_in
         .par_chunks_mut(in_plane)
         .zip(grad_out.par_chunks(out_plane))
         .enumerate()
-        .for_each_init(Vec::new, |row, (plane, (grad_in, grad_out))| {
-            let channel = plane % geometry.channels_in;
-            let weight = &weight[channel * taps..(channel + 1) * taps];
-            scatter_plane(grad_out, weight, geometry, grad_in, row);
-        });
+        .for_each_init(
+            || (Vec::new(), Vec::new()),
+            |(first, second), (plane, (grad_in, grad_out))| {
+                let channel = plane % geometry.channels_in;
+                let weight = &weight[channel * taps..(channel + 1) * taps];
+                simd.run(
+                    #[inline(always)]
+                    || match &flat {
+                        Some(flat) => flat.scatter(grad_out, weight, geometry, grad_in, first, second),
+                        None => scatter_plane(grad_out, weight, geometry, &columns, grad_in, first),
+                    },
+                );
+            },
+        );
     grad_in
+}
+
+#[cfg(feature = "flex")]
+/// The output of a depthwise convolution:
+/// `out[n, c, oy, ox] = bias[c] + sum over ky, kx of weight[c, ky, kx] * x[n, c, oy*sy + ky*dy - py, ox*sx + kx*dx - px]`
+/// over the kernel taps that land inside the input.
+///
+/// `x` is `[batch, channels, in_h, in_w]`, `weight` `[channels, 1, k_h, k_w]`, `bias`
+/// `[channels]`, all contiguous; the result is `[batch, channels, out_h, out_w]`. Planes are
+/// independent and run in parallel.
+pub(crate) fn forward_f32(x: &[f32], weight: &[f32], bias: &[f32], geometry: &Geometry) -> Vec<f32> {
+    forward_f32_with(Simd::detect(), x, weight, bias, geometry)
+}
+
+#[cfg(feature = "flex")]
+/// [`forward_f32`] with the given instruction set.
+fn forward_f32_with(simd: Simd, x: &[f32], weight: &[f32], bias: &[f32], geometry: &Geometry) -> Vec<f32> {
+    use rayon::prelude::*;
+    let [in_h, in_w] = geometry.input;
+    let [out_h, out_w] = geometry.output;
+    let [k_h, k_w] = geometry.kernel;
+    let (in_plane, out_plane, taps) = (in_h * in_w, out_h * out_w, k_h * k_w);
+    debug_assert_eq!(x.len(), geometry.batch * geometry.channels_in * in_plane);
+    debug_assert_eq!(weight.len(), geometry.channels_in * taps);
+    debug_assert_eq!(bias.len(), geometry.channels_in);
+    let mut out = vec![0f32; geometry.batch * geometry.channels_in * out_plane];
+    if out_plane == 0 {
+        return out;
+    }
+    if in_plane == 0 {
+        // Every tap reads padding: the bias alone.
+        for (plane, out) in out.chunks_mut(out_plane).enumerate() {
+            out.fill(bias[plane % geometry.channels_in]);
+        }
+        return out;
+    }
+    let columns = tap_columns(geometry);
+    let flat = FlatPlane::fits(geometry);
+    out.par_chunks_mut(out_plane)
+        .zip(x.par_chunks(in_plane))
+        .enumerate()
+        .for_each_init(
+            || (Vec::new(), Vec::new()),
+            |(first, second), (plane, (out, x))| {
+                let channel = plane % geometry.channels_in;
+                let weight = &weight[channel * taps..(channel + 1) * taps];
+                let bias = bias[channel];
+                simd.run(
+                    #[inline(always)]
+                    || match &flat {
+                        Some(flat) => flat.gather(x, weight, bias, geometry, out, first, second),
+                        None => gather_plane(x, weight, bias, geometry, &columns, out, first),
+                    },
+                );
+            },
+        );
+    out
+}
+
+#[cfg(feature = "flex")]
+/// `dst[i] += w * src[i]`: blocks of 32 through the plain loop, then eight lanes at a time. A plain
+/// loop alone is unrolled four vectors deep, so rows shorter than 32 (with AVX2) would run
+/// entirely in its scalar tail.
+#[inline(always)]
+fn axpy(dst: &mut [f32], w: f32, src: &[f32]) {
+    debug_assert_eq!(dst.len(), src.len());
+    // Whole blocks of 32 first, where the unrolled loop runs without a tail.
+    let bulk = dst.len() / 32 * 32;
+    let (head, dst) = dst.split_at_mut(bulk);
+    let (head_src, src) = src.split_at(bulk);
+    for (d, s) in head.iter_mut().zip(head_src) {
+        *d += w * s;
+    }
+    let mut dst = dst.chunks_exact_mut(8);
+    let mut src = src.chunks_exact(8);
+    for (d, s) in (&mut dst).zip(&mut src) {
+        for (d, s) in d.iter_mut().zip(s) {
+            *d += w * s;
+        }
+    }
+    for (d, s) in dst.into_remainder().iter_mut().zip(src.remainder()) {
+        *d += w * s;
+    }
+}
+
+#[cfg(feature = "flex")]
+/// A depthwise plane computed as one long vector per kernel tap, for planes small enough that
+/// per-row loops would be mostly loop overhead (all of Lite0's but the 112 px stride-1 layer).
+///
+/// The input is copied, zero-padded on every side, into `s_y * s_x` phase planes: phase `(r, c)`
+/// holds the padded positions `(Y, X)` with `Y % s_y == r` and `X % s_x == c` at `[Y / s_y, X /
+/// s_x]`, each plane `width` wide and kept flat. Output `(oy, ox)` reads padded `(oy*s_y + y,
+/// ox*s_x + x)` through tap `(y, x) = (ky*d_y, kx*d_x)`, that is phase `(y % s_y, x % s_x)` at
+/// `[oy + y / s_y, ox + x / s_x]`: for a fixed tap, one contiguous run over all output rows at
+/// once, if every output row is computed `width` wide. The `width - out_w` extra columns per row
+/// are computed and dropped. Stride 1 has one phase, the padded plane itself.
+struct FlatPlane {
+    /// Columns of a phase plane.
+    width: usize,
+    /// Floats per phase plane: its rows, and the tail the last row's extra columns read.
+    plane_len: usize,
+}
+
+#[cfg(feature = "flex")]
+impl FlatPlane {
+    /// Floats of the flat output (one plane, `out_h x width`) up to which this layout is used: 16
+    /// KiB, within the L1 cache with the run it reads.
+    const MAX_OUTPUT: usize = 4096;
+
+    /// The layout for `geometry` if its flat output fits [`Self::MAX_OUTPUT`].
+    fn fits(geometry: &Geometry) -> Option<Self> {
+        let [in_h, in_w] = geometry.input;
+        let [out_h, out_w] = geometry.output;
+        let [k_h, k_w] = geometry.kernel;
+        let [s_y, s_x] = geometry.stride;
+        let [d_y, d_x] = geometry.dilation;
+        let [p_y, p_x] = geometry.pad_begin;
+        // The largest row and column offset of a tap within its phase plane.
+        let (reach_y, reach_x) = ((k_h - 1) * d_y / s_y, (k_w - 1) * d_x / s_x);
+        let width = (p_x + in_w).div_ceil(s_x).max(out_w + reach_x);
+        let height = (p_y + in_h).div_ceil(s_y).max(out_h + reach_y);
+        (out_h * width <= Self::MAX_OUTPUT).then_some(Self {
+            width,
+            plane_len: height * width + reach_x,
+        })
+    }
+
+    /// Floats of all phase planes together.
+    fn padded_len(&self, geometry: &Geometry) -> usize {
+        geometry.stride[0] * geometry.stride[1] * self.plane_len
+    }
+
+    /// Where tap `tap` (`ky * k_w + kx`) starts reading in the phase planes.
+    #[inline(always)]
+    fn tap_start(&self, geometry: &Geometry, tap: usize) -> usize {
+        let k_w = geometry.kernel[1];
+        let [s_y, s_x] = geometry.stride;
+        let (y, x) = (
+            (tap / k_w) * geometry.dilation[0],
+            (tap % k_w) * geometry.dilation[1],
+        );
+        ((y % s_y) * s_x + x % s_x) * self.plane_len + (y / s_y) * self.width + x / s_x
+    }
+
+    /// Calls `each(ix0, at)` for every column phase of input row `iy`: the input columns `ix0,
+    /// ix0 + s_x, ...` are the phase-plane positions `at, at + 1, ...`.
+    #[inline(always)]
+    fn row_phases(&self, geometry: &Geometry, iy: usize, mut each: impl FnMut(usize, usize)) {
+        let [s_y, s_x] = geometry.stride;
+        let [p_y, p_x] = geometry.pad_begin;
+        let y = p_y + iy;
+        for c in 0..s_x {
+            let ix0 = (c + s_x - p_x % s_x) % s_x; // the first input column with X % s_x == c
+            let plane = (y % s_y) * s_x + c;
+            each(
+                ix0,
+                plane * self.plane_len + (y / s_y) * self.width + (p_x + ix0) / s_x,
+            );
+        }
+    }
+
+    /// One plane of [`forward_f32`]: `padded` and `acc` are scratch, `padded`'s border kept zero
+    /// between planes of one call (every plane writes the same positions).
+    #[allow(clippy::too_many_arguments)]
+    #[inline(always)]
+    fn gather(
+        &self,
+        x: &[f32],
+        weight: &[f32],
+        bias: f32,
+        geometry: &Geometry,
+        out: &mut [f32],
+        padded: &mut Vec<f32>,
+        acc: &mut Vec<f32>,
+    ) {
+        let in_w = geometry.input[1];
+        let [out_h, out_w] = geometry.output;
+        let s_x = geometry.stride[1];
+        padded.resize(self.padded_len(geometry), 0.0);
+        for (iy, row) in x.chunks_exact(in_w).enumerate() {
+            self.row_phases(geometry, iy, |ix0, at| {
+                if s_x == 1 {
+                    padded[at..at + in_w].copy_from_slice(row);
+                } else {
+                    for (p, &v) in padded[at..].iter_mut().zip(row[ix0..].iter().step_by(s_x)) {
+                        *p = v;
+                    }
+                }
+            });
+        }
+        let run = out_h * self.width;
+        acc.clear();
+        acc.resize(run, 0.0);
+        for (tap, &w) in weight.iter().enumerate() {
+            let start = self.tap_start(geometry, tap);
+            axpy(acc, w, &padded[start..start + run]);
+        }
+        // The bias last, as in the row path.
+        for (out, acc) in out.chunks_exact_mut(out_w).zip(acc.chunks_exact(self.width)) {
+            for (o, &a) in out.iter_mut().zip(acc) {
+                *o = a + bias;
+            }
+        }
+    }
+
+    /// One plane of [`input_grad_f32`], the transpose of [`Self::gather`]: the output gradient is
+    /// copied into `spread` (`out_h x width`, its extra columns kept zero between planes of one
+    /// call, so they add nothing), each tap adds it, weighted, into the phase planes `acc` where
+    /// it read, and the input positions of `acc` are the result.
+    #[inline(always)]
+    fn scatter(
+        &self,
+        grad_out: &[f32],
+        weight: &[f32],
+        geometry: &Geometry,
+        grad_in: &mut [f32],
+        spread: &mut Vec<f32>,
+        acc: &mut Vec<f32>,
+    ) {
+        let in_w = geometry.input[1];
+        let [out_h, out_w] = geometry.output;
+        let s_x = geometry.stride[1];
+        let run = out_h * self.width;
+        spread.resize(run, 0.0);
+        for (spread, row) in spread
+            .chunks_exact_mut(self.width)
+            .zip(grad_out.chunks_exact(out_w))
+        {
+            spread[..out_w].copy_from_slice(row);
+        }
+        acc.clear();
+        acc.resize(self.padded_len(geometry), 0.0);
+        for (tap, &w) in weight.iter().enumerate() {
+            let start = self.tap_start(geometry, tap);
+            axpy(&mut acc[start..start + run], w, spread);
+        }
+        for (iy, row) in grad_in.chunks_exact_mut(in_w).enumerate() {
+            self.row_phases(geometry, iy, |ix0, at| {
+                if s_x == 1 {
+                    row.copy_from_slice(&acc[at..at + in_w]);
+                } else {
+                    for (g, &v) in row[ix0..].iter_mut().step_by(s_x).zip(&acc[at..]) {
+                        *g = v;
+                    }
+                }
+            });
+        }
+    }
+}
+
+#[cfg(feature = "flex")]
+/// One (image, channel) plane of [`forward_f32`], one output row at a time: each kernel tap adds
+/// its weighted input row in, then the bias.
+///
+/// Horizontally a tap reads every `s_x`-th input column, so for `s_x > 1` the plane is first
+/// copied into `phased` split by column phase (`ix % s_x`), where each tap's reads are contiguous
+/// and the inner loop vectorises. For `s_x == 1` the taps read the input rows as they are.
+#[inline(always)] // compiled into each of `Simd::run`'s instruction-set variants
+fn gather_plane(
+    x: &[f32],
+    weight: &[f32],
+    bias: f32,
+    geometry: &Geometry,
+    columns: &[TapColumns],
+    out: &mut [f32],
+    phased: &mut Vec<f32>,
+) {
+    let [in_h, in_w] = geometry.input;
+    let out_w = geometry.output[1];
+    let [k_h, k_w] = geometry.kernel;
+    let [s_y, s_x] = geometry.stride;
+    let d_y = geometry.dilation[0];
+    let p_y = geometry.pad_begin[0];
+    let phase_len = in_w.div_ceil(s_x);
+    let row_len = s_x * phase_len;
+    let source: &[f32] = if s_x == 1 {
+        x
+    } else {
+        phased.resize(in_h * row_len, 0.0);
+        for (row, phased) in x.chunks_exact(in_w).zip(phased.chunks_exact_mut(row_len)) {
+            for (phase, phased) in phased.chunks_exact_mut(phase_len).enumerate() {
+                for (p, &v) in phased.iter_mut().zip(row.iter().skip(phase).step_by(s_x)) {
+                    *p = v;
+                }
+            }
+        }
+        phased
+    };
+    for (oy, out_row) in out.chunks_exact_mut(out_w).enumerate() {
+        out_row.fill(0.0);
+        for ky in 0..k_h {
+            // The input row output row `oy` reads through kernel row `ky`, if inside.
+            let Some(iy) = (oy * s_y + ky * d_y).checked_sub(p_y) else {
+                continue;
+            };
+            if iy >= in_h {
+                break; // the next kernel rows read further down
+            }
+            let in_row = &source[iy * row_len..(iy + 1) * row_len];
+            for (kx, tap) in columns.iter().enumerate() {
+                if tap.outputs.is_empty() {
+                    continue; // this tap only ever reads padding
+                }
+                let w = weight[ky * k_w + kx];
+                let base = tap.phase * phase_len + tap.start;
+                axpy(
+                    &mut out_row[tap.outputs.clone()],
+                    w,
+                    &in_row[base..base + tap.outputs.len()],
+                );
+            }
+        }
+        // The bias last, as burn-flex and PyTorch add it: the same rounding, so that the
+        // activations' kinks (ReLU6) fall on the same side.
+        for o in out_row.iter_mut() {
+            *o += bias;
+        }
+    }
+}
+
+#[cfg(feature = "flex")]
+/// Where one horizontal kernel tap `kx` meets the input, for a depthwise plane: it joins output
+/// column `ox` with input column `ix = ox*s_x + kx*d_x - p_x`, for the output columns `outputs`
+/// whose `ix` is inside the input ([`super::reach`]); the first of those `ix` lies in column phase
+/// `phase = ix % s_x` at index `start = ix / s_x` within it (a phase holds every `s_x`-th column).
+/// For a tap that only ever meets padding `outputs` is empty and the rest meaningless.
+struct TapColumns {
+    outputs: std::ops::Range<usize>,
+    phase: usize,
+    start: usize,
+}
+
+#[cfg(feature = "flex")]
+/// [`TapColumns`] of every horizontal tap, in `kx` order; an empty tap keeps its slot (with an
+/// empty `outputs`) so that `kx` still indexes the weights.
+fn tap_columns(geometry: &Geometry) -> Vec<TapColumns> {
+    let in_w = geometry.input[1];
+    let out_w = geometry.output[1];
+    let (s_x, d_x, p_x) = (geometry.stride[1], geometry.dilation[1], geometry.pad_begin[1]);
+    (0..geometry.kernel[1])
+        .map(|kx| {
+            let (outputs, ix) = super::reach(in_w, p_x, kx * d_x, s_x, out_w);
+            TapColumns {
+                outputs,
+                phase: ix % s_x,
+                start: ix / s_x,
+            }
+        })
+        .collect()
 }
 
 #[cfg(feature = "flex")]
@@ -79,11 +454,12 @@ pub(crate) fn input_grad_f32(grad_out: &[f32], weight: &[f32], geometry: &Geomet
 /// `row`, split by column phase (`ix % s_x`), where each tap's writes are contiguous and the inner
 /// loop vectorises, and then interleaved into the input row. For `s_x == 1` the taps add straight
 /// into the input row.
-#[inline(never)] // a frame of its own in profiles
+#[inline(always)] // compiled into each of `Simd::run`'s instruction-set variants
 fn scatter_plane(
     grad_out: &[f32],
     weight: &[f32],
     geometry: &Geometry,
+    columns: &[TapColumns],
     grad_in: &mut [f32],
     row: &mut Vec<f32>,
 ) {
@@ -91,18 +467,9 @@ fn scatter_plane(
     let [out_h, out_w] = geometry.output;
     let [k_h, k_w] = geometry.kernel;
     let [s_y, s_x] = geometry.stride;
-    let [d_y, d_x] = geometry.dilation;
-    let [p_y, p_x] = geometry.pad_begin;
-    // Per horizontal tap, writing input column `ix = ox*s_x + kx*d_x - p_x`: its phase `ix % s_x`,
-    // the index within the phase of its first write, and the output columns `first..end` that
-    // land inside the input ([`super::reach`]).
+    let d_y = geometry.dilation[0];
+    let p_y = geometry.pad_begin[0];
     let phase_len = in_w.div_ceil(s_x);
-    let columns: Vec<(usize, usize, usize, usize)> = (0..k_w)
-        .map(|kx| {
-            let (outputs, ix) = super::reach(in_w, p_x, kx * d_x, s_x, out_w);
-            (ix % s_x, ix / s_x, outputs.start, outputs.end)
-        })
-        .collect();
     if s_x > 1 {
         row.resize(s_x * phase_len, 0.0);
     }
@@ -124,16 +491,14 @@ fn scatter_plane(
             }
             let oy = reach / s_y;
             let out_row = &grad_out[oy * out_w..(oy + 1) * out_w];
-            for (kx, &(phase, start, first, end)) in columns.iter().enumerate() {
-                if first == end {
+            for (kx, tap) in columns.iter().enumerate() {
+                if tap.outputs.is_empty() {
                     continue; // this tap only ever reads padding
                 }
                 let w = weight[ky * k_w + kx];
-                let source = &out_row[first..end];
-                let base = phase * phase_len + start;
-                for (t, &g) in target[base..base + source.len()].iter_mut().zip(source) {
-                    *t += w * g;
-                }
+                let source = &out_row[tap.outputs.clone()];
+                let base = tap.phase * phase_len + tap.start;
+                axpy(&mut target[base..base + source.len()], w, source);
             }
         }
         if s_x > 1 {
@@ -158,9 +523,9 @@ fn padding_pairs(padding: &PaddingConfig2d) -> Option<[(usize, usize); 2]> {
 
 #[cfg(feature = "flex")]
 mod flex {
-    //! The backend extension: forward through [`dense_forward`] or burn-flex, backward through
-    //! [`input_grad_f32`] or burn-flex.
-    use super::{Geometry, input_grad_f32, padding_pairs};
+    //! The backend extension: forward through [`direct_forward`], backward through
+    //! [`input_grad_f32`], [`dense::input_grad_f32`] or burn-flex.
+    use super::{Geometry, forward_f32, input_grad_f32, padding_pairs};
     use crate::dense;
     use burn::backend::autodiff::checkpoint::{base::Checkpointer, strategy::CheckpointStrategy};
     use burn::backend::autodiff::grads::Gradients;
@@ -193,17 +558,13 @@ mod flex {
             bias: FloatTensor<Self>,
             options: ConvOptions<2>,
         ) -> FloatTensor<Self> {
-            if options.groups == 1 {
-                dense_forward(x, weight, bias, &options)
-            } else {
-                Flex::conv2d(x, weight, Some(bias), options)
-            }
+            direct_forward(x, weight, bias, &options)
         }
     }
 
-    /// A dense convolution through [`dense::forward_f32`] (only `f32` reaches this op:
-    /// [`options`]).
-    fn dense_forward(
+    /// The output through [`dense::forward_f32`] for a dense layer, [`forward_f32`] for a
+    /// depthwise one (only `f32` reaches this op: [`options`]).
+    fn direct_forward(
         x: FloatTensor<Flex>,
         weight: FloatTensor<Flex>,
         bias: FloatTensor<Flex>,
@@ -211,20 +572,23 @@ mod flex {
     ) -> FloatTensor<Flex> {
         let x_dims = x.shape().dims::<4>();
         let weight_dims = weight.shape().dims::<4>();
-        let pad = options.padding_begin();
+        let (begin, end) = (options.padding_begin(), options.padding_end());
         let [out_h, out_w] = [0, 1].map(|a| {
-            let (kernel, input) = (weight_dims[2 + a], x_dims[2 + a]);
-            calculate_conv_output_size(kernel, options.stride[a], pad[a], options.dilation[a], input)
+            // The padding on both sides (a depthwise layer's may differ).
+            let (kernel, padded) = (weight_dims[2 + a], x_dims[2 + a] + begin[a] + end[a]);
+            calculate_conv_output_size(kernel, options.stride[a], 0, options.dilation[a], padded)
         });
         let out_dims = [x_dims[0], weight_dims[0], out_h, out_w];
         let geometry = geometry(x_dims, weight_dims, out_dims, options);
         let (x, weight, bias) = (x.to_contiguous(), weight.to_contiguous(), bias.to_contiguous());
-        let values = dense::forward_f32(
-            x.as_slice::<f32>().expect("options() admits f32 only"),
-            weight.as_slice::<f32>().expect("options() admits f32 only"),
-            Some(bias.as_slice::<f32>().expect("options() admits f32 only")),
-            &geometry,
-        );
+        let x = x.as_slice::<f32>().expect("options() admits f32 only");
+        let weight = weight.as_slice::<f32>().expect("options() admits f32 only");
+        let bias = bias.as_slice::<f32>().expect("options() admits f32 only");
+        let values = if options.groups == 1 {
+            dense::forward_f32(x, weight, Some(bias), &geometry)
+        } else {
+            forward_f32(x, weight, bias, &geometry)
+        };
         FloatTensor::<Flex>::from_data(TensorData::new(values, out_dims))
     }
 
@@ -379,13 +743,13 @@ mod flex {
 #[cfg(all(test, feature = "flex"))]
 mod tests {
     use super::*;
-    use crate::test_values::{naive_input_grad, out_size, values};
+    use crate::test_values::{input_position, naive_input_grad, out_size, values};
     use burn::module::Module;
     use burn::nn::conv::Conv2dConfig;
     use burn::tensor::{Distribution, TensorData};
 
-    #[test]
-    fn direct_input_gradient_equals_the_definition() {
+    /// The depthwise geometries both directions are tested on (3 channels, batch 2).
+    fn depthwise_geometries() -> Vec<Geometry> {
         // (input, kernel, stride, dilation, padding (begin, end) per axis)
         let cases = [
             ([9, 9], [3, 3], [1, 1], [1, 1], [(1, 1), (1, 1)]),
@@ -397,27 +761,81 @@ mod tests {
             ([3, 3], [5, 5], [1, 1], [1, 1], [(2, 2), (2, 2)]), // kernel wider than the input
             ([3, 2], [3, 5], [1, 2], [1, 1], [(1, 1), (2, 3)]), // taps that only read padding
             ([6, 9], [3, 3], [2, 3], [2, 2], [(2, 1), (1, 2)]), // stride 3, dilation 2
+            ([2, 9], [5, 3], [1, 1], [1, 1], [(3, 3), (1, 1)]), // rows that only read padding
+            ([66, 70], [3, 3], [1, 1], [1, 1], [(1, 1), (1, 1)]), // too large for FlatPlane
+            ([150, 170], [3, 3], [2, 2], [1, 1], [(0, 1), (0, 1)]), // the same, stride 2
         ];
-        for (input, kernel, stride, dilation, padding) in cases {
-            let output = [0, 1].map(|a| out_size(input[a], kernel[a], stride[a], dilation[a], padding[a]));
-            let g = Geometry {
+        cases
+            .into_iter()
+            .map(|(input, kernel, stride, dilation, padding)| Geometry {
                 batch: 2,
                 channels_in: 3,
                 channels_out: 3,
                 input,
-                output,
+                output: [0, 1].map(|a| out_size(input[a], kernel[a], stride[a], dilation[a], padding[a])),
                 kernel,
                 stride,
                 dilation,
                 pad_begin: [padding[0].0, padding[1].0],
-            };
-            let grad_out = values(2 * 3 * output[0] * output[1], 1);
-            let weight = values(3 * kernel[0] * kernel[1], 2);
-            let direct = input_grad_f32(&grad_out, &weight, &g);
+            })
+            .collect()
+    }
+
+    fn assert_elementwise(direct: &[f32], naive: &[f32], g: &Geometry) {
+        assert_eq!(direct.len(), naive.len(), "{g:?}");
+        for (i, (a, b)) in direct.iter().zip(naive).enumerate() {
+            assert!((a - b).abs() <= 1e-5, "{g:?}: element {i}: {a} vs {b}");
+        }
+    }
+
+    #[test]
+    fn flat_planes_are_used_for_small_planes_only() {
+        let flat: Vec<bool> = depthwise_geometries()
+            .iter()
+            .map(|g| FlatPlane::fits(g).is_some())
+            .collect();
+        let n = flat.len();
+        assert_eq!(
+            &flat[n - 2..],
+            [false, false],
+            "the two large planes take the row path"
+        );
+        assert!(flat[..n - 2].iter().all(|&f| f), "every other plane is flat");
+    }
+
+    #[test]
+    fn direct_input_gradient_equals_the_definition() {
+        for g in depthwise_geometries() {
+            let grad_out = values(2 * 3 * g.output[0] * g.output[1], 1);
+            let weight = values(3 * g.kernel[0] * g.kernel[1], 2);
             let naive = naive_input_grad(&grad_out, &weight, &g, g.channels_in);
-            assert_eq!(direct.len(), naive.len());
-            for (i, (a, b)) in direct.iter().zip(&naive).enumerate() {
-                assert!((a - b).abs() <= 1e-5, "{g:?}: element {i}: {a} vs {b}");
+            for simd in [Simd::Baseline, Simd::detect()] {
+                assert_elementwise(&input_grad_f32_with(simd, &grad_out, &weight, &g), &naive, &g);
+            }
+        }
+    }
+
+    #[test]
+    fn direct_forward_equals_the_definition() {
+        for g in depthwise_geometries() {
+            let ([ih, iw], [oh, ow], [kh, kw]) = (g.input, g.output, g.kernel);
+            let x = values(2 * 3 * ih * iw, 1);
+            let weight = values(3 * kh * kw, 2);
+            let bias = values(3, 3);
+            let mut naive = vec![0f32; 2 * 3 * oh * ow];
+            for (plane, out) in naive.chunks_mut(oh * ow).enumerate() {
+                let c = plane % 3;
+                for (i, out) in out.iter_mut().enumerate() {
+                    *out = bias[c];
+                    for (ky, kx) in (0..kh).flat_map(|ky| (0..kw).map(move |kx| (ky, kx))) {
+                        if let Some([iy, ix]) = input_position(&g, [i / ow, i % ow], [ky, kx]) {
+                            *out += weight[(c * kh + ky) * kw + kx] * x[(plane * ih + iy) * iw + ix];
+                        }
+                    }
+                }
+            }
+            for simd in [Simd::Baseline, Simd::detect()] {
+                assert_elementwise(&forward_f32_with(simd, &x, &weight, &bias, &g), &naive, &g);
             }
         }
     }
@@ -488,37 +906,41 @@ mod tests {
             ([6, 7], 1, 1, PaddingConfig2d::Valid, 1),                // pointwise
             ([6, 3], 2, 3, PaddingConfig2d::Valid, 1),                // stride past the kernel
         ] {
-            let conv = conv_layer(channels, kernel, stride, padding.clone(), groups, &device);
-            assert!(flex::options(&conv, &Tensor::zeros([1, 6, 13, 13], &device)).is_some());
-            let x = Tensor::<4>::random([2, 6, 13, 13], Distribution::Uniform(-1.0, 1.0), &device);
-            let upstream =
-                Tensor::<4>::random(conv.forward(x.clone()).dims(), Distribution::Default, &device);
-            let run = |direct: bool| {
-                let x = x.clone().detach().require_grad();
-                let y = if direct {
-                    forward(&conv, x.clone())
-                } else {
-                    conv.forward(x.clone())
+            // Odd and even sides: with asymmetric padding only the even one pads at the end.
+            for side in [13, 12] {
+                let conv = conv_layer(channels, kernel, stride, padding.clone(), groups, &device);
+                assert!(flex::options(&conv, &Tensor::zeros([1, 6, side, side], &device)).is_some());
+                let x = Tensor::<4>::random([2, 6, side, side], Distribution::Uniform(-1.0, 1.0), &device);
+                let upstream =
+                    Tensor::<4>::random(conv.forward(x.clone()).dims(), Distribution::Default, &device);
+                let run = |direct: bool| {
+                    let x = x.clone().detach().require_grad();
+                    let y = if direct {
+                        forward(&conv, x.clone())
+                    } else {
+                        conv.forward(x.clone())
+                    };
+                    let grads = (y.clone() * upstream.clone()).sum().backward();
+                    let x_grad = x.grad(&grads).unwrap();
+                    let w_grad = conv.weight.val().grad(&grads).unwrap();
+                    let b_grad = conv.bias.as_ref().unwrap().val().grad(&grads).unwrap();
+                    (y.inner(), x_grad, w_grad, b_grad)
                 };
-                let grads = (y.clone() * upstream.clone()).sum().backward();
-                let x_grad = x.grad(&grads).unwrap();
-                let w_grad = conv.weight.val().grad(&grads).unwrap();
-                let b_grad = conv.bias.as_ref().unwrap().val().grad(&grads).unwrap();
-                (y.inner(), x_grad, w_grad, b_grad)
-            };
-            let (y, x_grad, w_grad, b_grad) = run(true);
-            let (y_ref, x_grad_ref, w_grad_ref, b_grad_ref) = run(false);
-            let what =
-                format!("{channels:?}, kernel {kernel}, stride {stride}, {padding:?}, groups {groups}");
-            assert_same(y, y_ref, &format!("{what}: output"));
-            assert_same(x_grad, x_grad_ref, &format!("{what}: input gradient"));
-            assert_same(w_grad, w_grad_ref, &format!("{what}: weight gradient"));
-            assert_eq!(b_grad.dims(), b_grad_ref.dims());
-            assert_same(
-                b_grad.reshape([1, 1, 1, channels[1]]),
-                b_grad_ref.reshape([1, 1, 1, channels[1]]),
-                &format!("{what}: bias gradient"),
-            );
+                let (y, x_grad, w_grad, b_grad) = run(true);
+                let (y_ref, x_grad_ref, w_grad_ref, b_grad_ref) = run(false);
+                let what = format!(
+                    "{channels:?}, kernel {kernel}, stride {stride}, {padding:?}, groups {groups}, {side} px"
+                );
+                assert_same(y, y_ref, &format!("{what}: output"));
+                assert_same(x_grad, x_grad_ref, &format!("{what}: input gradient"));
+                assert_same(w_grad, w_grad_ref, &format!("{what}: weight gradient"));
+                assert_eq!(b_grad.dims(), b_grad_ref.dims());
+                assert_same(
+                    b_grad.reshape([1, 1, 1, channels[1]]),
+                    b_grad_ref.reshape([1, 1, 1, channels[1]]),
+                    &format!("{what}: bias gradient"),
+                );
+            }
         }
     }
 
@@ -609,5 +1031,48 @@ mod tests {
             reference,
             "frozen dense layer: input gradient",
         );
+    }
+
+    /// On the depthwise layers of EfficientNet-Lite0 (batch 2), the direct forward pass gives
+    /// burn-flex's values bit for bit (taps in the same order, the bias last), and so does the
+    /// input gradient: Lite0's reference tests compare input gradients through ReLU6, where a
+    /// rounding difference can move an activation across a kink.
+    #[test]
+    fn lite0_depthwise_layers_are_burns_bit_for_bit() {
+        let device = burn::tensor::Device::flex();
+        let autodiff = device.clone().autodiff();
+        // (channels, kernel, stride, padding (top, left, bottom, right), input side)
+        for (channels, kernel, stride, [top, left, bottom, right], side) in [
+            (32, 3, 1, [1, 1, 1, 1], 112),
+            (96, 3, 2, [0, 0, 1, 1], 112),
+            (144, 3, 1, [1, 1, 1, 1], 56),
+            (144, 5, 2, [1, 1, 2, 2], 56),
+            (240, 5, 1, [2, 2, 2, 2], 28),
+            (240, 3, 2, [0, 0, 1, 1], 28),
+            (480, 3, 1, [1, 1, 1, 1], 14),
+            (672, 5, 2, [1, 1, 2, 2], 14),
+            (1152, 5, 1, [2, 2, 2, 2], 7),
+        ] {
+            let padding = PaddingConfig2d::Explicit(top, left, bottom, right);
+            let conv = depthwise_conv(channels, kernel, stride, padding, &device);
+            let shape = [2, channels, side, side];
+            let x = Tensor::<4>::random(shape, Distribution::Uniform(-1.0, 1.0), &autodiff);
+            let upstream =
+                Tensor::<4>::random(conv.forward(x.clone()).dims(), Distribution::Default, &autodiff);
+            let run = |direct: bool| {
+                let x = x.clone().detach().require_grad();
+                let y = if direct {
+                    forward(&conv, x.clone())
+                } else {
+                    conv.forward(x.clone())
+                };
+                let grads = (y.clone() * upstream.clone()).sum().backward();
+                (y.inner().into_data(), x.grad(&grads).unwrap().into_data())
+            };
+            let what = format!("{channels} channels, {kernel}x{kernel}, stride {stride}, {side} px");
+            let ((y, x_grad), (y_ref, x_grad_ref)) = (run(true), run(false));
+            assert_eq!(y, y_ref, "{what}: output");
+            assert_eq!(x_grad, x_grad_ref, "{what}: input gradient");
+        }
     }
 }

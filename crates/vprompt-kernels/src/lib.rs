@@ -12,7 +12,8 @@
 //!
 //! - [`conv2d::forward`], depthwise convolutions (EfficientNet-Lite0): burn computes their input
 //!   gradient as a grouped transposed convolution (a one-column gemm plus col2im per image and
-//!   channel); here it is a direct scatter.
+//!   channel), and its forward pass trailed PyTorch's on stride-2 layers and small planes; here
+//!   both are direct, one plane at a time, each kernel tap one vectorised multiply-add.
 //! - [`conv2d::forward`], dense convolutions (ResNets): burn-flex's forward pass converts the batch
 //!   to NHWC on one thread and runs a small gemm per 512 output pixels; here it is im2col and one
 //!   gemm per image (`dense`), and the input gradient one gemm and a vectorisable col2im per image.
@@ -60,6 +61,53 @@ pub(crate) struct Geometry {
     /// Padding before the first row and column; the padding after them only decides how many
     /// output positions exist (`output`).
     pub pad_begin: [usize; 2],
+}
+
+/// The instruction set the kernels' own loops (not gemm's, which dispatches itself) run with,
+/// detected at run time: the crate is compiled for the target's baseline (SSE2 on x86-64), where
+/// the row loops vectorise 4 wide; with AVX2 they run 8 wide. Values do not depend on it (no fused
+/// multiply-adds either way).
+#[cfg(feature = "flex")]
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum Simd {
+    /// The target's baseline.
+    Baseline,
+    /// x86-64 with AVX2.
+    #[cfg(target_arch = "x86_64")]
+    Avx2,
+}
+
+#[cfg(feature = "flex")]
+impl Simd {
+    /// The widest variant this CPU runs.
+    pub(crate) fn detect() -> Self {
+        #[cfg(target_arch = "x86_64")]
+        if std::arch::is_x86_feature_detected!("avx2") {
+            return Simd::Avx2;
+        }
+        Simd::Baseline
+    }
+
+    /// Runs `body` compiled for this instruction set: `body` and what it inlines (the kernels'
+    /// plane functions are `#[inline(always)]`) become part of a function with those features.
+    #[inline(always)]
+    pub(crate) fn run<R>(self, body: impl FnOnce() -> R) -> R {
+        match self {
+            Simd::Baseline => body(),
+            #[cfg(target_arch = "x86_64")]
+            Simd::Avx2 => {
+                #[target_feature(enable = "avx2")]
+                fn avx2<R>(body: impl FnOnce() -> R) -> R {
+                    body()
+                }
+                // SAFETY: `detect` returned `Avx2`, so this CPU executes AVX2 instructions.
+                #[allow(unsafe_code)]
+                unsafe {
+                    avx2(body)
+                }
+            }
+        }
+    }
 }
 
 /// Along one axis of a window (a convolution's kernel or a pooling window), for the window offset
