@@ -434,16 +434,23 @@ def comparison(results, torch_results):
             {r["seed"]: r for r in torch_results["runs"] if r["method"] == method and r.get("init", "torch") == d}
             for d in draws
         ]
-        seeds = sorted(set(ours).intersection(*theirs))
+        seeds = sorted(set(ours) & set().union(*theirs))
         if not seeds:
             continue
-        cell = lambda r: f"{100 * r['top1']:.1f} ({100 * r['unprompted_top1']:.1f})"
+        sides = [ours, *theirs]
+        cell = lambda r: f"{100 * r['top1']:.1f} ({100 * r['unprompted_top1']:.1f})" if r else "-"
         for seed in seeds:
-            lines.append(f"| {method} | {seed} | " + " | ".join(cell(side[seed]) for side in [ours, *theirs]) + " |")
-        if len(seeds) < 2:
-            continue  # one seed: no mean and spread to compare
-        spreads = [mean_std([side[s]["top1"] for s in seeds]) for side in [ours, *theirs]]
-        lines.append(f"| **{method}** | mean | " + " | ".join(f"**{m:.1f} ± {d:.1f}**" for m, d in spreads) + " |")
+            lines.append(f"| {method} | {seed} | " + " | ".join(cell(side.get(seed)) for side in sides) + " |")
+
+        def spread(side):
+            values = [side[s]["top1"] for s in seeds if s in side]
+            if len(values) < len(seeds) or len(values) < 2:
+                return "-"  # a side missing a seed, or one seed: no mean and spread to compare
+            m, d = mean_std(values)
+            return f"**{m:.1f} ± {d:.1f}**"
+
+        if len(seeds) >= 2:
+            lines.append(f"| **{method}** | mean | " + " | ".join(spread(side) for side in sides) + " |")
     return "\n".join(lines) + "\n"
 
 
