@@ -121,10 +121,12 @@ pub fn relu6_as_one_op(code: &str) -> String {
 
 /// Rewrites the call of every 2-d convolution (`let convN = Conv2dConfig::new(..)`) from
 /// `self.convN.forward(x)` to `crate::kernels::conv2d::forward(&self.convN, x)`, and of every 2-d
-/// max pooling (`MaxPool2dConfig`) to `crate::kernels::max_pool2d(&self.poolN, x)`: the same
-/// values, computed on `flex` by vprompt's kernels where they apply (the input gradient of
-/// convolutions, the forward pass of dense ones, max pooling with its indices; see
-/// `crate::kernels`) and by the modules' own `forward` everywhere else. The modules and their
+/// max pooling (`MaxPool2dConfig`) to `crate::kernels::max_pool2d(&self.poolN, x)`, and of every
+/// linear layer (`LinearConfig`) to `crate::kernels::linear(&self.linearN, x)`: the same values
+/// (up to float rounding for the linear layers, whose rows are batched differently), computed on
+/// `flex` by vprompt's kernels where they apply (the input gradient of convolutions, the forward
+/// pass of dense ones, max pooling with its indices, a linear layer on a 3-d input as one
+/// product; see `crate::kernels`) and by the modules' own `forward` everywhere else. The modules and their
 /// weights are untouched.
 pub fn layers_through_kernels(code: &str) -> String {
     let routes: Vec<(&str, &str)> = code
@@ -135,6 +137,8 @@ pub fn layers_through_kernels(code: &str) -> String {
                 Some((name, "crate::kernels::conv2d::forward"))
             } else if rest.starts_with("MaxPool2dConfig::new(") {
                 Some((name, "crate::kernels::max_pool2d"))
+            } else if rest.starts_with("LinearConfig::new(") {
+                Some((name, "crate::kernels::linear"))
             } else {
                 None
             }
@@ -291,7 +295,7 @@ mod tests {
     use super::{layers_through_kernels, relu6_as_one_op};
 
     #[test]
-    fn every_conv2d_and_max_pool_and_nothing_else_is_rerouted() {
+    fn every_conv2d_max_pool_and_linear_and_nothing_else_is_rerouted() {
         let code = "        let conv2d1 = Conv2dConfig::new([32, 32], [3, 3])\n            .with_groups(32)\n            .init(device);\n\
                     let conv2d2 = Conv2dConfig::new([32, 64], [3, 3])\n            .with_groups(1)\n            .init(device);\n\
                     let conv1d1 = Conv1dConfig::new(8, 8, 3)\n            .init(device);\n\
@@ -306,10 +310,10 @@ mod tests {
         assert!(out.contains("let a = crate::kernels::conv2d::forward(&self.conv2d1, x);"));
         assert!(out.contains("let b = crate::kernels::conv2d::forward(&self.conv2d2, a);"));
         assert!(out.contains("let f = crate::kernels::max_pool2d(&self.maxpool2d1, e);"));
+        assert!(out.contains("let d = crate::kernels::linear(&self.linear1, c);"));
         for kept in [
             "self.avgpool2d1.forward(f)",
             "self.conv1d1.forward(b)",
-            "self.linear1.forward(c)",
             // Not declared in this code: a prefix match on `conv2d1` must not touch it.
             "self.conv2d11.forward(d)",
         ] {

@@ -21,6 +21,9 @@
 //!   window's range with integer divisions per output value and branches on every comparison;
 //!   here ranges are computed once per row and column and each window position is compared with a
 //!   whole output row at once, branch-free.
+//! - [`linear`], linear layers (the CLIP ViT): burn keeps a linear layer on `[tokens, batch,
+//!   width]` as one small gemm per token position, each packing the weight again; here the
+//!   leading dims are folded into the rows and the layer is one product.
 //! - [`relu6`], ReLU6: as `relu(x).clamp_max(6)` its backward is a relu mask plus a comparison and
 //!   a `mask_fill`; here it is one parallel pass over the gradient and the saved output.
 //!
@@ -31,9 +34,11 @@
 pub mod conv2d;
 #[cfg(feature = "flex")]
 mod dense;
+mod linear;
 mod max_pool;
 mod relu6;
 
+pub use linear::linear;
 pub use max_pool::max_pool2d;
 pub use relu6::relu6;
 

@@ -178,7 +178,7 @@ impl Submodule1 {
                 .cast(dtype)
         };
         let transpose2_out1 = layernormalization2_out1.permute([1, 0, 2]);
-        let linear1_out1 = self.linear1.forward(transpose2_out1);
+        let linear1_out1 = crate::kernels::linear(&self.linear1, transpose2_out1);
         let reshape2_out1 = linear1_out1.reshape([50, -1, 3, 768]);
         let unsqueeze1_out1: Tensor<5> = reshape2_out1.unsqueeze_dims::<5>(&[0]);
         let transpose3_out1 = unsqueeze1_out1.permute([3, 1, 2, 0, 4]);
@@ -245,7 +245,7 @@ impl Submodule1 {
         let matmul3_out1 = softmax1_out1.matmul(reshape8_out1);
         let transpose8_out1 = matmul3_out1.permute([2, 0, 1, 3]);
         let reshape11_out1 = transpose8_out1.reshape([-1, 768]);
-        let linear2_out1 = self.linear2.forward(reshape11_out1);
+        let linear2_out1 = crate::kernels::linear(&self.linear2, reshape11_out1);
         let reshape12_out1 = linear2_out1.reshape([50, -1, 768]);
         let transpose9_out1 = reshape12_out1.permute([1, 0, 2]);
         let add2_out1 = layernormalization1_out1.add(transpose9_out1);
@@ -255,14 +255,14 @@ impl Submodule1 {
                 .forward(add2_out1.clone().cast(burn::tensor::DType::F32))
                 .cast(dtype)
         };
-        let linear3_out1 = self.linear3.forward(layernormalization3_out1);
+        let linear3_out1 = crate::kernels::linear(&self.linear3, layernormalization3_out1);
         let constant169_out1 = self.constant169.val();
         let mul3_out1 = linear3_out1
             .clone()
             .mul((constant169_out1.clone()).unsqueeze_dims(&[0isize, 1isize]));
         let sigmoid1_out1 = burn::tensor::activation::sigmoid(mul3_out1);
         let mul4_out1 = linear3_out1.mul(sigmoid1_out1);
-        let linear4_out1 = self.linear4.forward(mul4_out1);
+        let linear4_out1 = crate::kernels::linear(&self.linear4, mul4_out1);
         let add3_out1 = add2_out1.add(linear4_out1);
         let layernormalization4_out1 = {
             let dtype = add3_out1.clone().dtype();
@@ -271,7 +271,7 @@ impl Submodule1 {
                 .cast(dtype)
         };
         let transpose10_out1 = layernormalization4_out1.permute([1, 0, 2]);
-        let linear5_out1 = self.linear5.forward(transpose10_out1);
+        let linear5_out1 = crate::kernels::linear(&self.linear5, transpose10_out1);
         let reshape13_out1 = linear5_out1.reshape([50, -1, 3, 768]);
         let unsqueeze2_out1: Tensor<5> = reshape13_out1.unsqueeze_dims::<5>(&[0]);
         let transpose11_out1 = unsqueeze2_out1.permute([3, 1, 2, 0, 4]);
@@ -336,7 +336,7 @@ impl Submodule1 {
         let matmul8_out1 = softmax2_out1.matmul(reshape19_out1);
         let transpose16_out1 = matmul8_out1.permute([2, 0, 1, 3]);
         let reshape22_out1 = transpose16_out1.reshape([-1, 768]);
-        let linear6_out1 = self.linear6.forward(reshape22_out1);
+        let linear6_out1 = crate::kernels::linear(&self.linear6, reshape22_out1);
         let reshape23_out1 = linear6_out1.reshape([50, -1, 768]);
         let transpose17_out1 = reshape23_out1.permute([1, 0, 2]);
         let add4_out1 = add3_out1.add(transpose17_out1);
@@ -417,13 +417,13 @@ impl Submodule2 {
                 .forward(add4_out1.clone().cast(burn::tensor::DType::F32))
                 .cast(dtype)
         };
-        let linear7_out1 = self.linear7.forward(layernormalization5_out1);
+        let linear7_out1 = crate::kernels::linear(&self.linear7, layernormalization5_out1);
         let mul7_out1 = linear7_out1
             .clone()
             .mul((constant169_out1.clone()).unsqueeze_dims(&[0isize, 1isize]));
         let sigmoid2_out1 = burn::tensor::activation::sigmoid(mul7_out1);
         let mul8_out1 = linear7_out1.mul(sigmoid2_out1);
-        let linear8_out1 = self.linear8.forward(mul8_out1);
+        let linear8_out1 = crate::kernels::linear(&self.linear8, mul8_out1);
         let add5_out1 = add4_out1.add(linear8_out1);
         let layernormalization6_out1 = {
             let dtype = add5_out1.clone().dtype();
@@ -432,7 +432,7 @@ impl Submodule2 {
                 .cast(dtype)
         };
         let transpose18_out1 = layernormalization6_out1.permute([1, 0, 2]);
-        let linear9_out1 = self.linear9.forward(transpose18_out1);
+        let linear9_out1 = crate::kernels::linear(&self.linear9, transpose18_out1);
         let reshape24_out1 = linear9_out1.reshape([50, -1, 3, 768]);
         let unsqueeze3_out1: Tensor<5> = reshape24_out1.unsqueeze_dims::<5>(&[0]);
         let transpose19_out1 = unsqueeze3_out1.permute([3, 1, 2, 0, 4]);
@@ -497,7 +497,7 @@ impl Submodule2 {
         let matmul13_out1 = softmax3_out1.matmul(reshape30_out1);
         let transpose24_out1 = matmul13_out1.permute([2, 0, 1, 3]);
         let reshape33_out1 = transpose24_out1.reshape([-1, 768]);
-        let linear10_out1 = self.linear10.forward(reshape33_out1);
+        let linear10_out1 = crate::kernels::linear(&self.linear10, reshape33_out1);
         let reshape34_out1 = linear10_out1.reshape([50, -1, 768]);
         let transpose25_out1 = reshape34_out1.permute([1, 0, 2]);
         let add6_out1 = add5_out1.add(transpose25_out1);
@@ -507,13 +507,13 @@ impl Submodule2 {
                 .forward(add6_out1.clone().cast(burn::tensor::DType::F32))
                 .cast(dtype)
         };
-        let linear11_out1 = self.linear11.forward(layernormalization7_out1);
+        let linear11_out1 = crate::kernels::linear(&self.linear11, layernormalization7_out1);
         let mul11_out1 = linear11_out1
             .clone()
             .mul((constant169_out1).unsqueeze_dims(&[0isize, 1isize]));
         let sigmoid3_out1 = burn::tensor::activation::sigmoid(mul11_out1);
         let mul12_out1 = linear11_out1.mul(sigmoid3_out1);
-        let linear12_out1 = self.linear12.forward(mul12_out1);
+        let linear12_out1 = crate::kernels::linear(&self.linear12, mul12_out1);
         let add7_out1 = add6_out1.add(linear12_out1);
         let layernormalization8_out1 = {
             let dtype = add7_out1.clone().dtype();
@@ -522,7 +522,7 @@ impl Submodule2 {
                 .cast(dtype)
         };
         let transpose26_out1 = layernormalization8_out1.permute([1, 0, 2]);
-        let linear13_out1 = self.linear13.forward(transpose26_out1);
+        let linear13_out1 = crate::kernels::linear(&self.linear13, transpose26_out1);
         let reshape35_out1 = linear13_out1.reshape([50, -1, 3, 768]);
         let unsqueeze4_out1: Tensor<5> = reshape35_out1.unsqueeze_dims::<5>(&[0]);
         let transpose27_out1 = unsqueeze4_out1.permute([3, 1, 2, 0, 4]);
@@ -587,7 +587,7 @@ impl Submodule2 {
         let matmul18_out1 = softmax4_out1.matmul(reshape41_out1);
         let transpose32_out1 = matmul18_out1.permute([2, 0, 1, 3]);
         let reshape44_out1 = transpose32_out1.reshape([-1, 768]);
-        let linear14_out1 = self.linear14.forward(reshape44_out1);
+        let linear14_out1 = crate::kernels::linear(&self.linear14, reshape44_out1);
         let reshape45_out1 = linear14_out1.reshape([50, -1, 768]);
         let transpose33_out1 = reshape45_out1.permute([1, 0, 2]);
         let add8_out1 = add7_out1.add(transpose33_out1);
@@ -668,13 +668,13 @@ impl Submodule3 {
                 .forward(add8_out1.clone().cast(burn::tensor::DType::F32))
                 .cast(dtype)
         };
-        let linear15_out1 = self.linear15.forward(layernormalization9_out1);
+        let linear15_out1 = crate::kernels::linear(&self.linear15, layernormalization9_out1);
         let mul15_out1 = linear15_out1
             .clone()
             .mul((constant169_out1.clone()).unsqueeze_dims(&[0isize, 1isize]));
         let sigmoid4_out1 = burn::tensor::activation::sigmoid(mul15_out1);
         let mul16_out1 = linear15_out1.mul(sigmoid4_out1);
-        let linear16_out1 = self.linear16.forward(mul16_out1);
+        let linear16_out1 = crate::kernels::linear(&self.linear16, mul16_out1);
         let add9_out1 = add8_out1.add(linear16_out1);
         let layernormalization10_out1 = {
             let dtype = add9_out1.clone().dtype();
@@ -683,7 +683,7 @@ impl Submodule3 {
                 .cast(dtype)
         };
         let transpose34_out1 = layernormalization10_out1.permute([1, 0, 2]);
-        let linear17_out1 = self.linear17.forward(transpose34_out1);
+        let linear17_out1 = crate::kernels::linear(&self.linear17, transpose34_out1);
         let reshape46_out1 = linear17_out1.reshape([50, -1, 3, 768]);
         let unsqueeze5_out1: Tensor<5> = reshape46_out1.unsqueeze_dims::<5>(&[0]);
         let transpose35_out1 = unsqueeze5_out1.permute([3, 1, 2, 0, 4]);
@@ -748,7 +748,7 @@ impl Submodule3 {
         let matmul23_out1 = softmax5_out1.matmul(reshape52_out1);
         let transpose40_out1 = matmul23_out1.permute([2, 0, 1, 3]);
         let reshape55_out1 = transpose40_out1.reshape([-1, 768]);
-        let linear18_out1 = self.linear18.forward(reshape55_out1);
+        let linear18_out1 = crate::kernels::linear(&self.linear18, reshape55_out1);
         let reshape56_out1 = linear18_out1.reshape([50, -1, 768]);
         let transpose41_out1 = reshape56_out1.permute([1, 0, 2]);
         let add10_out1 = add9_out1.add(transpose41_out1);
@@ -758,13 +758,13 @@ impl Submodule3 {
                 .forward(add10_out1.clone().cast(burn::tensor::DType::F32))
                 .cast(dtype)
         };
-        let linear19_out1 = self.linear19.forward(layernormalization11_out1);
+        let linear19_out1 = crate::kernels::linear(&self.linear19, layernormalization11_out1);
         let mul19_out1 = linear19_out1
             .clone()
             .mul((constant169_out1).unsqueeze_dims(&[0isize, 1isize]));
         let sigmoid5_out1 = burn::tensor::activation::sigmoid(mul19_out1);
         let mul20_out1 = linear19_out1.mul(sigmoid5_out1);
-        let linear20_out1 = self.linear20.forward(mul20_out1);
+        let linear20_out1 = crate::kernels::linear(&self.linear20, mul20_out1);
         let add11_out1 = add10_out1.add(linear20_out1);
         let layernormalization12_out1 = {
             let dtype = add11_out1.clone().dtype();
@@ -773,7 +773,7 @@ impl Submodule3 {
                 .cast(dtype)
         };
         let transpose42_out1 = layernormalization12_out1.permute([1, 0, 2]);
-        let linear21_out1 = self.linear21.forward(transpose42_out1);
+        let linear21_out1 = crate::kernels::linear(&self.linear21, transpose42_out1);
         let reshape57_out1 = linear21_out1.reshape([50, -1, 3, 768]);
         let unsqueeze6_out1: Tensor<5> = reshape57_out1.unsqueeze_dims::<5>(&[0]);
         let transpose43_out1 = unsqueeze6_out1.permute([3, 1, 2, 0, 4]);
@@ -838,7 +838,7 @@ impl Submodule3 {
         let matmul28_out1 = softmax6_out1.matmul(reshape63_out1);
         let transpose48_out1 = matmul28_out1.permute([2, 0, 1, 3]);
         let reshape66_out1 = transpose48_out1.reshape([-1, 768]);
-        let linear22_out1 = self.linear22.forward(reshape66_out1);
+        let linear22_out1 = crate::kernels::linear(&self.linear22, reshape66_out1);
         let reshape67_out1 = linear22_out1.reshape([50, -1, 768]);
         let transpose49_out1 = reshape67_out1.permute([1, 0, 2]);
         let add12_out1 = add11_out1.add(transpose49_out1);
@@ -919,13 +919,13 @@ impl Submodule4 {
                 .forward(add12_out1.clone().cast(burn::tensor::DType::F32))
                 .cast(dtype)
         };
-        let linear23_out1 = self.linear23.forward(layernormalization13_out1);
+        let linear23_out1 = crate::kernels::linear(&self.linear23, layernormalization13_out1);
         let mul23_out1 = linear23_out1
             .clone()
             .mul((constant169_out1.clone()).unsqueeze_dims(&[0isize, 1isize]));
         let sigmoid6_out1 = burn::tensor::activation::sigmoid(mul23_out1);
         let mul24_out1 = linear23_out1.mul(sigmoid6_out1);
-        let linear24_out1 = self.linear24.forward(mul24_out1);
+        let linear24_out1 = crate::kernels::linear(&self.linear24, mul24_out1);
         let add13_out1 = add12_out1.add(linear24_out1);
         let layernormalization14_out1 = {
             let dtype = add13_out1.clone().dtype();
@@ -934,7 +934,7 @@ impl Submodule4 {
                 .cast(dtype)
         };
         let transpose50_out1 = layernormalization14_out1.permute([1, 0, 2]);
-        let linear25_out1 = self.linear25.forward(transpose50_out1);
+        let linear25_out1 = crate::kernels::linear(&self.linear25, transpose50_out1);
         let reshape68_out1 = linear25_out1.reshape([50, -1, 3, 768]);
         let unsqueeze7_out1: Tensor<5> = reshape68_out1.unsqueeze_dims::<5>(&[0]);
         let transpose51_out1 = unsqueeze7_out1.permute([3, 1, 2, 0, 4]);
@@ -999,7 +999,7 @@ impl Submodule4 {
         let matmul33_out1 = softmax7_out1.matmul(reshape74_out1);
         let transpose56_out1 = matmul33_out1.permute([2, 0, 1, 3]);
         let reshape77_out1 = transpose56_out1.reshape([-1, 768]);
-        let linear26_out1 = self.linear26.forward(reshape77_out1);
+        let linear26_out1 = crate::kernels::linear(&self.linear26, reshape77_out1);
         let reshape78_out1 = linear26_out1.reshape([50, -1, 768]);
         let transpose57_out1 = reshape78_out1.permute([1, 0, 2]);
         let add14_out1 = add13_out1.add(transpose57_out1);
@@ -1009,13 +1009,13 @@ impl Submodule4 {
                 .forward(add14_out1.clone().cast(burn::tensor::DType::F32))
                 .cast(dtype)
         };
-        let linear27_out1 = self.linear27.forward(layernormalization15_out1);
+        let linear27_out1 = crate::kernels::linear(&self.linear27, layernormalization15_out1);
         let mul27_out1 = linear27_out1
             .clone()
             .mul((constant169_out1).unsqueeze_dims(&[0isize, 1isize]));
         let sigmoid7_out1 = burn::tensor::activation::sigmoid(mul27_out1);
         let mul28_out1 = linear27_out1.mul(sigmoid7_out1);
-        let linear28_out1 = self.linear28.forward(mul28_out1);
+        let linear28_out1 = crate::kernels::linear(&self.linear28, mul28_out1);
         let add15_out1 = add14_out1.add(linear28_out1);
         let layernormalization16_out1 = {
             let dtype = add15_out1.clone().dtype();
@@ -1024,7 +1024,7 @@ impl Submodule4 {
                 .cast(dtype)
         };
         let transpose58_out1 = layernormalization16_out1.permute([1, 0, 2]);
-        let linear29_out1 = self.linear29.forward(transpose58_out1);
+        let linear29_out1 = crate::kernels::linear(&self.linear29, transpose58_out1);
         let reshape79_out1 = linear29_out1.reshape([50, -1, 3, 768]);
         let unsqueeze8_out1: Tensor<5> = reshape79_out1.unsqueeze_dims::<5>(&[0]);
         let transpose59_out1 = unsqueeze8_out1.permute([3, 1, 2, 0, 4]);
@@ -1089,7 +1089,7 @@ impl Submodule4 {
         let matmul38_out1 = softmax8_out1.matmul(reshape85_out1);
         let transpose64_out1 = matmul38_out1.permute([2, 0, 1, 3]);
         let reshape88_out1 = transpose64_out1.reshape([-1, 768]);
-        let linear30_out1 = self.linear30.forward(reshape88_out1);
+        let linear30_out1 = crate::kernels::linear(&self.linear30, reshape88_out1);
         let reshape89_out1 = linear30_out1.reshape([50, -1, 768]);
         let transpose65_out1 = reshape89_out1.permute([1, 0, 2]);
         let add16_out1 = add15_out1.add(transpose65_out1);
@@ -1170,13 +1170,13 @@ impl Submodule5 {
                 .forward(add16_out1.clone().cast(burn::tensor::DType::F32))
                 .cast(dtype)
         };
-        let linear31_out1 = self.linear31.forward(layernormalization17_out1);
+        let linear31_out1 = crate::kernels::linear(&self.linear31, layernormalization17_out1);
         let mul31_out1 = linear31_out1
             .clone()
             .mul((constant169_out1.clone()).unsqueeze_dims(&[0isize, 1isize]));
         let sigmoid8_out1 = burn::tensor::activation::sigmoid(mul31_out1);
         let mul32_out1 = linear31_out1.mul(sigmoid8_out1);
-        let linear32_out1 = self.linear32.forward(mul32_out1);
+        let linear32_out1 = crate::kernels::linear(&self.linear32, mul32_out1);
         let add17_out1 = add16_out1.add(linear32_out1);
         let layernormalization18_out1 = {
             let dtype = add17_out1.clone().dtype();
@@ -1185,7 +1185,7 @@ impl Submodule5 {
                 .cast(dtype)
         };
         let transpose66_out1 = layernormalization18_out1.permute([1, 0, 2]);
-        let linear33_out1 = self.linear33.forward(transpose66_out1);
+        let linear33_out1 = crate::kernels::linear(&self.linear33, transpose66_out1);
         let reshape90_out1 = linear33_out1.reshape([50, -1, 3, 768]);
         let unsqueeze9_out1: Tensor<5> = reshape90_out1.unsqueeze_dims::<5>(&[0]);
         let transpose67_out1 = unsqueeze9_out1.permute([3, 1, 2, 0, 4]);
@@ -1250,7 +1250,7 @@ impl Submodule5 {
         let matmul43_out1 = softmax9_out1.matmul(reshape96_out1);
         let transpose72_out1 = matmul43_out1.permute([2, 0, 1, 3]);
         let reshape99_out1 = transpose72_out1.reshape([-1, 768]);
-        let linear34_out1 = self.linear34.forward(reshape99_out1);
+        let linear34_out1 = crate::kernels::linear(&self.linear34, reshape99_out1);
         let reshape100_out1 = linear34_out1.reshape([50, -1, 768]);
         let transpose73_out1 = reshape100_out1.permute([1, 0, 2]);
         let add18_out1 = add17_out1.add(transpose73_out1);
@@ -1260,13 +1260,13 @@ impl Submodule5 {
                 .forward(add18_out1.clone().cast(burn::tensor::DType::F32))
                 .cast(dtype)
         };
-        let linear35_out1 = self.linear35.forward(layernormalization19_out1);
+        let linear35_out1 = crate::kernels::linear(&self.linear35, layernormalization19_out1);
         let mul35_out1 = linear35_out1
             .clone()
             .mul((constant169_out1).unsqueeze_dims(&[0isize, 1isize]));
         let sigmoid9_out1 = burn::tensor::activation::sigmoid(mul35_out1);
         let mul36_out1 = linear35_out1.mul(sigmoid9_out1);
-        let linear36_out1 = self.linear36.forward(mul36_out1);
+        let linear36_out1 = crate::kernels::linear(&self.linear36, mul36_out1);
         let add19_out1 = add18_out1.add(linear36_out1);
         let layernormalization20_out1 = {
             let dtype = add19_out1.clone().dtype();
@@ -1275,7 +1275,7 @@ impl Submodule5 {
                 .cast(dtype)
         };
         let transpose74_out1 = layernormalization20_out1.permute([1, 0, 2]);
-        let linear37_out1 = self.linear37.forward(transpose74_out1);
+        let linear37_out1 = crate::kernels::linear(&self.linear37, transpose74_out1);
         let reshape101_out1 = linear37_out1.reshape([50, -1, 3, 768]);
         let unsqueeze10_out1: Tensor<5> = reshape101_out1.unsqueeze_dims::<5>(&[0]);
         let transpose75_out1 = unsqueeze10_out1.permute([3, 1, 2, 0, 4]);
@@ -1340,7 +1340,7 @@ impl Submodule5 {
         let matmul48_out1 = softmax10_out1.matmul(reshape107_out1);
         let transpose80_out1 = matmul48_out1.permute([2, 0, 1, 3]);
         let reshape110_out1 = transpose80_out1.reshape([-1, 768]);
-        let linear38_out1 = self.linear38.forward(reshape110_out1);
+        let linear38_out1 = crate::kernels::linear(&self.linear38, reshape110_out1);
         let reshape111_out1 = linear38_out1.reshape([50, -1, 768]);
         let transpose81_out1 = reshape111_out1.permute([1, 0, 2]);
         let add20_out1 = add19_out1.add(transpose81_out1);
@@ -1442,13 +1442,13 @@ impl Submodule6 {
                 .forward(add20_out1.clone().cast(burn::tensor::DType::F32))
                 .cast(dtype)
         };
-        let linear39_out1 = self.linear39.forward(layernormalization21_out1);
+        let linear39_out1 = crate::kernels::linear(&self.linear39, layernormalization21_out1);
         let mul39_out1 = linear39_out1
             .clone()
             .mul((constant169_out1.clone()).unsqueeze_dims(&[0isize, 1isize]));
         let sigmoid10_out1 = burn::tensor::activation::sigmoid(mul39_out1);
         let mul40_out1 = linear39_out1.mul(sigmoid10_out1);
-        let linear40_out1 = self.linear40.forward(mul40_out1);
+        let linear40_out1 = crate::kernels::linear(&self.linear40, mul40_out1);
         let add21_out1 = add20_out1.add(linear40_out1);
         let layernormalization22_out1 = {
             let dtype = add21_out1.clone().dtype();
@@ -1457,7 +1457,7 @@ impl Submodule6 {
                 .cast(dtype)
         };
         let transpose82_out1 = layernormalization22_out1.permute([1, 0, 2]);
-        let linear41_out1 = self.linear41.forward(transpose82_out1);
+        let linear41_out1 = crate::kernels::linear(&self.linear41, transpose82_out1);
         let reshape112_out1 = linear41_out1.reshape([50, -1, 3, 768]);
         let unsqueeze11_out1: Tensor<5> = reshape112_out1.unsqueeze_dims::<5>(&[0]);
         let transpose83_out1 = unsqueeze11_out1.permute([3, 1, 2, 0, 4]);
@@ -1522,7 +1522,7 @@ impl Submodule6 {
         let matmul53_out1 = softmax11_out1.matmul(reshape118_out1);
         let transpose88_out1 = matmul53_out1.permute([2, 0, 1, 3]);
         let reshape121_out1 = transpose88_out1.reshape([-1, 768]);
-        let linear42_out1 = self.linear42.forward(reshape121_out1);
+        let linear42_out1 = crate::kernels::linear(&self.linear42, reshape121_out1);
         let reshape122_out1 = linear42_out1.reshape([50, -1, 768]);
         let transpose89_out1 = reshape122_out1.permute([1, 0, 2]);
         let add22_out1 = add21_out1.add(transpose89_out1);
@@ -1532,13 +1532,13 @@ impl Submodule6 {
                 .forward(add22_out1.clone().cast(burn::tensor::DType::F32))
                 .cast(dtype)
         };
-        let linear43_out1 = self.linear43.forward(layernormalization23_out1);
+        let linear43_out1 = crate::kernels::linear(&self.linear43, layernormalization23_out1);
         let mul43_out1 = linear43_out1
             .clone()
             .mul((constant169_out1.clone()).unsqueeze_dims(&[0isize, 1isize]));
         let sigmoid11_out1 = burn::tensor::activation::sigmoid(mul43_out1);
         let mul44_out1 = linear43_out1.mul(sigmoid11_out1);
-        let linear44_out1 = self.linear44.forward(mul44_out1);
+        let linear44_out1 = crate::kernels::linear(&self.linear44, mul44_out1);
         let add23_out1 = add22_out1.add(linear44_out1);
         let layernormalization24_out1 = {
             let dtype = add23_out1.clone().dtype();
@@ -1547,7 +1547,7 @@ impl Submodule6 {
                 .cast(dtype)
         };
         let transpose90_out1 = layernormalization24_out1.permute([1, 0, 2]);
-        let linear45_out1 = self.linear45.forward(transpose90_out1);
+        let linear45_out1 = crate::kernels::linear(&self.linear45, transpose90_out1);
         let reshape123_out1 = linear45_out1.reshape([50, -1, 3, 768]);
         let unsqueeze12_out1: Tensor<5> = reshape123_out1.unsqueeze_dims::<5>(&[0]);
         let transpose91_out1 = unsqueeze12_out1.permute([3, 1, 2, 0, 4]);
@@ -1612,7 +1612,7 @@ impl Submodule6 {
         let matmul58_out1 = softmax12_out1.matmul(reshape129_out1);
         let transpose96_out1 = matmul58_out1.permute([2, 0, 1, 3]);
         let reshape132_out1 = transpose96_out1.reshape([-1, 768]);
-        let linear46_out1 = self.linear46.forward(reshape132_out1);
+        let linear46_out1 = crate::kernels::linear(&self.linear46, reshape132_out1);
         let reshape133_out1 = linear46_out1.reshape([50, -1, 768]);
         let transpose97_out1 = reshape133_out1.permute([1, 0, 2]);
         let add24_out1 = add23_out1.add(transpose97_out1);
@@ -1622,13 +1622,13 @@ impl Submodule6 {
                 .forward(add24_out1.clone().cast(burn::tensor::DType::F32))
                 .cast(dtype)
         };
-        let linear47_out1 = self.linear47.forward(layernormalization25_out1);
+        let linear47_out1 = crate::kernels::linear(&self.linear47, layernormalization25_out1);
         let mul47_out1 = linear47_out1
             .clone()
             .mul((constant169_out1).unsqueeze_dims(&[0isize, 1isize]));
         let sigmoid12_out1 = burn::tensor::activation::sigmoid(mul47_out1);
         let mul48_out1 = linear47_out1.mul(sigmoid12_out1);
-        let linear48_out1 = self.linear48.forward(mul48_out1);
+        let linear48_out1 = crate::kernels::linear(&self.linear48, mul48_out1);
         let add25_out1 = add24_out1.add(linear48_out1);
         let layernormalization26_out1 = {
             let dtype = add25_out1.dtype();
@@ -1640,7 +1640,7 @@ impl Submodule6 {
             let sliced = layernormalization26_out1.slice(s![.., 0, ..]);
             sliced.squeeze_dim::<2usize>(1)
         };
-        let linear49_out1 = self.linear49.forward(gather37_out1);
+        let linear49_out1 = crate::kernels::linear(&self.linear49, gather37_out1);
         linear49_out1
     }
 }

@@ -155,7 +155,7 @@ impl Submodule1 {
                 .cast(dtype)
         };
         let transpose1_out1 = layernormalization1_out1.permute([1, 0, 2]);
-        let linear1_out1 = self.linear1.forward(transpose1_out1);
+        let linear1_out1 = crate::kernels::linear(&self.linear1, transpose1_out1);
         let reshape1_out1 = linear1_out1.reshape([77, -1, 3, 512]);
         let unsqueeze1_out1: Tensor<5> = reshape1_out1.unsqueeze_dims::<5>(&[0]);
         let transpose2_out1 = unsqueeze1_out1.permute([3, 1, 2, 0, 4]);
@@ -224,7 +224,7 @@ impl Submodule1 {
         let matmul3_out1 = softmax1_out1.matmul(reshape7_out1);
         let transpose7_out1 = matmul3_out1.permute([2, 0, 1, 3]);
         let reshape10_out1 = transpose7_out1.reshape([-1, 512]);
-        let linear2_out1 = self.linear2.forward(reshape10_out1);
+        let linear2_out1 = crate::kernels::linear(&self.linear2, reshape10_out1);
         let reshape11_out1 = linear2_out1.reshape([77, -1, 512]);
         let transpose8_out1 = reshape11_out1.permute([1, 0, 2]);
         let add3_out1 = add1_out1.add(transpose8_out1);
@@ -234,14 +234,14 @@ impl Submodule1 {
                 .forward(add3_out1.clone().cast(burn::tensor::DType::F32))
                 .cast(dtype)
         };
-        let linear3_out1 = self.linear3.forward(layernormalization2_out1);
+        let linear3_out1 = crate::kernels::linear(&self.linear3, layernormalization2_out1);
         let constant176_out1 = self.constant176.val();
         let mul3_out1 = linear3_out1
             .clone()
             .mul((constant176_out1.clone()).unsqueeze_dims(&[0isize, 1isize]));
         let sigmoid1_out1 = burn::tensor::activation::sigmoid(mul3_out1);
         let mul4_out1 = linear3_out1.mul(sigmoid1_out1);
-        let linear4_out1 = self.linear4.forward(mul4_out1);
+        let linear4_out1 = crate::kernels::linear(&self.linear4, mul4_out1);
         let add4_out1 = add3_out1.add(linear4_out1);
         let layernormalization3_out1 = {
             let dtype = add4_out1.clone().dtype();
@@ -250,7 +250,7 @@ impl Submodule1 {
                 .cast(dtype)
         };
         let transpose9_out1 = layernormalization3_out1.permute([1, 0, 2]);
-        let linear5_out1 = self.linear5.forward(transpose9_out1);
+        let linear5_out1 = crate::kernels::linear(&self.linear5, transpose9_out1);
         let reshape12_out1 = linear5_out1.reshape([77, -1, 3, 512]);
         let unsqueeze2_out1: Tensor<5> = reshape12_out1.unsqueeze_dims::<5>(&[0]);
         let transpose10_out1 = unsqueeze2_out1.permute([3, 1, 2, 0, 4]);
@@ -317,7 +317,7 @@ impl Submodule1 {
         let matmul8_out1 = softmax2_out1.matmul(reshape18_out1);
         let transpose15_out1 = matmul8_out1.permute([2, 0, 1, 3]);
         let reshape21_out1 = transpose15_out1.reshape([-1, 512]);
-        let linear6_out1 = self.linear6.forward(reshape21_out1);
+        let linear6_out1 = crate::kernels::linear(&self.linear6, reshape21_out1);
         let reshape22_out1 = linear6_out1.reshape([77, -1, 512]);
         let transpose16_out1 = reshape22_out1.permute([1, 0, 2]);
         let add6_out1 = add4_out1.add(transpose16_out1);
@@ -420,13 +420,13 @@ impl Submodule2 {
                 .forward(add6_out1.clone().cast(burn::tensor::DType::F32))
                 .cast(dtype)
         };
-        let linear7_out1 = self.linear7.forward(layernormalization4_out1);
+        let linear7_out1 = crate::kernels::linear(&self.linear7, layernormalization4_out1);
         let mul7_out1 = linear7_out1
             .clone()
             .mul((constant176_out1.clone()).unsqueeze_dims(&[0isize, 1isize]));
         let sigmoid2_out1 = burn::tensor::activation::sigmoid(mul7_out1);
         let mul8_out1 = linear7_out1.mul(sigmoid2_out1);
-        let linear8_out1 = self.linear8.forward(mul8_out1);
+        let linear8_out1 = crate::kernels::linear(&self.linear8, mul8_out1);
         let add7_out1 = add6_out1.add(linear8_out1);
         let layernormalization5_out1 = {
             let dtype = add7_out1.clone().dtype();
@@ -435,7 +435,7 @@ impl Submodule2 {
                 .cast(dtype)
         };
         let transpose17_out1 = layernormalization5_out1.permute([1, 0, 2]);
-        let linear9_out1 = self.linear9.forward(transpose17_out1);
+        let linear9_out1 = crate::kernels::linear(&self.linear9, transpose17_out1);
         let reshape23_out1 = linear9_out1.reshape([77, -1, 3, 512]);
         let unsqueeze3_out1: Tensor<5> = reshape23_out1.unsqueeze_dims::<5>(&[0]);
         let transpose18_out1 = unsqueeze3_out1.permute([3, 1, 2, 0, 4]);
@@ -502,7 +502,7 @@ impl Submodule2 {
         let matmul13_out1 = softmax3_out1.matmul(reshape29_out1);
         let transpose23_out1 = matmul13_out1.permute([2, 0, 1, 3]);
         let reshape32_out1 = transpose23_out1.reshape([-1, 512]);
-        let linear10_out1 = self.linear10.forward(reshape32_out1);
+        let linear10_out1 = crate::kernels::linear(&self.linear10, reshape32_out1);
         let reshape33_out1 = linear10_out1.reshape([77, -1, 512]);
         let transpose24_out1 = reshape33_out1.permute([1, 0, 2]);
         let add9_out1 = add7_out1.add(transpose24_out1);
@@ -512,13 +512,13 @@ impl Submodule2 {
                 .forward(add9_out1.clone().cast(burn::tensor::DType::F32))
                 .cast(dtype)
         };
-        let linear11_out1 = self.linear11.forward(layernormalization6_out1);
+        let linear11_out1 = crate::kernels::linear(&self.linear11, layernormalization6_out1);
         let mul11_out1 = linear11_out1
             .clone()
             .mul((constant176_out1).unsqueeze_dims(&[0isize, 1isize]));
         let sigmoid3_out1 = burn::tensor::activation::sigmoid(mul11_out1);
         let mul12_out1 = linear11_out1.mul(sigmoid3_out1);
-        let linear12_out1 = self.linear12.forward(mul12_out1);
+        let linear12_out1 = crate::kernels::linear(&self.linear12, mul12_out1);
         let add10_out1 = add9_out1.add(linear12_out1);
         let layernormalization7_out1 = {
             let dtype = add10_out1.clone().dtype();
@@ -527,7 +527,7 @@ impl Submodule2 {
                 .cast(dtype)
         };
         let transpose25_out1 = layernormalization7_out1.permute([1, 0, 2]);
-        let linear13_out1 = self.linear13.forward(transpose25_out1);
+        let linear13_out1 = crate::kernels::linear(&self.linear13, transpose25_out1);
         let reshape34_out1 = linear13_out1.reshape([77, -1, 3, 512]);
         let unsqueeze4_out1: Tensor<5> = reshape34_out1.unsqueeze_dims::<5>(&[0]);
         let transpose26_out1 = unsqueeze4_out1.permute([3, 1, 2, 0, 4]);
@@ -594,7 +594,7 @@ impl Submodule2 {
         let matmul18_out1 = softmax4_out1.matmul(reshape40_out1);
         let transpose31_out1 = matmul18_out1.permute([2, 0, 1, 3]);
         let reshape43_out1 = transpose31_out1.reshape([-1, 512]);
-        let linear14_out1 = self.linear14.forward(reshape43_out1);
+        let linear14_out1 = crate::kernels::linear(&self.linear14, reshape43_out1);
         let reshape44_out1 = linear14_out1.reshape([77, -1, 512]);
         let transpose32_out1 = reshape44_out1.permute([1, 0, 2]);
         let add12_out1 = add10_out1.add(transpose32_out1);
@@ -697,13 +697,13 @@ impl Submodule3 {
                 .forward(add12_out1.clone().cast(burn::tensor::DType::F32))
                 .cast(dtype)
         };
-        let linear15_out1 = self.linear15.forward(layernormalization8_out1);
+        let linear15_out1 = crate::kernels::linear(&self.linear15, layernormalization8_out1);
         let mul15_out1 = linear15_out1
             .clone()
             .mul((constant176_out1.clone()).unsqueeze_dims(&[0isize, 1isize]));
         let sigmoid4_out1 = burn::tensor::activation::sigmoid(mul15_out1);
         let mul16_out1 = linear15_out1.mul(sigmoid4_out1);
-        let linear16_out1 = self.linear16.forward(mul16_out1);
+        let linear16_out1 = crate::kernels::linear(&self.linear16, mul16_out1);
         let add13_out1 = add12_out1.add(linear16_out1);
         let layernormalization9_out1 = {
             let dtype = add13_out1.clone().dtype();
@@ -712,7 +712,7 @@ impl Submodule3 {
                 .cast(dtype)
         };
         let transpose33_out1 = layernormalization9_out1.permute([1, 0, 2]);
-        let linear17_out1 = self.linear17.forward(transpose33_out1);
+        let linear17_out1 = crate::kernels::linear(&self.linear17, transpose33_out1);
         let reshape45_out1 = linear17_out1.reshape([77, -1, 3, 512]);
         let unsqueeze5_out1: Tensor<5> = reshape45_out1.unsqueeze_dims::<5>(&[0]);
         let transpose34_out1 = unsqueeze5_out1.permute([3, 1, 2, 0, 4]);
@@ -779,7 +779,7 @@ impl Submodule3 {
         let matmul23_out1 = softmax5_out1.matmul(reshape51_out1);
         let transpose39_out1 = matmul23_out1.permute([2, 0, 1, 3]);
         let reshape54_out1 = transpose39_out1.reshape([-1, 512]);
-        let linear18_out1 = self.linear18.forward(reshape54_out1);
+        let linear18_out1 = crate::kernels::linear(&self.linear18, reshape54_out1);
         let reshape55_out1 = linear18_out1.reshape([77, -1, 512]);
         let transpose40_out1 = reshape55_out1.permute([1, 0, 2]);
         let add15_out1 = add13_out1.add(transpose40_out1);
@@ -789,13 +789,13 @@ impl Submodule3 {
                 .forward(add15_out1.clone().cast(burn::tensor::DType::F32))
                 .cast(dtype)
         };
-        let linear19_out1 = self.linear19.forward(layernormalization10_out1);
+        let linear19_out1 = crate::kernels::linear(&self.linear19, layernormalization10_out1);
         let mul19_out1 = linear19_out1
             .clone()
             .mul((constant176_out1).unsqueeze_dims(&[0isize, 1isize]));
         let sigmoid5_out1 = burn::tensor::activation::sigmoid(mul19_out1);
         let mul20_out1 = linear19_out1.mul(sigmoid5_out1);
-        let linear20_out1 = self.linear20.forward(mul20_out1);
+        let linear20_out1 = crate::kernels::linear(&self.linear20, mul20_out1);
         let add16_out1 = add15_out1.add(linear20_out1);
         let layernormalization11_out1 = {
             let dtype = add16_out1.clone().dtype();
@@ -804,7 +804,7 @@ impl Submodule3 {
                 .cast(dtype)
         };
         let transpose41_out1 = layernormalization11_out1.permute([1, 0, 2]);
-        let linear21_out1 = self.linear21.forward(transpose41_out1);
+        let linear21_out1 = crate::kernels::linear(&self.linear21, transpose41_out1);
         let reshape56_out1 = linear21_out1.reshape([77, -1, 3, 512]);
         let unsqueeze6_out1: Tensor<5> = reshape56_out1.unsqueeze_dims::<5>(&[0]);
         let transpose42_out1 = unsqueeze6_out1.permute([3, 1, 2, 0, 4]);
@@ -871,7 +871,7 @@ impl Submodule3 {
         let matmul28_out1 = softmax6_out1.matmul(reshape62_out1);
         let transpose47_out1 = matmul28_out1.permute([2, 0, 1, 3]);
         let reshape65_out1 = transpose47_out1.reshape([-1, 512]);
-        let linear22_out1 = self.linear22.forward(reshape65_out1);
+        let linear22_out1 = crate::kernels::linear(&self.linear22, reshape65_out1);
         let reshape66_out1 = linear22_out1.reshape([77, -1, 512]);
         let transpose48_out1 = reshape66_out1.permute([1, 0, 2]);
         let add18_out1 = add16_out1.add(transpose48_out1);
@@ -974,13 +974,13 @@ impl Submodule4 {
                 .forward(add18_out1.clone().cast(burn::tensor::DType::F32))
                 .cast(dtype)
         };
-        let linear23_out1 = self.linear23.forward(layernormalization12_out1);
+        let linear23_out1 = crate::kernels::linear(&self.linear23, layernormalization12_out1);
         let mul23_out1 = linear23_out1
             .clone()
             .mul((constant176_out1.clone()).unsqueeze_dims(&[0isize, 1isize]));
         let sigmoid6_out1 = burn::tensor::activation::sigmoid(mul23_out1);
         let mul24_out1 = linear23_out1.mul(sigmoid6_out1);
-        let linear24_out1 = self.linear24.forward(mul24_out1);
+        let linear24_out1 = crate::kernels::linear(&self.linear24, mul24_out1);
         let add19_out1 = add18_out1.add(linear24_out1);
         let layernormalization13_out1 = {
             let dtype = add19_out1.clone().dtype();
@@ -989,7 +989,7 @@ impl Submodule4 {
                 .cast(dtype)
         };
         let transpose49_out1 = layernormalization13_out1.permute([1, 0, 2]);
-        let linear25_out1 = self.linear25.forward(transpose49_out1);
+        let linear25_out1 = crate::kernels::linear(&self.linear25, transpose49_out1);
         let reshape67_out1 = linear25_out1.reshape([77, -1, 3, 512]);
         let unsqueeze7_out1: Tensor<5> = reshape67_out1.unsqueeze_dims::<5>(&[0]);
         let transpose50_out1 = unsqueeze7_out1.permute([3, 1, 2, 0, 4]);
@@ -1056,7 +1056,7 @@ impl Submodule4 {
         let matmul33_out1 = softmax7_out1.matmul(reshape73_out1);
         let transpose55_out1 = matmul33_out1.permute([2, 0, 1, 3]);
         let reshape76_out1 = transpose55_out1.reshape([-1, 512]);
-        let linear26_out1 = self.linear26.forward(reshape76_out1);
+        let linear26_out1 = crate::kernels::linear(&self.linear26, reshape76_out1);
         let reshape77_out1 = linear26_out1.reshape([77, -1, 512]);
         let transpose56_out1 = reshape77_out1.permute([1, 0, 2]);
         let add21_out1 = add19_out1.add(transpose56_out1);
@@ -1066,13 +1066,13 @@ impl Submodule4 {
                 .forward(add21_out1.clone().cast(burn::tensor::DType::F32))
                 .cast(dtype)
         };
-        let linear27_out1 = self.linear27.forward(layernormalization14_out1);
+        let linear27_out1 = crate::kernels::linear(&self.linear27, layernormalization14_out1);
         let mul27_out1 = linear27_out1
             .clone()
             .mul((constant176_out1).unsqueeze_dims(&[0isize, 1isize]));
         let sigmoid7_out1 = burn::tensor::activation::sigmoid(mul27_out1);
         let mul28_out1 = linear27_out1.mul(sigmoid7_out1);
-        let linear28_out1 = self.linear28.forward(mul28_out1);
+        let linear28_out1 = crate::kernels::linear(&self.linear28, mul28_out1);
         let add22_out1 = add21_out1.add(linear28_out1);
         let layernormalization15_out1 = {
             let dtype = add22_out1.clone().dtype();
@@ -1081,7 +1081,7 @@ impl Submodule4 {
                 .cast(dtype)
         };
         let transpose57_out1 = layernormalization15_out1.permute([1, 0, 2]);
-        let linear29_out1 = self.linear29.forward(transpose57_out1);
+        let linear29_out1 = crate::kernels::linear(&self.linear29, transpose57_out1);
         let reshape78_out1 = linear29_out1.reshape([77, -1, 3, 512]);
         let unsqueeze8_out1: Tensor<5> = reshape78_out1.unsqueeze_dims::<5>(&[0]);
         let transpose58_out1 = unsqueeze8_out1.permute([3, 1, 2, 0, 4]);
@@ -1148,7 +1148,7 @@ impl Submodule4 {
         let matmul38_out1 = softmax8_out1.matmul(reshape84_out1);
         let transpose63_out1 = matmul38_out1.permute([2, 0, 1, 3]);
         let reshape87_out1 = transpose63_out1.reshape([-1, 512]);
-        let linear30_out1 = self.linear30.forward(reshape87_out1);
+        let linear30_out1 = crate::kernels::linear(&self.linear30, reshape87_out1);
         let reshape88_out1 = linear30_out1.reshape([77, -1, 512]);
         let transpose64_out1 = reshape88_out1.permute([1, 0, 2]);
         let add24_out1 = add22_out1.add(transpose64_out1);
@@ -1251,13 +1251,13 @@ impl Submodule5 {
                 .forward(add24_out1.clone().cast(burn::tensor::DType::F32))
                 .cast(dtype)
         };
-        let linear31_out1 = self.linear31.forward(layernormalization16_out1);
+        let linear31_out1 = crate::kernels::linear(&self.linear31, layernormalization16_out1);
         let mul31_out1 = linear31_out1
             .clone()
             .mul((constant176_out1.clone()).unsqueeze_dims(&[0isize, 1isize]));
         let sigmoid8_out1 = burn::tensor::activation::sigmoid(mul31_out1);
         let mul32_out1 = linear31_out1.mul(sigmoid8_out1);
-        let linear32_out1 = self.linear32.forward(mul32_out1);
+        let linear32_out1 = crate::kernels::linear(&self.linear32, mul32_out1);
         let add25_out1 = add24_out1.add(linear32_out1);
         let layernormalization17_out1 = {
             let dtype = add25_out1.clone().dtype();
@@ -1266,7 +1266,7 @@ impl Submodule5 {
                 .cast(dtype)
         };
         let transpose65_out1 = layernormalization17_out1.permute([1, 0, 2]);
-        let linear33_out1 = self.linear33.forward(transpose65_out1);
+        let linear33_out1 = crate::kernels::linear(&self.linear33, transpose65_out1);
         let reshape89_out1 = linear33_out1.reshape([77, -1, 3, 512]);
         let unsqueeze9_out1: Tensor<5> = reshape89_out1.unsqueeze_dims::<5>(&[0]);
         let transpose66_out1 = unsqueeze9_out1.permute([3, 1, 2, 0, 4]);
@@ -1333,7 +1333,7 @@ impl Submodule5 {
         let matmul43_out1 = softmax9_out1.matmul(reshape95_out1);
         let transpose71_out1 = matmul43_out1.permute([2, 0, 1, 3]);
         let reshape98_out1 = transpose71_out1.reshape([-1, 512]);
-        let linear34_out1 = self.linear34.forward(reshape98_out1);
+        let linear34_out1 = crate::kernels::linear(&self.linear34, reshape98_out1);
         let reshape99_out1 = linear34_out1.reshape([77, -1, 512]);
         let transpose72_out1 = reshape99_out1.permute([1, 0, 2]);
         let add27_out1 = add25_out1.add(transpose72_out1);
@@ -1343,13 +1343,13 @@ impl Submodule5 {
                 .forward(add27_out1.clone().cast(burn::tensor::DType::F32))
                 .cast(dtype)
         };
-        let linear35_out1 = self.linear35.forward(layernormalization18_out1);
+        let linear35_out1 = crate::kernels::linear(&self.linear35, layernormalization18_out1);
         let mul35_out1 = linear35_out1
             .clone()
             .mul((constant176_out1).unsqueeze_dims(&[0isize, 1isize]));
         let sigmoid9_out1 = burn::tensor::activation::sigmoid(mul35_out1);
         let mul36_out1 = linear35_out1.mul(sigmoid9_out1);
-        let linear36_out1 = self.linear36.forward(mul36_out1);
+        let linear36_out1 = crate::kernels::linear(&self.linear36, mul36_out1);
         let add28_out1 = add27_out1.add(linear36_out1);
         let layernormalization19_out1 = {
             let dtype = add28_out1.clone().dtype();
@@ -1358,7 +1358,7 @@ impl Submodule5 {
                 .cast(dtype)
         };
         let transpose73_out1 = layernormalization19_out1.permute([1, 0, 2]);
-        let linear37_out1 = self.linear37.forward(transpose73_out1);
+        let linear37_out1 = crate::kernels::linear(&self.linear37, transpose73_out1);
         let reshape100_out1 = linear37_out1.reshape([77, -1, 3, 512]);
         let unsqueeze10_out1: Tensor<5> = reshape100_out1.unsqueeze_dims::<5>(&[0]);
         let transpose74_out1 = unsqueeze10_out1.permute([3, 1, 2, 0, 4]);
@@ -1425,7 +1425,7 @@ impl Submodule5 {
         let matmul48_out1 = softmax10_out1.matmul(reshape106_out1);
         let transpose79_out1 = matmul48_out1.permute([2, 0, 1, 3]);
         let reshape109_out1 = transpose79_out1.reshape([-1, 512]);
-        let linear38_out1 = self.linear38.forward(reshape109_out1);
+        let linear38_out1 = crate::kernels::linear(&self.linear38, reshape109_out1);
         let reshape110_out1 = linear38_out1.reshape([77, -1, 512]);
         let transpose80_out1 = reshape110_out1.permute([1, 0, 2]);
         let add30_out1 = add28_out1.add(transpose80_out1);
@@ -1551,13 +1551,13 @@ impl Submodule6 {
                 .forward(add30_out1.clone().cast(burn::tensor::DType::F32))
                 .cast(dtype)
         };
-        let linear39_out1 = self.linear39.forward(layernormalization20_out1);
+        let linear39_out1 = crate::kernels::linear(&self.linear39, layernormalization20_out1);
         let mul39_out1 = linear39_out1
             .clone()
             .mul((constant176_out1.clone()).unsqueeze_dims(&[0isize, 1isize]));
         let sigmoid10_out1 = burn::tensor::activation::sigmoid(mul39_out1);
         let mul40_out1 = linear39_out1.mul(sigmoid10_out1);
-        let linear40_out1 = self.linear40.forward(mul40_out1);
+        let linear40_out1 = crate::kernels::linear(&self.linear40, mul40_out1);
         let add31_out1 = add30_out1.add(linear40_out1);
         let layernormalization21_out1 = {
             let dtype = add31_out1.clone().dtype();
@@ -1566,7 +1566,7 @@ impl Submodule6 {
                 .cast(dtype)
         };
         let transpose81_out1 = layernormalization21_out1.permute([1, 0, 2]);
-        let linear41_out1 = self.linear41.forward(transpose81_out1);
+        let linear41_out1 = crate::kernels::linear(&self.linear41, transpose81_out1);
         let reshape111_out1 = linear41_out1.reshape([77, -1, 3, 512]);
         let unsqueeze11_out1: Tensor<5> = reshape111_out1.unsqueeze_dims::<5>(&[0]);
         let transpose82_out1 = unsqueeze11_out1.permute([3, 1, 2, 0, 4]);
@@ -1633,7 +1633,7 @@ impl Submodule6 {
         let matmul53_out1 = softmax11_out1.matmul(reshape117_out1);
         let transpose87_out1 = matmul53_out1.permute([2, 0, 1, 3]);
         let reshape120_out1 = transpose87_out1.reshape([-1, 512]);
-        let linear42_out1 = self.linear42.forward(reshape120_out1);
+        let linear42_out1 = crate::kernels::linear(&self.linear42, reshape120_out1);
         let reshape121_out1 = linear42_out1.reshape([77, -1, 512]);
         let transpose88_out1 = reshape121_out1.permute([1, 0, 2]);
         let add33_out1 = add31_out1.add(transpose88_out1);
@@ -1643,13 +1643,13 @@ impl Submodule6 {
                 .forward(add33_out1.clone().cast(burn::tensor::DType::F32))
                 .cast(dtype)
         };
-        let linear43_out1 = self.linear43.forward(layernormalization22_out1);
+        let linear43_out1 = crate::kernels::linear(&self.linear43, layernormalization22_out1);
         let mul43_out1 = linear43_out1
             .clone()
             .mul((constant176_out1.clone()).unsqueeze_dims(&[0isize, 1isize]));
         let sigmoid11_out1 = burn::tensor::activation::sigmoid(mul43_out1);
         let mul44_out1 = linear43_out1.mul(sigmoid11_out1);
-        let linear44_out1 = self.linear44.forward(mul44_out1);
+        let linear44_out1 = crate::kernels::linear(&self.linear44, mul44_out1);
         let add34_out1 = add33_out1.add(linear44_out1);
         let layernormalization23_out1 = {
             let dtype = add34_out1.clone().dtype();
@@ -1658,7 +1658,7 @@ impl Submodule6 {
                 .cast(dtype)
         };
         let transpose89_out1 = layernormalization23_out1.permute([1, 0, 2]);
-        let linear45_out1 = self.linear45.forward(transpose89_out1);
+        let linear45_out1 = crate::kernels::linear(&self.linear45, transpose89_out1);
         let reshape122_out1 = linear45_out1.reshape([77, -1, 3, 512]);
         let unsqueeze12_out1: Tensor<5> = reshape122_out1.unsqueeze_dims::<5>(&[0]);
         let transpose90_out1 = unsqueeze12_out1.permute([3, 1, 2, 0, 4]);
@@ -1725,7 +1725,7 @@ impl Submodule6 {
         let matmul58_out1 = softmax12_out1.matmul(reshape128_out1);
         let transpose95_out1 = matmul58_out1.permute([2, 0, 1, 3]);
         let reshape131_out1 = transpose95_out1.reshape([-1, 512]);
-        let linear46_out1 = self.linear46.forward(reshape131_out1);
+        let linear46_out1 = crate::kernels::linear(&self.linear46, reshape131_out1);
         let reshape132_out1 = linear46_out1.reshape([77, -1, 512]);
         let transpose96_out1 = reshape132_out1.permute([1, 0, 2]);
         let add36_out1 = add34_out1.add(transpose96_out1);
@@ -1735,13 +1735,13 @@ impl Submodule6 {
                 .forward(add36_out1.clone().cast(burn::tensor::DType::F32))
                 .cast(dtype)
         };
-        let linear47_out1 = self.linear47.forward(layernormalization24_out1);
+        let linear47_out1 = crate::kernels::linear(&self.linear47, layernormalization24_out1);
         let mul47_out1 = linear47_out1
             .clone()
             .mul((constant176_out1).unsqueeze_dims(&[0isize, 1isize]));
         let sigmoid12_out1 = burn::tensor::activation::sigmoid(mul47_out1);
         let mul48_out1 = linear47_out1.mul(sigmoid12_out1);
-        let linear48_out1 = self.linear48.forward(mul48_out1);
+        let linear48_out1 = crate::kernels::linear(&self.linear48, mul48_out1);
         let add37_out1 = add36_out1.add(linear48_out1);
         let layernormalization25_out1 = {
             let dtype = add37_out1.dtype();
@@ -1796,7 +1796,7 @@ impl Submodule6 {
             let aug_indices = indices_norm;
             layernormalization25_out1.gather_nd(aug_indices)
         };
-        let linear49_out1 = self.linear49.forward(gathernd1_out1);
+        let linear49_out1 = crate::kernels::linear(&self.linear49, gathernd1_out1);
         linear49_out1
     }
 }

@@ -265,7 +265,7 @@ impl Model {
         let relu17_out1 = burn::tensor::activation::relu(add8_out1);
         let reducemean1_out1 = { relu17_out1.mean_dim(2usize).mean_dim(3usize) };
         let reshape1_out1 = reducemean1_out1.reshape([-1, 512]);
-        let linear1_out1 = self.linear1.forward(reshape1_out1.clone());
+        let linear1_out1 = crate::kernels::linear(&self.linear1, reshape1_out1.clone());
         (reshape1_out1, linear1_out1)
     }
 }

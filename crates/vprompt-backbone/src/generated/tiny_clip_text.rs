@@ -180,7 +180,7 @@ impl Model {
                 .cast(dtype)
         };
         let transpose1_out1 = layernormalization1_out1.permute([1, 0, 2]);
-        let linear1_out1 = self.linear1.forward(transpose1_out1);
+        let linear1_out1 = crate::kernels::linear(&self.linear1, transpose1_out1);
         let reshape1_out1 = linear1_out1.reshape([77, -1, 3, 16]);
         let unsqueeze1_out1: Tensor<5> = reshape1_out1.unsqueeze_dims::<5>(&[0]);
         let transpose2_out1 = unsqueeze1_out1.permute([3, 1, 2, 0, 4]);
@@ -246,7 +246,7 @@ impl Model {
         let matmul3_out1 = softmax1_out1.matmul(reshape7_out1);
         let transpose7_out1 = matmul3_out1.permute([2, 0, 1, 3]);
         let reshape10_out1 = transpose7_out1.reshape([-1, 16]);
-        let linear2_out1 = self.linear2.forward(reshape10_out1);
+        let linear2_out1 = crate::kernels::linear(&self.linear2, reshape10_out1);
         let reshape11_out1 = linear2_out1.reshape([77, -1, 16]);
         let transpose8_out1 = reshape11_out1.permute([1, 0, 2]);
         let add3_out1 = add1_out1.add(transpose8_out1);
@@ -256,13 +256,13 @@ impl Model {
                 .forward(add3_out1.clone().cast(burn::tensor::DType::F32))
                 .cast(dtype)
         };
-        let linear3_out1 = self.linear3.forward(layernormalization2_out1);
+        let linear3_out1 = crate::kernels::linear(&self.linear3, layernormalization2_out1);
         let mul3_out1 = linear3_out1
             .clone()
             .mul((constant46_out1.clone()).unsqueeze_dims(&[0isize, 1isize]));
         let sigmoid1_out1 = burn::tensor::activation::sigmoid(mul3_out1);
         let mul4_out1 = linear3_out1.mul(sigmoid1_out1);
-        let linear4_out1 = self.linear4.forward(mul4_out1);
+        let linear4_out1 = crate::kernels::linear(&self.linear4, mul4_out1);
         let add4_out1 = add3_out1.add(linear4_out1);
         let layernormalization3_out1 = {
             let dtype = add4_out1.clone().dtype();
@@ -271,7 +271,7 @@ impl Model {
                 .cast(dtype)
         };
         let transpose9_out1 = layernormalization3_out1.permute([1, 0, 2]);
-        let linear5_out1 = self.linear5.forward(transpose9_out1);
+        let linear5_out1 = crate::kernels::linear(&self.linear5, transpose9_out1);
         let reshape12_out1 = linear5_out1.reshape([77, -1, 3, 16]);
         let unsqueeze2_out1: Tensor<5> = reshape12_out1.unsqueeze_dims::<5>(&[0]);
         let transpose10_out1 = unsqueeze2_out1.permute([3, 1, 2, 0, 4]);
@@ -337,7 +337,7 @@ impl Model {
         let matmul8_out1 = softmax2_out1.matmul(reshape18_out1);
         let transpose15_out1 = matmul8_out1.permute([2, 0, 1, 3]);
         let reshape21_out1 = transpose15_out1.reshape([-1, 16]);
-        let linear6_out1 = self.linear6.forward(reshape21_out1);
+        let linear6_out1 = crate::kernels::linear(&self.linear6, reshape21_out1);
         let reshape22_out1 = linear6_out1.reshape([77, -1, 16]);
         let transpose16_out1 = reshape22_out1.permute([1, 0, 2]);
         let add6_out1 = add4_out1.add(transpose16_out1);
@@ -347,13 +347,13 @@ impl Model {
                 .forward(add6_out1.clone().cast(burn::tensor::DType::F32))
                 .cast(dtype)
         };
-        let linear7_out1 = self.linear7.forward(layernormalization4_out1);
+        let linear7_out1 = crate::kernels::linear(&self.linear7, layernormalization4_out1);
         let mul7_out1 = linear7_out1
             .clone()
             .mul((constant46_out1).unsqueeze_dims(&[0isize, 1isize]));
         let sigmoid2_out1 = burn::tensor::activation::sigmoid(mul7_out1);
         let mul8_out1 = linear7_out1.mul(sigmoid2_out1);
-        let linear8_out1 = self.linear8.forward(mul8_out1);
+        let linear8_out1 = crate::kernels::linear(&self.linear8, mul8_out1);
         let add7_out1 = add6_out1.add(linear8_out1);
         let layernormalization5_out1 = {
             let dtype = add7_out1.dtype();
@@ -408,7 +408,7 @@ impl Model {
             let aug_indices = indices_norm;
             layernormalization5_out1.gather_nd(aug_indices)
         };
-        let linear9_out1 = self.linear9.forward(gathernd1_out1);
+        let linear9_out1 = crate::kernels::linear(&self.linear9, gathernd1_out1);
         linear9_out1
     }
 }

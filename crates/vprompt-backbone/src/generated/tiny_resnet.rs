@@ -151,7 +151,7 @@ impl Model {
                 .product::<usize>() as i32;
             globalaveragepool1_out1.reshape::<2, _>([leading_dim, -1])
         };
-        let linear1_out1 = self.linear1.forward(flatten1_out1.clone());
+        let linear1_out1 = crate::kernels::linear(&self.linear1, flatten1_out1.clone());
         (flatten1_out1, linear1_out1)
     }
 }

@@ -201,7 +201,7 @@ impl Model {
                 .cast(dtype)
         };
         let transpose2_out1 = layernormalization2_out1.permute([1, 0, 2]);
-        let linear1_out1 = self.linear1.forward(transpose2_out1);
+        let linear1_out1 = crate::kernels::linear(&self.linear1, transpose2_out1);
         let reshape2_out1 = linear1_out1.reshape([17, -1, 3, 32]);
         let unsqueeze1_out1: Tensor<5> = reshape2_out1.unsqueeze_dims::<5>(&[0]);
         let transpose3_out1 = unsqueeze1_out1.permute([3, 1, 2, 0, 4]);
@@ -266,7 +266,7 @@ impl Model {
         let matmul3_out1 = softmax1_out1.matmul(reshape8_out1);
         let transpose8_out1 = matmul3_out1.permute([2, 0, 1, 3]);
         let reshape11_out1 = transpose8_out1.reshape([-1, 32]);
-        let linear2_out1 = self.linear2.forward(reshape11_out1);
+        let linear2_out1 = crate::kernels::linear(&self.linear2, reshape11_out1);
         let reshape12_out1 = linear2_out1.reshape([17, -1, 32]);
         let transpose9_out1 = reshape12_out1.permute([1, 0, 2]);
         let add2_out1 = layernormalization1_out1.add(transpose9_out1);
@@ -276,13 +276,13 @@ impl Model {
                 .forward(add2_out1.clone().cast(burn::tensor::DType::F32))
                 .cast(dtype)
         };
-        let linear3_out1 = self.linear3.forward(layernormalization3_out1);
+        let linear3_out1 = crate::kernels::linear(&self.linear3, layernormalization3_out1);
         let mul3_out1 = linear3_out1
             .clone()
             .mul((constant49_out1.clone()).unsqueeze_dims(&[0isize, 1isize]));
         let sigmoid1_out1 = burn::tensor::activation::sigmoid(mul3_out1);
         let mul4_out1 = linear3_out1.mul(sigmoid1_out1);
-        let linear4_out1 = self.linear4.forward(mul4_out1);
+        let linear4_out1 = crate::kernels::linear(&self.linear4, mul4_out1);
         let add3_out1 = add2_out1.add(linear4_out1);
         let layernormalization4_out1 = {
             let dtype = add3_out1.clone().dtype();
@@ -291,7 +291,7 @@ impl Model {
                 .cast(dtype)
         };
         let transpose10_out1 = layernormalization4_out1.permute([1, 0, 2]);
-        let linear5_out1 = self.linear5.forward(transpose10_out1);
+        let linear5_out1 = crate::kernels::linear(&self.linear5, transpose10_out1);
         let reshape13_out1 = linear5_out1.reshape([17, -1, 3, 32]);
         let unsqueeze2_out1: Tensor<5> = reshape13_out1.unsqueeze_dims::<5>(&[0]);
         let transpose11_out1 = unsqueeze2_out1.permute([3, 1, 2, 0, 4]);
@@ -356,7 +356,7 @@ impl Model {
         let matmul8_out1 = softmax2_out1.matmul(reshape19_out1);
         let transpose16_out1 = matmul8_out1.permute([2, 0, 1, 3]);
         let reshape22_out1 = transpose16_out1.reshape([-1, 32]);
-        let linear6_out1 = self.linear6.forward(reshape22_out1);
+        let linear6_out1 = crate::kernels::linear(&self.linear6, reshape22_out1);
         let reshape23_out1 = linear6_out1.reshape([17, -1, 32]);
         let transpose17_out1 = reshape23_out1.permute([1, 0, 2]);
         let add4_out1 = add3_out1.add(transpose17_out1);
@@ -366,13 +366,13 @@ impl Model {
                 .forward(add4_out1.clone().cast(burn::tensor::DType::F32))
                 .cast(dtype)
         };
-        let linear7_out1 = self.linear7.forward(layernormalization5_out1);
+        let linear7_out1 = crate::kernels::linear(&self.linear7, layernormalization5_out1);
         let mul7_out1 = linear7_out1
             .clone()
             .mul((constant49_out1).unsqueeze_dims(&[0isize, 1isize]));
         let sigmoid2_out1 = burn::tensor::activation::sigmoid(mul7_out1);
         let mul8_out1 = linear7_out1.mul(sigmoid2_out1);
-        let linear8_out1 = self.linear8.forward(mul8_out1);
+        let linear8_out1 = crate::kernels::linear(&self.linear8, mul8_out1);
         let add5_out1 = add4_out1.add(linear8_out1);
         let layernormalization6_out1 = {
             let dtype = add5_out1.dtype();
@@ -384,7 +384,7 @@ impl Model {
             let sliced = layernormalization6_out1.slice(s![.., 0, ..]);
             sliced.squeeze_dim::<2usize>(1)
         };
-        let linear9_out1 = self.linear9.forward(gather7_out1);
+        let linear9_out1 = crate::kernels::linear(&self.linear9, gather7_out1);
         linear9_out1
     }
 }
