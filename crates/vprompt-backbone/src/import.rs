@@ -80,7 +80,7 @@ pub fn generate(onnx: &Path) -> Result<Generated> {
     Ok(Generated {
         code: format!(
             "{GENERATED_HEADER}\n{}",
-            layers_through_kernels(&relu6_as_one_op(body))
+            layers_through_kernels(&quick_gelu_as_one_op(&relu6_as_one_op(body)))
         ),
         weights: out_dir.join("model.bpk"),
         _dir: dir,
@@ -117,6 +117,74 @@ pub fn relu6_as_one_op(code: &str) -> String {
         }
     }
     out
+}
+
+/// Rewrites burn-onnx's QuickGELU (the CLIP towers' `x * sigmoid(1.702 x)`), three statements
+///
+/// ```text
+/// let m = x.clone().mul((alpha).unsqueeze_dims(&[0isize, 1isize]));
+/// let s = burn::tensor::activation::sigmoid(m);
+/// let y = x.mul(s);
+/// ```
+///
+/// (however rustfmt wrapped them; `alpha` a variable, possibly `.clone()`d, unsqueezed along the
+/// leading dims), as `let y = crate::kernels::quick_gelu(x, alpha);`: the same values, as one
+/// operation on flex (see `crate::kernels`). Every other statement is left as it was.
+pub fn quick_gelu_as_one_op(code: &str) -> String {
+    let lines: Vec<&str> = code.split_inclusive('\n').collect();
+    // Statements as (first line, one past the last line, text without whitespace).
+    let mut statements = Vec::new();
+    let mut start = 0;
+    let mut text = String::new();
+    for (i, line) in lines.iter().enumerate() {
+        text.extend(line.chars().filter(|c| !c.is_whitespace()));
+        if text.is_empty() {
+            start = i + 1;
+        } else if text.ends_with(';') || text.ends_with('{') || text.ends_with('}') {
+            statements.push((start, i + 1, std::mem::take(&mut text)));
+            start = i + 1;
+        }
+    }
+    let mut out = String::with_capacity(code.len());
+    let mut copied = 0; // lines already in `out`
+    let mut i = 0;
+    while i + 2 < statements.len() {
+        let [(first, _, a), (_, _, b), (_, last, c)] =
+            [&statements[i], &statements[i + 1], &statements[i + 2]];
+        let Some((y, x, alpha)) = quick_gelu_parts(a, b, c) else {
+            i += 1;
+            continue;
+        };
+        let indent: String = lines[*first].chars().take_while(|c| c.is_whitespace()).collect();
+        lines[copied..*first].iter().for_each(|l| out.push_str(l));
+        out.push_str(&format!(
+            "{indent}let {y} = crate::kernels::quick_gelu({x}, {alpha});\n"
+        ));
+        copied = *last;
+        i += 3;
+    }
+    lines[copied..].iter().for_each(|l| out.push_str(l));
+    out
+}
+
+/// `(y, x, alpha)` when the three whitespace-free statements are QuickGELU's (see
+/// [`quick_gelu_as_one_op`]).
+fn quick_gelu_parts<'a>(a: &'a str, b: &'a str, c: &'a str) -> Option<(&'a str, &'a str, &'a str)> {
+    let is_name = |s: &str| !s.is_empty() && s.chars().all(|c| c.is_ascii_alphanumeric() || c == '_');
+    let (m, rest) = a.strip_prefix("let")?.split_once('=')?;
+    let (x, rest) = rest.split_once(".clone().mul((")?;
+    let (alpha, dims) = rest.split_once(").unsqueeze_dims(&[")?;
+    let dims = dims.strip_suffix("]));")?;
+    let leading = dims.split(',').enumerate().all(|(k, d)| d == format!("{k}isize"));
+    let alpha_name = alpha.strip_suffix(".clone()").unwrap_or(alpha);
+    if !(is_name(m) && is_name(x) && is_name(alpha_name) && leading) {
+        return None;
+    }
+    let (s, arg) = b
+        .strip_prefix("let")?
+        .split_once("=burn::tensor::activation::sigmoid(")?;
+    let (y, product) = c.strip_prefix("let")?.split_once('=')?;
+    (arg == format!("{m});") && product == format!("{x}.mul({s});") && is_name(y)).then_some((y, x, alpha))
 }
 
 /// Rewrites the call of every 2-d convolution (`let convN = Conv2dConfig::new(..)`) from
@@ -292,7 +360,31 @@ pub(crate) fn first_difference<'a>(a: &'a str, b: &'a str) -> Option<(usize, &'a
 
 #[cfg(test)]
 mod tests {
-    use super::{layers_through_kernels, relu6_as_one_op};
+    use super::{layers_through_kernels, quick_gelu_as_one_op, relu6_as_one_op};
+
+    #[test]
+    fn quick_gelu_statements_and_nothing_else_are_fused() {
+        let code = "fn f() {\n        let linear3_out1 = x;\n        let mul3_out1 = linear3_out1\n            .clone()\n            \
+                    .mul((constant169_out1.clone()).unsqueeze_dims(&[0isize, 1isize]));\n        \
+                    let sigmoid1_out1 = burn::tensor::activation::sigmoid(mul3_out1);\n        \
+                    let mul4_out1 = linear3_out1.mul(sigmoid1_out1);\n        let z = mul4_out1;\n\
+                    let mul7_out1 = a.clone().mul((c).unsqueeze_dims(&[0isize, 1isize]));\n        \
+                    let sigmoid2_out1 = burn::tensor::activation::sigmoid(mul7_out1);\n        \
+                    let mul8_out1 = b.mul(sigmoid2_out1);\n}\n";
+        let out = quick_gelu_as_one_op(code);
+        assert_eq!(
+            out,
+            "fn f() {\n        let linear3_out1 = x;\n        \
+             let mul4_out1 = crate::kernels::quick_gelu(linear3_out1, constant169_out1.clone());\n        \
+             let z = mul4_out1;\n\
+             let mul7_out1 = a.clone().mul((c).unsqueeze_dims(&[0isize, 1isize]));\n        \
+             let sigmoid2_out1 = burn::tensor::activation::sigmoid(mul7_out1);\n        \
+             let mul8_out1 = b.mul(sigmoid2_out1);\n}\n",
+            "the second triple multiplies another tensor by the sigmoid, so it stays"
+        );
+        assert_eq!(quick_gelu_as_one_op(&out), out, "idempotent");
+        assert_eq!(quick_gelu_as_one_op("no newline"), "no newline");
+    }
 
     #[test]
     fn every_conv2d_max_pool_and_linear_and_nothing_else_is_rerouted() {

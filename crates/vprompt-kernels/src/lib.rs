@@ -24,6 +24,9 @@
 //! - [`linear`], linear layers (the CLIP ViT): burn keeps a linear layer on `[tokens, batch,
 //!   width]` as one small gemm per token position, each packing the weight again; here the
 //!   leading dims are folded into the rows and the layer is one product.
+//! - [`quick_gelu`], CLIP's `x * sigmoid(1.702 x)`: three operations in burn, the sigmoid on one
+//!   thread and a backward of four passes keeping `x` and the sigmoid; here one parallel pass
+//!   each way, keeping `x` only.
 //! - [`relu6`], ReLU6: as `relu(x).clamp_max(6)` its backward is a relu mask plus a comparison and
 //!   a `mask_fill`; here it is one parallel pass over the gradient and the saved output.
 //!
@@ -36,10 +39,12 @@ pub mod conv2d;
 mod dense;
 mod linear;
 mod max_pool;
+mod quick_gelu;
 mod relu6;
 
 pub use linear::linear;
 pub use max_pool::max_pool2d;
+pub use quick_gelu::quick_gelu;
 pub use relu6::relu6;
 
 /// Shapes of one convolution, as the kernels need them (for a depthwise one, `channels_in ==

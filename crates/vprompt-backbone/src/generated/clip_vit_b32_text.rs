@@ -236,11 +236,7 @@ impl Submodule1 {
         };
         let linear3_out1 = crate::kernels::linear(&self.linear3, layernormalization2_out1);
         let constant176_out1 = self.constant176.val();
-        let mul3_out1 = linear3_out1
-            .clone()
-            .mul((constant176_out1.clone()).unsqueeze_dims(&[0isize, 1isize]));
-        let sigmoid1_out1 = burn::tensor::activation::sigmoid(mul3_out1);
-        let mul4_out1 = linear3_out1.mul(sigmoid1_out1);
+        let mul4_out1 = crate::kernels::quick_gelu(linear3_out1, constant176_out1.clone());
         let linear4_out1 = crate::kernels::linear(&self.linear4, mul4_out1);
         let add4_out1 = add3_out1.add(linear4_out1);
         let layernormalization3_out1 = {
@@ -421,11 +417,7 @@ impl Submodule2 {
                 .cast(dtype)
         };
         let linear7_out1 = crate::kernels::linear(&self.linear7, layernormalization4_out1);
-        let mul7_out1 = linear7_out1
-            .clone()
-            .mul((constant176_out1.clone()).unsqueeze_dims(&[0isize, 1isize]));
-        let sigmoid2_out1 = burn::tensor::activation::sigmoid(mul7_out1);
-        let mul8_out1 = linear7_out1.mul(sigmoid2_out1);
+        let mul8_out1 = crate::kernels::quick_gelu(linear7_out1, constant176_out1.clone());
         let linear8_out1 = crate::kernels::linear(&self.linear8, mul8_out1);
         let add7_out1 = add6_out1.add(linear8_out1);
         let layernormalization5_out1 = {
@@ -513,11 +505,7 @@ impl Submodule2 {
                 .cast(dtype)
         };
         let linear11_out1 = crate::kernels::linear(&self.linear11, layernormalization6_out1);
-        let mul11_out1 = linear11_out1
-            .clone()
-            .mul((constant176_out1).unsqueeze_dims(&[0isize, 1isize]));
-        let sigmoid3_out1 = burn::tensor::activation::sigmoid(mul11_out1);
-        let mul12_out1 = linear11_out1.mul(sigmoid3_out1);
+        let mul12_out1 = crate::kernels::quick_gelu(linear11_out1, constant176_out1);
         let linear12_out1 = crate::kernels::linear(&self.linear12, mul12_out1);
         let add10_out1 = add9_out1.add(linear12_out1);
         let layernormalization7_out1 = {
@@ -698,11 +686,7 @@ impl Submodule3 {
                 .cast(dtype)
         };
         let linear15_out1 = crate::kernels::linear(&self.linear15, layernormalization8_out1);
-        let mul15_out1 = linear15_out1
-            .clone()
-            .mul((constant176_out1.clone()).unsqueeze_dims(&[0isize, 1isize]));
-        let sigmoid4_out1 = burn::tensor::activation::sigmoid(mul15_out1);
-        let mul16_out1 = linear15_out1.mul(sigmoid4_out1);
+        let mul16_out1 = crate::kernels::quick_gelu(linear15_out1, constant176_out1.clone());
         let linear16_out1 = crate::kernels::linear(&self.linear16, mul16_out1);
         let add13_out1 = add12_out1.add(linear16_out1);
         let layernormalization9_out1 = {
@@ -790,11 +774,7 @@ impl Submodule3 {
                 .cast(dtype)
         };
         let linear19_out1 = crate::kernels::linear(&self.linear19, layernormalization10_out1);
-        let mul19_out1 = linear19_out1
-            .clone()
-            .mul((constant176_out1).unsqueeze_dims(&[0isize, 1isize]));
-        let sigmoid5_out1 = burn::tensor::activation::sigmoid(mul19_out1);
-        let mul20_out1 = linear19_out1.mul(sigmoid5_out1);
+        let mul20_out1 = crate::kernels::quick_gelu(linear19_out1, constant176_out1);
         let linear20_out1 = crate::kernels::linear(&self.linear20, mul20_out1);
         let add16_out1 = add15_out1.add(linear20_out1);
         let layernormalization11_out1 = {
@@ -975,11 +955,7 @@ impl Submodule4 {
                 .cast(dtype)
         };
         let linear23_out1 = crate::kernels::linear(&self.linear23, layernormalization12_out1);
-        let mul23_out1 = linear23_out1
-            .clone()
-            .mul((constant176_out1.clone()).unsqueeze_dims(&[0isize, 1isize]));
-        let sigmoid6_out1 = burn::tensor::activation::sigmoid(mul23_out1);
-        let mul24_out1 = linear23_out1.mul(sigmoid6_out1);
+        let mul24_out1 = crate::kernels::quick_gelu(linear23_out1, constant176_out1.clone());
         let linear24_out1 = crate::kernels::linear(&self.linear24, mul24_out1);
         let add19_out1 = add18_out1.add(linear24_out1);
         let layernormalization13_out1 = {
@@ -1067,11 +1043,7 @@ impl Submodule4 {
                 .cast(dtype)
         };
         let linear27_out1 = crate::kernels::linear(&self.linear27, layernormalization14_out1);
-        let mul27_out1 = linear27_out1
-            .clone()
-            .mul((constant176_out1).unsqueeze_dims(&[0isize, 1isize]));
-        let sigmoid7_out1 = burn::tensor::activation::sigmoid(mul27_out1);
-        let mul28_out1 = linear27_out1.mul(sigmoid7_out1);
+        let mul28_out1 = crate::kernels::quick_gelu(linear27_out1, constant176_out1);
         let linear28_out1 = crate::kernels::linear(&self.linear28, mul28_out1);
         let add22_out1 = add21_out1.add(linear28_out1);
         let layernormalization15_out1 = {
@@ -1252,11 +1224,7 @@ impl Submodule5 {
                 .cast(dtype)
         };
         let linear31_out1 = crate::kernels::linear(&self.linear31, layernormalization16_out1);
-        let mul31_out1 = linear31_out1
-            .clone()
-            .mul((constant176_out1.clone()).unsqueeze_dims(&[0isize, 1isize]));
-        let sigmoid8_out1 = burn::tensor::activation::sigmoid(mul31_out1);
-        let mul32_out1 = linear31_out1.mul(sigmoid8_out1);
+        let mul32_out1 = crate::kernels::quick_gelu(linear31_out1, constant176_out1.clone());
         let linear32_out1 = crate::kernels::linear(&self.linear32, mul32_out1);
         let add25_out1 = add24_out1.add(linear32_out1);
         let layernormalization17_out1 = {
@@ -1344,11 +1312,7 @@ impl Submodule5 {
                 .cast(dtype)
         };
         let linear35_out1 = crate::kernels::linear(&self.linear35, layernormalization18_out1);
-        let mul35_out1 = linear35_out1
-            .clone()
-            .mul((constant176_out1).unsqueeze_dims(&[0isize, 1isize]));
-        let sigmoid9_out1 = burn::tensor::activation::sigmoid(mul35_out1);
-        let mul36_out1 = linear35_out1.mul(sigmoid9_out1);
+        let mul36_out1 = crate::kernels::quick_gelu(linear35_out1, constant176_out1);
         let linear36_out1 = crate::kernels::linear(&self.linear36, mul36_out1);
         let add28_out1 = add27_out1.add(linear36_out1);
         let layernormalization19_out1 = {
@@ -1552,11 +1516,7 @@ impl Submodule6 {
                 .cast(dtype)
         };
         let linear39_out1 = crate::kernels::linear(&self.linear39, layernormalization20_out1);
-        let mul39_out1 = linear39_out1
-            .clone()
-            .mul((constant176_out1.clone()).unsqueeze_dims(&[0isize, 1isize]));
-        let sigmoid10_out1 = burn::tensor::activation::sigmoid(mul39_out1);
-        let mul40_out1 = linear39_out1.mul(sigmoid10_out1);
+        let mul40_out1 = crate::kernels::quick_gelu(linear39_out1, constant176_out1.clone());
         let linear40_out1 = crate::kernels::linear(&self.linear40, mul40_out1);
         let add31_out1 = add30_out1.add(linear40_out1);
         let layernormalization21_out1 = {
@@ -1644,11 +1604,7 @@ impl Submodule6 {
                 .cast(dtype)
         };
         let linear43_out1 = crate::kernels::linear(&self.linear43, layernormalization22_out1);
-        let mul43_out1 = linear43_out1
-            .clone()
-            .mul((constant176_out1.clone()).unsqueeze_dims(&[0isize, 1isize]));
-        let sigmoid11_out1 = burn::tensor::activation::sigmoid(mul43_out1);
-        let mul44_out1 = linear43_out1.mul(sigmoid11_out1);
+        let mul44_out1 = crate::kernels::quick_gelu(linear43_out1, constant176_out1.clone());
         let linear44_out1 = crate::kernels::linear(&self.linear44, mul44_out1);
         let add34_out1 = add33_out1.add(linear44_out1);
         let layernormalization23_out1 = {
@@ -1736,11 +1692,7 @@ impl Submodule6 {
                 .cast(dtype)
         };
         let linear47_out1 = crate::kernels::linear(&self.linear47, layernormalization24_out1);
-        let mul47_out1 = linear47_out1
-            .clone()
-            .mul((constant176_out1).unsqueeze_dims(&[0isize, 1isize]));
-        let sigmoid12_out1 = burn::tensor::activation::sigmoid(mul47_out1);
-        let mul48_out1 = linear47_out1.mul(sigmoid12_out1);
+        let mul48_out1 = crate::kernels::quick_gelu(linear47_out1, constant176_out1);
         let linear48_out1 = crate::kernels::linear(&self.linear48, mul48_out1);
         let add37_out1 = add36_out1.add(linear48_out1);
         let layernormalization25_out1 = {

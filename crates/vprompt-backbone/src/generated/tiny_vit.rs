@@ -277,11 +277,7 @@ impl Model {
                 .cast(dtype)
         };
         let linear3_out1 = crate::kernels::linear(&self.linear3, layernormalization3_out1);
-        let mul3_out1 = linear3_out1
-            .clone()
-            .mul((constant49_out1.clone()).unsqueeze_dims(&[0isize, 1isize]));
-        let sigmoid1_out1 = burn::tensor::activation::sigmoid(mul3_out1);
-        let mul4_out1 = linear3_out1.mul(sigmoid1_out1);
+        let mul4_out1 = crate::kernels::quick_gelu(linear3_out1, constant49_out1.clone());
         let linear4_out1 = crate::kernels::linear(&self.linear4, mul4_out1);
         let add3_out1 = add2_out1.add(linear4_out1);
         let layernormalization4_out1 = {
@@ -367,11 +363,7 @@ impl Model {
                 .cast(dtype)
         };
         let linear7_out1 = crate::kernels::linear(&self.linear7, layernormalization5_out1);
-        let mul7_out1 = linear7_out1
-            .clone()
-            .mul((constant49_out1).unsqueeze_dims(&[0isize, 1isize]));
-        let sigmoid2_out1 = burn::tensor::activation::sigmoid(mul7_out1);
-        let mul8_out1 = linear7_out1.mul(sigmoid2_out1);
+        let mul8_out1 = crate::kernels::quick_gelu(linear7_out1, constant49_out1);
         let linear8_out1 = crate::kernels::linear(&self.linear8, mul8_out1);
         let add5_out1 = add4_out1.add(linear8_out1);
         let layernormalization6_out1 = {
