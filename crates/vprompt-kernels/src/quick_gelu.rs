@@ -27,7 +27,7 @@ pub fn quick_gelu<const D: usize>(x: Tensor<D>, alpha: Tensor<1>) -> Tensor<D> {
 }
 
 #[cfg(feature = "flex")]
-/// Elements per parallel task: 64 KiB of `f32`.
+/// Fewest elements per parallel task: 64 KiB of `f32`.
 const CHUNK: usize = 1 << 14;
 
 /// burn-flex's sigmoid, the same formula so that the values match it exactly.
@@ -46,16 +46,10 @@ fn sigmoid(x: f32) -> f32 {
 /// `x * sigmoid(alpha * x)` for every element, in parallel.
 pub(crate) fn forward_f32(x: &[f32], alpha: f32) -> Vec<f32> {
     use rayon::prelude::*;
-    let mut result = vec![0f32; x.len()];
-    result
-        .par_chunks_mut(CHUNK)
-        .zip(x.par_chunks(CHUNK))
-        .for_each(|(result, x)| {
-            for (r, &v) in result.iter_mut().zip(x) {
-                *r = v * sigmoid(v * alpha);
-            }
-        });
-    result
+    x.par_iter()
+        .with_min_len(CHUNK)
+        .map(|&v| v * sigmoid(v * alpha))
+        .collect()
 }
 
 #[cfg(feature = "flex")]
@@ -65,17 +59,14 @@ pub(crate) fn forward_f32(x: &[f32], alpha: f32) -> Vec<f32> {
 pub(crate) fn backward_f32(x: &[f32], grad: &[f32], alpha: f32) -> Vec<f32> {
     use rayon::prelude::*;
     debug_assert_eq!(x.len(), grad.len());
-    let mut result = vec![0f32; grad.len()];
-    result
-        .par_chunks_mut(CHUNK)
-        .zip(x.par_chunks(CHUNK).zip(grad.par_chunks(CHUNK)))
-        .for_each(|(result, (x, grad))| {
-            for ((r, &v), &g) in result.iter_mut().zip(x).zip(grad) {
-                let s = sigmoid(v * alpha);
-                *r = g * s + g * v * s * (1.0 - s) * alpha;
-            }
-        });
-    result
+    x.par_iter()
+        .zip(grad)
+        .with_min_len(CHUNK)
+        .map(|(&v, &g)| {
+            let s = sigmoid(v * alpha);
+            g * s + g * v * s * (1.0 - s) * alpha
+        })
+        .collect()
 }
 
 #[cfg(feature = "flex")]
