@@ -70,7 +70,7 @@ fn input_grad_f32_with(simd: Simd, grad_out: &[f32], weight: &[f32], geometry: &
     let (in_plane, out_plane, taps) = (in_h * in_w, out_h * out_w, k_h * k_w);
     debug_assert_eq!(grad_out.len(), geometry.batch * geometry.channels_in * out_plane);
     debug_assert_eq!(weight.len(), geometry.channels_in * taps);
-    let mut grad_in = vec![0f32; geometry.batch * geometry.channels_in * in_plane];
+    let mut grad_in = crate::zeroed(geometry.batch * geometry.channels_in * in_plane);
     if in_plane == 0 || out_plane == 0 {
         return grad_in;
     }
@@ -120,7 +120,7 @@ fn forward_f32_with(simd: Simd, x: &[f32], weight: &[f32], bias: &[f32], geometr
     debug_assert_eq!(x.len(), geometry.batch * geometry.channels_in * in_plane);
     debug_assert_eq!(weight.len(), geometry.channels_in * taps);
     debug_assert_eq!(bias.len(), geometry.channels_in);
-    let mut out = vec![0f32; geometry.batch * geometry.channels_in * out_plane];
+    let mut out = crate::zeroed(geometry.batch * geometry.channels_in * out_plane);
     if out_plane == 0 {
         return out;
     }

@@ -63,7 +63,7 @@ pub(crate) fn forward_f32_with(
     let out_image = g.channels_out * out_plane;
     debug_assert_eq!(input.len(), g.batch * in_image);
     debug_assert_eq!(weight.len(), g.channels_out * g.taps());
-    let mut output = vec![0f32; g.batch * out_image];
+    let mut output = crate::zeroed(g.batch * out_image);
     if out_image == 0 {
         return output;
     }
@@ -322,7 +322,7 @@ pub(crate) fn input_grad_f32_with(
     let out_image = g.channels_out * g.output[0] * g.output[1];
     debug_assert_eq!(grad_out.len(), g.batch * out_image);
     debug_assert_eq!(weight.len(), g.channels_out * g.taps());
-    let mut grad_in = vec![0f32; g.batch * in_image];
+    let mut grad_in = crate::zeroed(g.batch * in_image);
     if in_image == 0 || out_image == 0 {
         return grad_in;
     }

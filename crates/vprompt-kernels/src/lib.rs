@@ -142,6 +142,19 @@ fn reach(
     (begin..end, (begin * stride + shift).saturating_sub(pad))
 }
 
+/// A buffer of `len` zeros, written in parallel. `vec![0f32; len]` is a single-threaded `memset`
+/// whenever glibc reuses a freed block (always, with `vprompt::tune_allocator`), in front of
+/// kernels that then run on every core.
+#[cfg(feature = "flex")]
+pub(crate) fn zeroed(len: usize) -> Vec<f32> {
+    use rayon::prelude::*;
+    (0..len)
+        .into_par_iter()
+        .with_min_len(1 << 16)
+        .map(|_| 0.0)
+        .collect()
+}
+
 /// Whether `tensor` lives on a `flex` device (with or without autodiff) in `f32`: where the
 /// extensions in this module run.
 #[cfg(feature = "flex")]

@@ -197,7 +197,7 @@ pub(crate) fn backward_f32(grad: &[f32], indices: &[u32], g: &PoolGeometry) -> V
     let (in_plane, out_plane) = (g.input[0] * g.input[1], g.output[0] * g.output[1]);
     debug_assert_eq!(grad.len(), indices.len());
     let planes = grad.len().checked_div(out_plane).unwrap_or(0);
-    let mut grad_in = vec![0f32; planes * in_plane];
+    let mut grad_in = crate::zeroed(planes * in_plane);
     if out_plane == 0 || in_plane == 0 {
         return grad_in;
     }
