@@ -8,7 +8,8 @@
 # - evaluation throughput and a whole epoch with the data pipeline (Lite0);
 # - peak memory of the step at two batch sizes for Lite0, ResNet-50 and ViT-B/32, one process per
 #   point on each side, and the memory per image between them (which cancels each side's fixed
-#   cost: libraries, weights, allocator pools).
+#   cost: libraries, weights, allocator pools); PyTorch's with glibc's default malloc settings,
+#   which give it the lower peak.
 # The two sides alternate so that both see the same machine load.
 #
 #   scripts/bench-vs-torch.sh [PYTHON]
@@ -78,7 +79,10 @@ for m in "${mem_models[@]}"; do
     echo "== peak memory, $m, batch $b"
     VPROMPT_BENCH_MODELS="$m" VPROMPT_BENCH_BATCH="$b" VPROMPT_BENCH_SECONDS=0.1 \
       cargo bench -q --bench train_step 2>/dev/null | grep "weights on plain device" | tee "$log/mem-$m-$b"
-    "$py" scripts/torch_vp_step.py "$twin" --batch "$b" --steps 2 --memory 2>/dev/null | tee "$log/torch-mem-$m-$b"
+    # PyTorch's memory with glibc's default settings, as its users run it: the settings above
+    # raised its peak by 10-20 %.
+    env -u MALLOC_MMAP_THRESHOLD_ -u MALLOC_TRIM_THRESHOLD_ -u MALLOC_MMAP_MAX_ \
+      "$py" scripts/torch_vp_step.py "$twin" --batch "$b" --steps 2 --memory 2>/dev/null | tee "$log/torch-mem-$m-$b"
   done
 done
 

@@ -37,6 +37,8 @@
 pub mod conv2d;
 #[cfg(feature = "flex")]
 mod dense;
+#[cfg(feature = "flex")]
+mod elementwise;
 mod linear;
 mod max_pool;
 mod quick_gelu;

@@ -6,7 +6,7 @@
 //! backward pass runs four elementwise passes (two products, the sigmoid's derivative, the sum)
 //! while the tape keeps both `x` and the sigmoid. In the ViT-B/32 training step the sigmoid's
 //! forward and backward were 11 % of the profile. [`quick_gelu`] is one parallel pass forward
-//! and one backward ([`backward_f32`]), which keeps only `x` and recomputes the sigmoid.
+//! and one backward, which keeps only `x` and recomputes the sigmoid.
 
 use burn::tensor::Tensor;
 
@@ -26,10 +26,6 @@ pub fn quick_gelu<const D: usize>(x: Tensor<D>, alpha: Tensor<1>) -> Tensor<D> {
     x.mul(burn::tensor::activation::sigmoid(scaled))
 }
 
-#[cfg(feature = "flex")]
-/// Fewest elements per parallel task: 64 KiB of `f32`.
-const CHUNK: usize = 1 << 14;
-
 /// burn-flex's sigmoid, the same formula so that the values match it exactly.
 #[cfg(feature = "flex")]
 #[inline]
@@ -43,43 +39,35 @@ fn sigmoid(x: f32) -> f32 {
 }
 
 #[cfg(feature = "flex")]
-/// `x * sigmoid(alpha * x)` for every element, in parallel.
-pub(crate) fn forward_f32(x: &[f32], alpha: f32) -> Vec<f32> {
-    use rayon::prelude::*;
-    x.par_iter()
-        .with_min_len(CHUNK)
-        .map(|&v| v * sigmoid(v * alpha))
-        .collect()
+/// QuickGELU of one value.
+#[inline]
+fn value(v: f32, alpha: f32) -> f32 {
+    v * sigmoid(v * alpha)
 }
 
 #[cfg(feature = "flex")]
-/// The input gradient from the upstream gradient `grad`: `grad * s + grad * x * s * (1 - s) *
-/// alpha` with `s = sigmoid(alpha * x)`, grouped as burn's autodiff groups the composed form's
-/// two paths. Both slices have one length.
-pub(crate) fn backward_f32(x: &[f32], grad: &[f32], alpha: f32) -> Vec<f32> {
-    use rayon::prelude::*;
-    debug_assert_eq!(x.len(), grad.len());
-    x.par_iter()
-        .zip(grad)
-        .with_min_len(CHUNK)
-        .map(|(&v, &g)| {
-            let s = sigmoid(v * alpha);
-            g * s + g * v * s * (1.0 - s) * alpha
-        })
-        .collect()
+/// The input gradient at `x = v` from the upstream gradient `g`: `g * s + g * v * s * (1 - s) *
+/// alpha` with `s = sigmoid(alpha * v)`, grouped as burn's autodiff groups the composed form's
+/// two paths.
+#[inline]
+fn gradient(g: f32, v: f32, alpha: f32) -> f32 {
+    let s = sigmoid(v * alpha);
+    g * s + g * v * s * (1.0 - s) * alpha
 }
 
 #[cfg(feature = "flex")]
 mod flex {
-    //! The backend extension: forward through [`forward_f32`], backward through
-    //! [`backward_f32`]. Only `f32` tensors reach it (see [`super::quick_gelu`]).
-    use super::{backward_f32, forward_f32};
+    //! The backend extension: [`value`] forward, [`gradient`] backward, each one elementwise pass
+    //! (in place when the tensor owns its values). Only `f32` tensors reach it (see
+    //! [`super::quick_gelu`]).
+    use super::{gradient, value};
+    use crate::elementwise;
     use burn::backend::autodiff::checkpoint::{base::Checkpointer, strategy::CheckpointStrategy};
     use burn::backend::autodiff::grads::Gradients;
     use burn::backend::autodiff::ops::{Backward, Ops, OpsKind};
     use burn::backend::tensor::FloatTensor;
-    use burn::backend::{Autodiff, Backend, Dispatch, Flex, TensorMetadata, backend_extension};
-    use burn::tensor::{Tensor, TensorData};
+    use burn::backend::{Autodiff, Backend, Dispatch, Flex, backend_extension};
+    use burn::tensor::Tensor;
 
     /// QuickGELU as one operation.
     #[backend_extension(Flex, Autodiff)]
@@ -89,10 +77,7 @@ mod flex {
     }
 
     fn forward(x: FloatTensor<Flex>, alpha: f32) -> FloatTensor<Flex> {
-        let shape = x.shape();
-        let x = x.to_contiguous();
-        let values = forward_f32(x.as_slice::<f32>().expect("quick_gelu runs on f32 only"), alpha);
-        FloatTensor::<Flex>::from_data(TensorData::new(values, shape))
+        elementwise::map(x, |v| value(v, alpha))
     }
 
     impl QuickGeluBackend for Flex {
@@ -112,18 +97,9 @@ mod flex {
             let [node] = ops.parents;
             let grad = grads.consume::<Flex>(&ops.node);
             if let Some(node) = node {
-                let shape = grad.shape();
                 let (x, alpha) = ops.state;
-                let (x, grad) = (x.to_contiguous(), grad.to_contiguous());
-                let values = backward_f32(
-                    x.as_slice::<f32>().expect("quick_gelu runs on f32 only"),
-                    grad.as_slice::<f32>().expect("quick_gelu runs on f32 only"),
-                    alpha,
-                );
-                grads.register::<Flex>(
-                    node.id,
-                    FloatTensor::<Flex>::from_data(TensorData::new(values, shape)),
-                );
+                let input_grad = elementwise::zip_map(grad, x, |g, v| gradient(g, v, alpha));
+                grads.register::<Flex>(node.id, input_grad);
             }
         }
     }

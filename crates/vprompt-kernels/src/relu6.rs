@@ -3,9 +3,9 @@
 //! Burn's autodiff has no clamp of its own: `relu(x).clamp_max(6)` records a relu (whose backward
 //! masks the gradient) and a `clamp_max` (whose backward is a comparison plus a single-threaded
 //! `mask_fill`). In the Lite0 training step on flex `mask_fill` alone was 10.7 % of the profile
-//! after the depthwise fix. [`relu6`] is one parallel pass forward ([`forward_f32`]; burn-flex's
-//! own clamp runs on one thread, 7.5 % of the step) and one backward, `grad * (0 < y < 6)` over
-//! the gradient and the saved output ([`backward_f32`]).
+//! after the depthwise fix. [`relu6`] is one parallel pass forward (burn-flex's own clamp runs on
+//! one thread, 7.5 % of the step) and one backward, `grad * (0 < y < 6)` over the gradient and the
+//! saved output, each written over its input when nothing else shares it (`crate::elementwise`).
 
 use burn::tensor::Tensor;
 
@@ -21,49 +21,44 @@ pub fn relu6<const D: usize>(x: Tensor<D>) -> Tensor<D> {
 }
 
 #[cfg(feature = "flex")]
-/// Fewest elements per parallel task of [`forward_f32`] and [`backward_f32`]: 64 KiB, large enough to
-/// amortise scheduling, small enough to split the smallest Lite0 activation (`[32, 1152, 7, 7]`).
-const CHUNK: usize = 1 << 14;
-
-#[cfg(feature = "flex")]
-/// ReLU6 of every element, in parallel; NaN stays NaN (as burn's relu and clamp keep it).
-pub(crate) fn forward_f32(x: &[f32]) -> Vec<f32> {
-    use rayon::prelude::*;
-    // Collected straight into the result: no zero-filled buffer first.
-    x.par_iter()
-        .with_min_len(CHUNK)
-        .map(|&v| v.clamp(0.0, 6.0)) // NaN stays NaN
-        .collect()
+/// ReLU6 of one value; NaN stays NaN (as burn's relu and clamp keep it).
+fn value(v: f32) -> f32 {
+    v.clamp(0.0, 6.0)
 }
 
 #[cfg(feature = "flex")]
-/// The gradient of ReLU6 given its output: `grad` where `0 < output < 6` or `output` is NaN (as
-/// burn-flex's relu keeps the gradient of a NaN), zero elsewhere. Both slices have one length.
-pub(crate) fn backward_f32(output: &[f32], grad: &[f32]) -> Vec<f32> {
-    use rayon::prelude::*;
-    debug_assert_eq!(output.len(), grad.len());
-    output
-        .par_iter()
-        .zip(grad)
-        .with_min_len(CHUNK)
-        .map(|(&y, &g)| {
-            let pass = (y > 0.0 && y < 6.0) || y.is_nan();
-            if pass { g } else { 0.0 }
-        })
-        .collect()
+/// The gradient of ReLU6 at one value given its output `y`: `g` where `0 < y < 6` or `y` is NaN
+/// (as burn-flex's relu keeps the gradient of a NaN), zero elsewhere.
+fn gradient(g: f32, y: f32) -> f32 {
+    let pass = (y > 0.0 && y < 6.0) || y.is_nan();
+    if pass { g } else { 0.0 }
+}
+
+#[cfg(all(test, feature = "flex"))]
+/// ReLU6 of every element, in parallel.
+fn forward_f32(x: &[f32]) -> Vec<f32> {
+    crate::elementwise::map_slice(x, value)
+}
+
+#[cfg(all(test, feature = "flex"))]
+/// The gradient of ReLU6 given its output ([`gradient`] for every element). Both slices have one
+/// length.
+fn backward_f32(output: &[f32], grad: &[f32]) -> Vec<f32> {
+    crate::elementwise::zip_map_slices(grad, output, gradient)
 }
 
 #[cfg(feature = "flex")]
 mod flex {
-    //! The backend extension: forward through [`forward_f32`], backward through
-    //! [`backward_f32`]. Only `f32` tensors reach it (see [`super::relu6`]).
-    use super::{backward_f32, forward_f32};
+    //! The backend extension: [`value`] forward, [`gradient`] backward, each one elementwise pass.
+    //! Only `f32` tensors reach it (see [`super::relu6`]).
+    use super::{gradient, value};
+    use crate::elementwise;
     use burn::backend::autodiff::checkpoint::{base::Checkpointer, strategy::CheckpointStrategy};
     use burn::backend::autodiff::grads::Gradients;
     use burn::backend::autodiff::ops::{Backward, Ops, OpsKind};
     use burn::backend::tensor::FloatTensor;
-    use burn::backend::{Autodiff, Backend, Dispatch, Flex, TensorMetadata, backend_extension};
-    use burn::tensor::{Tensor, TensorData};
+    use burn::backend::{Autodiff, Backend, Dispatch, Flex, backend_extension};
+    use burn::tensor::Tensor;
 
     /// ReLU6 as one operation.
     #[backend_extension(Flex, Autodiff)]
@@ -72,12 +67,10 @@ mod flex {
         fn relu6(x: FloatTensor<Self>) -> FloatTensor<Self>;
     }
 
-    /// [`forward_f32`] (burn-flex's clamp runs on one thread).
+    /// [`value`] of every element, in place when `x` owns its values (burn-flex's clamp runs on
+    /// one thread).
     fn forward(x: FloatTensor<Flex>) -> FloatTensor<Flex> {
-        let shape = x.shape();
-        let x = x.to_contiguous();
-        let values = forward_f32(x.as_slice::<f32>().expect("relu6 runs on f32 only"));
-        FloatTensor::<Flex>::from_data(TensorData::new(values, shape))
+        elementwise::map(x, value)
     }
 
     impl Relu6Backend for Flex {
@@ -97,16 +90,7 @@ mod flex {
             let [node] = ops.parents;
             let grad = grads.consume::<Flex>(&ops.node);
             if let Some(node) = node {
-                let shape = grad.shape();
-                let (output, grad) = (ops.state.to_contiguous(), grad.to_contiguous());
-                let values = backward_f32(
-                    output.as_slice::<f32>().expect("relu6 runs on f32 only"),
-                    grad.as_slice::<f32>().expect("relu6 runs on f32 only"),
-                );
-                grads.register::<Flex>(
-                    node.id,
-                    FloatTensor::<Flex>::from_data(TensorData::new(values, shape)),
-                );
+                grads.register::<Flex>(node.id, elementwise::zip_map(grad, ops.state, gradient));
             }
         }
     }
