@@ -80,7 +80,7 @@ pub fn generate(onnx: &Path) -> Result<Generated> {
     Ok(Generated {
         code: format!(
             "{GENERATED_HEADER}\n{}",
-            layers_through_kernels(&quick_gelu_as_one_op(&relu6_as_one_op(body)))
+            layers_through_kernels(&quick_gelu_as_one_op(&rectifiers_as_one_op(body)))
         ),
         weights: out_dir.join("model.bpk"),
         _dir: dir,
@@ -89,7 +89,9 @@ pub fn generate(onnx: &Path) -> Result<Generated> {
 
 /// Rewrites burn-onnx's ReLU6, `let y = x.clamp(0f64, 6f64);`, as
 /// `let y = crate::kernels::relu6(x);`: the same values and, away from exact ties at 0 and 6, the
-/// same gradient.
+/// same gradient; and its ReLU, `burn::tensor::activation::relu(x)`, as `crate::kernels::relu(x)`,
+/// the same values and gradient (one parallel pass each way on flex, where burn-flex's runs on one
+/// thread).
 ///
 /// Why: Burn's autodiff has no clamp of its own, so `clamp` records `clamp_min` and `clamp_max`,
 /// each a comparison plus a single-threaded `mask_fill` forward and another `mask_fill` backward.
@@ -97,9 +99,10 @@ pub fn generate(onnx: &Path) -> Result<Generated> {
 /// one-op ReLU6 (`crate::kernels`) makes its backward a single parallel pass on flex and is
 /// `relu(x).clamp_max(6)` elsewhere. docs/performance.md has the numbers. Every other line is left
 /// as burn-onnx wrote it.
-pub fn relu6_as_one_op(code: &str) -> String {
+pub fn rectifiers_as_one_op(code: &str) -> String {
     const CLAMP: &str = ".clamp(0f64, 6f64);";
     let mut out = String::with_capacity(code.len() + 1024);
+    let code = code.replace("burn::tensor::activation::relu(", "crate::kernels::relu(");
     for line in code.split_inclusive('\n') {
         let text = line.trim_end_matches('\n');
         let rewritten = text.strip_suffix(CLAMP).and_then(|head| {
@@ -360,7 +363,7 @@ pub(crate) fn first_difference<'a>(a: &'a str, b: &'a str) -> Option<(usize, &'a
 
 #[cfg(test)]
 mod tests {
-    use super::{layers_through_kernels, quick_gelu_as_one_op, relu6_as_one_op};
+    use super::{layers_through_kernels, quick_gelu_as_one_op, rectifiers_as_one_op};
 
     #[test]
     fn quick_gelu_statements_and_nothing_else_are_fused() {
@@ -416,14 +419,25 @@ mod tests {
     }
 
     #[test]
-    fn only_relu6_clamps_of_a_variable_are_rewritten() {
+    fn only_relu6_clamps_of_a_variable_and_relus_are_rewritten() {
         let code = "fn f() {\n        let clip1_out1 = conv2d1_out1.clamp(0f64, 6f64);\n        \
                     let a = b.clamp(0f64, 1f64);\n        let c = (d + e).clamp(0f64, 6f64);\n}\n";
         assert_eq!(
-            relu6_as_one_op(code),
+            rectifiers_as_one_op(code),
             "fn f() {\n        let clip1_out1 = crate::kernels::relu6(conv2d1_out1);\n        \
              let a = b.clamp(0f64, 1f64);\n        let c = (d + e).clamp(0f64, 6f64);\n}\n"
         );
-        assert_eq!(relu6_as_one_op("no newline at the end"), "no newline at the end");
+        assert_eq!(
+            rectifiers_as_one_op("no newline at the end"),
+            "no newline at the end"
+        );
+        assert_eq!(
+            rectifiers_as_one_op(
+                "let relu1_out1 = burn::tensor::activation::relu(add1_out1);\n\
+                                  let y = burn::tensor::activation::leaky_relu(x, 0.1);\n"
+            ),
+            "let relu1_out1 = crate::kernels::relu(add1_out1);\n\
+             let y = burn::tensor::activation::leaky_relu(x, 0.1);\n"
+        );
     }
 }

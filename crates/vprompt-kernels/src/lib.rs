@@ -27,11 +27,12 @@
 //! - [`quick_gelu`], CLIP's `x * sigmoid(1.702 x)`: three operations in burn, the sigmoid on one
 //!   thread and a backward of four passes keeping `x` and the sigmoid; here one parallel pass
 //!   each way, keeping `x` only.
-//! - [`relu6`], ReLU6: as `relu(x).clamp_max(6)` its backward is a relu mask plus a comparison and
-//!   a `mask_fill`; here it is one parallel pass over the gradient and the saved output.
+//! - [`relu6`] and [`relu`] (the ResNets): as `relu(x).clamp_max(6)` ReLU6's backward is a relu
+//!   mask plus a comparison and a `mask_fill`, and burn-flex's relu runs on one thread both ways;
+//!   here each is one parallel pass over the gradient and the saved output.
 //!
 //! `vprompt-backbone`'s code generator routes the generated layers through these functions (its
-//! `import::layers_through_kernels`). On every other device, and for inputs the kernels do not
+//! `import::layers_through_kernels`, `rectifiers_as_one_op` and `quick_gelu_as_one_op`). On every other device, and for inputs the kernels do not
 //! cover, they are exactly the plain Burn operations, so values never depend on the route.
 
 pub mod conv2d;
@@ -42,12 +43,12 @@ mod elementwise;
 mod linear;
 mod max_pool;
 mod quick_gelu;
-mod relu6;
+mod rectifier;
 
 pub use linear::linear;
 pub use max_pool::max_pool2d;
 pub use quick_gelu::quick_gelu;
-pub use relu6::relu6;
+pub use rectifier::{relu, relu6};
 
 /// Shapes of one convolution, as the kernels need them (for a depthwise one, `channels_in ==
 /// channels_out` is the number of groups).

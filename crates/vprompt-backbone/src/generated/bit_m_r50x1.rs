@@ -499,7 +499,7 @@ impl Submodule1 {
         let mul2_out1 = reshape4_out1.mul((constant62_out1).unsqueeze_dims(&[0isize]));
         let constant63_out1 = self.constant63.val();
         let add1_out1 = mul2_out1.add((constant63_out1).unsqueeze_dims(&[0isize]));
-        let relu1_out1 = burn::tensor::activation::relu(add1_out1);
+        let relu1_out1 = crate::kernels::relu(add1_out1);
         let reshape5_out1 = self.reshape5.val();
         let reducemean4_out1 = {
             reshape5_out1
@@ -556,7 +556,7 @@ impl Submodule1 {
         let mul4_out1 = reshape8_out1.mul((constant69_out1).unsqueeze_dims(&[0isize]));
         let constant70_out1 = self.constant70.val();
         let add2_out1 = mul4_out1.add((constant70_out1).unsqueeze_dims(&[0isize]));
-        let relu2_out1 = burn::tensor::activation::relu(add2_out1);
+        let relu2_out1 = crate::kernels::relu(add2_out1);
         let reshape9_out1 = self.reshape9.val();
         let reducemean7_out1 = {
             reshape9_out1
@@ -610,7 +610,7 @@ impl Submodule1 {
         let mul6_out1 = reshape12_out1.mul((constant72_out1).unsqueeze_dims(&[0isize]));
         let constant73_out1 = self.constant73.val();
         let add3_out1 = mul6_out1.add((constant73_out1).unsqueeze_dims(&[0isize]));
-        let relu3_out1 = burn::tensor::activation::relu(add3_out1);
+        let relu3_out1 = crate::kernels::relu(add3_out1);
         let reshape13_out1 = self.reshape13.val();
         let reducemean10_out1 = {
             reshape13_out1
@@ -665,7 +665,7 @@ impl Submodule1 {
         let mul8_out1 = reshape16_out1.mul((constant74_out1).unsqueeze_dims(&[0isize]));
         let constant75_out1 = self.constant75.val();
         let add5_out1 = mul8_out1.add((constant75_out1).unsqueeze_dims(&[0isize]));
-        let relu4_out1 = burn::tensor::activation::relu(add5_out1);
+        let relu4_out1 = crate::kernels::relu(add5_out1);
         let reshape17_out1 = self.reshape17.val();
         let reducemean13_out1 = {
             reshape17_out1
@@ -719,7 +719,7 @@ impl Submodule1 {
         let mul10_out1 = reshape20_out1.mul((constant77_out1).unsqueeze_dims(&[0isize]));
         let constant78_out1 = self.constant78.val();
         let add6_out1 = mul10_out1.add((constant78_out1).unsqueeze_dims(&[0isize]));
-        let relu5_out1 = burn::tensor::activation::relu(add6_out1);
+        let relu5_out1 = crate::kernels::relu(add6_out1);
         let reshape21_out1 = self.reshape21.val();
         let reducemean16_out1 = {
             reshape21_out1
@@ -773,7 +773,7 @@ impl Submodule1 {
         let mul12_out1 = reshape24_out1.mul((constant79_out1).unsqueeze_dims(&[0isize]));
         let constant80_out1 = self.constant80.val();
         let add7_out1 = mul12_out1.add((constant80_out1).unsqueeze_dims(&[0isize]));
-        let relu6_out1 = burn::tensor::activation::relu(add7_out1);
+        let relu6_out1 = crate::kernels::relu(add7_out1);
         let reshape25_out1 = self.reshape25.val();
         let reducemean19_out1 = {
             reshape25_out1
@@ -828,7 +828,7 @@ impl Submodule1 {
         let mul14_out1 = reshape28_out1.mul((constant81_out1).unsqueeze_dims(&[0isize]));
         let constant82_out1 = self.constant82.val();
         let add9_out1 = mul14_out1.add((constant82_out1).unsqueeze_dims(&[0isize]));
-        let relu7_out1 = burn::tensor::activation::relu(add9_out1);
+        let relu7_out1 = crate::kernels::relu(add9_out1);
         let reshape29_out1 = self.reshape29.val();
         let reducemean22_out1 = {
             reshape29_out1
@@ -882,7 +882,7 @@ impl Submodule1 {
         let mul16_out1 = reshape32_out1.mul((constant83_out1).unsqueeze_dims(&[0isize]));
         let constant84_out1 = self.constant84.val();
         let add10_out1 = mul16_out1.add((constant84_out1).unsqueeze_dims(&[0isize]));
-        let relu8_out1 = burn::tensor::activation::relu(add10_out1);
+        let relu8_out1 = crate::kernels::relu(add10_out1);
         let reshape33_out1 = self.reshape33.val();
         let reducemean25_out1 = {
             reshape33_out1
@@ -936,7 +936,7 @@ impl Submodule1 {
         let mul18_out1 = reshape36_out1.mul((constant85_out1).unsqueeze_dims(&[0isize]));
         let constant86_out1 = self.constant86.val();
         let add11_out1 = mul18_out1.add((constant86_out1).unsqueeze_dims(&[0isize]));
-        let relu9_out1 = burn::tensor::activation::relu(add11_out1);
+        let relu9_out1 = crate::kernels::relu(add11_out1);
         let reshape37_out1 = self.reshape37.val();
         let reducemean28_out1 = {
             reshape37_out1
@@ -1519,7 +1519,7 @@ impl Submodule2 {
         let mul20_out1 = reshape40_out1.mul((constant87_out1).unsqueeze_dims(&[0isize]));
         let constant88_out1 = self.constant88.val();
         let add13_out1 = mul20_out1.add((constant88_out1).unsqueeze_dims(&[0isize]));
-        let relu10_out1 = burn::tensor::activation::relu(add13_out1);
+        let relu10_out1 = crate::kernels::relu(add13_out1);
         let reshape41_out1 = self.reshape41.val();
         let reducemean31_out1 = {
             reshape41_out1
@@ -1613,7 +1613,7 @@ impl Submodule2 {
         let mul23_out1 = reshape46_out1.mul((constant97_out1).unsqueeze_dims(&[0isize]));
         let constant98_out1 = self.constant98.val();
         let add14_out1 = mul23_out1.add((constant98_out1).unsqueeze_dims(&[0isize]));
-        let relu11_out1 = burn::tensor::activation::relu(add14_out1);
+        let relu11_out1 = crate::kernels::relu(add14_out1);
         let reshape47_out1 = self.reshape47.val();
         let reducemean37_out1 = {
             reshape47_out1
@@ -1668,7 +1668,7 @@ impl Submodule2 {
             .mul((constant100_out1).unsqueeze_dims(&[0isize]));
         let constant101_out1 = self.constant101.val();
         let add15_out1 = mul25_out1.add((constant101_out1).unsqueeze_dims(&[0isize]));
-        let relu12_out1 = burn::tensor::activation::relu(add15_out1);
+        let relu12_out1 = crate::kernels::relu(add15_out1);
         let reshape51_out1 = self.reshape51.val();
         let reducemean40_out1 = {
             reshape51_out1
@@ -1724,7 +1724,7 @@ impl Submodule2 {
             .mul((constant103_out1).unsqueeze_dims(&[0isize]));
         let constant104_out1 = self.constant104.val();
         let add17_out1 = mul27_out1.add((constant104_out1).unsqueeze_dims(&[0isize]));
-        let relu13_out1 = burn::tensor::activation::relu(add17_out1);
+        let relu13_out1 = crate::kernels::relu(add17_out1);
         let reshape55_out1 = self.reshape55.val();
         let reducemean43_out1 = {
             reshape55_out1
@@ -1779,7 +1779,7 @@ impl Submodule2 {
             .mul((constant106_out1).unsqueeze_dims(&[0isize]));
         let constant107_out1 = self.constant107.val();
         let add18_out1 = mul29_out1.add((constant107_out1).unsqueeze_dims(&[0isize]));
-        let relu14_out1 = burn::tensor::activation::relu(add18_out1);
+        let relu14_out1 = crate::kernels::relu(add18_out1);
         let reshape59_out1 = self.reshape59.val();
         let reducemean46_out1 = {
             reshape59_out1
@@ -1834,7 +1834,7 @@ impl Submodule2 {
             .mul((constant108_out1).unsqueeze_dims(&[0isize]));
         let constant109_out1 = self.constant109.val();
         let add19_out1 = mul31_out1.add((constant109_out1).unsqueeze_dims(&[0isize]));
-        let relu15_out1 = burn::tensor::activation::relu(add19_out1);
+        let relu15_out1 = crate::kernels::relu(add19_out1);
         let reshape63_out1 = self.reshape63.val();
         let reducemean49_out1 = {
             reshape63_out1
@@ -1890,7 +1890,7 @@ impl Submodule2 {
             .mul((constant110_out1).unsqueeze_dims(&[0isize]));
         let constant111_out1 = self.constant111.val();
         let add21_out1 = mul33_out1.add((constant111_out1).unsqueeze_dims(&[0isize]));
-        let relu16_out1 = burn::tensor::activation::relu(add21_out1);
+        let relu16_out1 = crate::kernels::relu(add21_out1);
         let reshape67_out1 = self.reshape67.val();
         let reducemean52_out1 = {
             reshape67_out1
@@ -1945,7 +1945,7 @@ impl Submodule2 {
             .mul((constant112_out1).unsqueeze_dims(&[0isize]));
         let constant113_out1 = self.constant113.val();
         let add22_out1 = mul35_out1.add((constant113_out1).unsqueeze_dims(&[0isize]));
-        let relu17_out1 = burn::tensor::activation::relu(add22_out1);
+        let relu17_out1 = crate::kernels::relu(add22_out1);
         let reshape71_out1 = self.reshape71.val();
         let reducemean55_out1 = {
             reshape71_out1
@@ -2000,7 +2000,7 @@ impl Submodule2 {
             .mul((constant114_out1).unsqueeze_dims(&[0isize]));
         let constant115_out1 = self.constant115.val();
         let add23_out1 = mul37_out1.add((constant115_out1).unsqueeze_dims(&[0isize]));
-        let relu18_out1 = burn::tensor::activation::relu(add23_out1);
+        let relu18_out1 = crate::kernels::relu(add23_out1);
         let reshape75_out1 = self.reshape75.val();
         let reducemean58_out1 = {
             reshape75_out1
@@ -2056,7 +2056,7 @@ impl Submodule2 {
             .mul((constant116_out1).unsqueeze_dims(&[0isize]));
         let constant117_out1 = self.constant117.val();
         let add25_out1 = mul39_out1.add((constant117_out1).unsqueeze_dims(&[0isize]));
-        let relu19_out1 = burn::tensor::activation::relu(add25_out1);
+        let relu19_out1 = crate::kernels::relu(add25_out1);
         let reshape79_out1 = self.reshape79.val();
         let reducemean61_out1 = {
             reshape79_out1
@@ -2111,7 +2111,7 @@ impl Submodule2 {
             .mul((constant118_out1).unsqueeze_dims(&[0isize]));
         let constant119_out1 = self.constant119.val();
         let add26_out1 = mul41_out1.add((constant119_out1).unsqueeze_dims(&[0isize]));
-        let relu20_out1 = burn::tensor::activation::relu(add26_out1);
+        let relu20_out1 = crate::kernels::relu(add26_out1);
         let reshape83_out1 = self.reshape83.val();
         let reducemean64_out1 = {
             reshape83_out1
@@ -2166,7 +2166,7 @@ impl Submodule2 {
             .mul((constant120_out1).unsqueeze_dims(&[0isize]));
         let constant121_out1 = self.constant121.val();
         let add27_out1 = mul43_out1.add((constant121_out1).unsqueeze_dims(&[0isize]));
-        let relu21_out1 = burn::tensor::activation::relu(add27_out1);
+        let relu21_out1 = crate::kernels::relu(add27_out1);
         let reshape87_out1 = self.reshape87.val();
         let reducemean67_out1 = {
             reshape87_out1
@@ -2391,7 +2391,7 @@ impl Submodule3 {
             .mul((constant122_out1).unsqueeze_dims(&[0isize]));
         let constant123_out1 = self.constant123.val();
         let add29_out1 = mul45_out1.add((constant123_out1).unsqueeze_dims(&[0isize]));
-        let relu22_out1 = burn::tensor::activation::relu(add29_out1);
+        let relu22_out1 = crate::kernels::relu(add29_out1);
         let reshape91_out1 = self.reshape91.val();
         let reducemean70_out1 = {
             reshape91_out1
@@ -2484,7 +2484,7 @@ impl Submodule3 {
             .mul((constant129_out1).unsqueeze_dims(&[0isize]));
         let constant130_out1 = self.constant130.val();
         let add30_out1 = mul48_out1.add((constant130_out1).unsqueeze_dims(&[0isize]));
-        let relu23_out1 = burn::tensor::activation::relu(add30_out1);
+        let relu23_out1 = crate::kernels::relu(add30_out1);
         let reshape97_out1 = self.reshape97.val();
         let reducemean76_out1 = {
             reshape97_out1
@@ -2539,7 +2539,7 @@ impl Submodule3 {
             .mul((constant132_out1).unsqueeze_dims(&[0isize]));
         let constant133_out1 = self.constant133.val();
         let add31_out1 = mul50_out1.add((constant133_out1).unsqueeze_dims(&[0isize]));
-        let relu24_out1 = burn::tensor::activation::relu(add31_out1);
+        let relu24_out1 = crate::kernels::relu(add31_out1);
         let reshape101_out1 = self.reshape101.val();
         let reducemean79_out1 = {
             reshape101_out1
@@ -3151,7 +3151,7 @@ impl Submodule4 {
             .mul((constant135_out1).unsqueeze_dims(&[0isize]));
         let constant136_out1 = self.constant136.val();
         let add33_out1 = mul52_out1.add((constant136_out1).unsqueeze_dims(&[0isize]));
-        let relu25_out1 = burn::tensor::activation::relu(add33_out1);
+        let relu25_out1 = crate::kernels::relu(add33_out1);
         let reshape105_out1 = self.reshape105.val();
         let reducemean82_out1 = {
             reshape105_out1
@@ -3206,7 +3206,7 @@ impl Submodule4 {
             .mul((constant138_out1).unsqueeze_dims(&[0isize]));
         let constant139_out1 = self.constant139.val();
         let add34_out1 = mul54_out1.add((constant139_out1).unsqueeze_dims(&[0isize]));
-        let relu26_out1 = burn::tensor::activation::relu(add34_out1);
+        let relu26_out1 = crate::kernels::relu(add34_out1);
         let reshape109_out1 = self.reshape109.val();
         let reducemean85_out1 = {
             reshape109_out1
@@ -3261,7 +3261,7 @@ impl Submodule4 {
             .mul((constant140_out1).unsqueeze_dims(&[0isize]));
         let constant141_out1 = self.constant141.val();
         let add35_out1 = mul56_out1.add((constant141_out1).unsqueeze_dims(&[0isize]));
-        let relu27_out1 = burn::tensor::activation::relu(add35_out1);
+        let relu27_out1 = crate::kernels::relu(add35_out1);
         let reshape113_out1 = self.reshape113.val();
         let reducemean88_out1 = {
             reshape113_out1
@@ -3317,7 +3317,7 @@ impl Submodule4 {
             .mul((constant142_out1).unsqueeze_dims(&[0isize]));
         let constant143_out1 = self.constant143.val();
         let add37_out1 = mul58_out1.add((constant143_out1).unsqueeze_dims(&[0isize]));
-        let relu28_out1 = burn::tensor::activation::relu(add37_out1);
+        let relu28_out1 = crate::kernels::relu(add37_out1);
         let reshape117_out1 = self.reshape117.val();
         let reducemean91_out1 = {
             reshape117_out1
@@ -3372,7 +3372,7 @@ impl Submodule4 {
             .mul((constant144_out1).unsqueeze_dims(&[0isize]));
         let constant145_out1 = self.constant145.val();
         let add38_out1 = mul60_out1.add((constant145_out1).unsqueeze_dims(&[0isize]));
-        let relu29_out1 = burn::tensor::activation::relu(add38_out1);
+        let relu29_out1 = crate::kernels::relu(add38_out1);
         let reshape121_out1 = self.reshape121.val();
         let reducemean94_out1 = {
             reshape121_out1
@@ -3427,7 +3427,7 @@ impl Submodule4 {
             .mul((constant146_out1).unsqueeze_dims(&[0isize]));
         let constant147_out1 = self.constant147.val();
         let add39_out1 = mul62_out1.add((constant147_out1).unsqueeze_dims(&[0isize]));
-        let relu30_out1 = burn::tensor::activation::relu(add39_out1);
+        let relu30_out1 = crate::kernels::relu(add39_out1);
         let reshape125_out1 = self.reshape125.val();
         let reducemean97_out1 = {
             reshape125_out1
@@ -3483,7 +3483,7 @@ impl Submodule4 {
             .mul((constant148_out1).unsqueeze_dims(&[0isize]));
         let constant149_out1 = self.constant149.val();
         let add41_out1 = mul64_out1.add((constant149_out1).unsqueeze_dims(&[0isize]));
-        let relu31_out1 = burn::tensor::activation::relu(add41_out1);
+        let relu31_out1 = crate::kernels::relu(add41_out1);
         let reshape129_out1 = self.reshape129.val();
         let reducemean100_out1 = {
             reshape129_out1
@@ -3538,7 +3538,7 @@ impl Submodule4 {
             .mul((constant150_out1).unsqueeze_dims(&[0isize]));
         let constant151_out1 = self.constant151.val();
         let add42_out1 = mul66_out1.add((constant151_out1).unsqueeze_dims(&[0isize]));
-        let relu32_out1 = burn::tensor::activation::relu(add42_out1);
+        let relu32_out1 = crate::kernels::relu(add42_out1);
         let reshape133_out1 = self.reshape133.val();
         let reducemean103_out1 = {
             reshape133_out1
@@ -3593,7 +3593,7 @@ impl Submodule4 {
             .mul((constant152_out1).unsqueeze_dims(&[0isize]));
         let constant153_out1 = self.constant153.val();
         let add43_out1 = mul68_out1.add((constant153_out1).unsqueeze_dims(&[0isize]));
-        let relu33_out1 = burn::tensor::activation::relu(add43_out1);
+        let relu33_out1 = crate::kernels::relu(add43_out1);
         let reshape137_out1 = self.reshape137.val();
         let reducemean106_out1 = {
             reshape137_out1
@@ -3649,7 +3649,7 @@ impl Submodule4 {
             .mul((constant154_out1).unsqueeze_dims(&[0isize]));
         let constant155_out1 = self.constant155.val();
         let add45_out1 = mul70_out1.add((constant155_out1).unsqueeze_dims(&[0isize]));
-        let relu34_out1 = burn::tensor::activation::relu(add45_out1);
+        let relu34_out1 = crate::kernels::relu(add45_out1);
         let reshape141_out1 = self.reshape141.val();
         let reducemean109_out1 = {
             reshape141_out1
@@ -3704,7 +3704,7 @@ impl Submodule4 {
             .mul((constant156_out1).unsqueeze_dims(&[0isize]));
         let constant157_out1 = self.constant157.val();
         let add46_out1 = mul72_out1.add((constant157_out1).unsqueeze_dims(&[0isize]));
-        let relu35_out1 = burn::tensor::activation::relu(add46_out1);
+        let relu35_out1 = crate::kernels::relu(add46_out1);
         let reshape145_out1 = self.reshape145.val();
         let reducemean112_out1 = {
             reshape145_out1
@@ -3759,7 +3759,7 @@ impl Submodule4 {
             .mul((constant158_out1).unsqueeze_dims(&[0isize]));
         let constant159_out1 = self.constant159.val();
         let add47_out1 = mul74_out1.add((constant159_out1).unsqueeze_dims(&[0isize]));
-        let relu36_out1 = burn::tensor::activation::relu(add47_out1);
+        let relu36_out1 = crate::kernels::relu(add47_out1);
         let reshape149_out1 = self.reshape149.val();
         let reducemean115_out1 = {
             reshape149_out1
@@ -3815,7 +3815,7 @@ impl Submodule4 {
             .mul((constant160_out1).unsqueeze_dims(&[0isize]));
         let constant161_out1 = self.constant161.val();
         let add49_out1 = mul76_out1.add((constant161_out1).unsqueeze_dims(&[0isize]));
-        let relu37_out1 = burn::tensor::activation::relu(add49_out1);
+        let relu37_out1 = crate::kernels::relu(add49_out1);
         let reshape153_out1 = self.reshape153.val();
         let reducemean118_out1 = {
             reshape153_out1
@@ -3870,7 +3870,7 @@ impl Submodule4 {
             .mul((constant162_out1).unsqueeze_dims(&[0isize]));
         let constant163_out1 = self.constant163.val();
         let add50_out1 = mul78_out1.add((constant163_out1).unsqueeze_dims(&[0isize]));
-        let relu38_out1 = burn::tensor::activation::relu(add50_out1);
+        let relu38_out1 = crate::kernels::relu(add50_out1);
         let reshape157_out1 = self.reshape157.val();
         let reducemean121_out1 = {
             reshape157_out1
@@ -4157,7 +4157,7 @@ impl Submodule5 {
             .mul((constant164_out1).unsqueeze_dims(&[0isize]));
         let constant165_out1 = self.constant165.val();
         let add51_out1 = mul80_out1.add((constant165_out1).unsqueeze_dims(&[0isize]));
-        let relu39_out1 = burn::tensor::activation::relu(add51_out1);
+        let relu39_out1 = crate::kernels::relu(add51_out1);
         let reshape161_out1 = self.reshape161.val();
         let reducemean124_out1 = {
             reshape161_out1
@@ -4213,7 +4213,7 @@ impl Submodule5 {
             .mul((constant166_out1).unsqueeze_dims(&[0isize]));
         let constant167_out1 = self.constant167.val();
         let add53_out1 = mul82_out1.add((constant167_out1).unsqueeze_dims(&[0isize]));
-        let relu40_out1 = burn::tensor::activation::relu(add53_out1);
+        let relu40_out1 = crate::kernels::relu(add53_out1);
         let reshape165_out1 = self.reshape165.val();
         let reducemean127_out1 = {
             reshape165_out1
@@ -4306,7 +4306,7 @@ impl Submodule5 {
             .mul((constant173_out1).unsqueeze_dims(&[0isize]));
         let constant174_out1 = self.constant174.val();
         let add54_out1 = mul85_out1.add((constant174_out1).unsqueeze_dims(&[0isize]));
-        let relu41_out1 = burn::tensor::activation::relu(add54_out1);
+        let relu41_out1 = crate::kernels::relu(add54_out1);
         let reshape171_out1 = self.reshape171.val();
         let reducemean133_out1 = {
             reshape171_out1
@@ -4361,7 +4361,7 @@ impl Submodule5 {
             .mul((constant176_out1).unsqueeze_dims(&[0isize]));
         let constant177_out1 = self.constant177.val();
         let add55_out1 = mul87_out1.add((constant177_out1).unsqueeze_dims(&[0isize]));
-        let relu42_out1 = burn::tensor::activation::relu(add55_out1);
+        let relu42_out1 = crate::kernels::relu(add55_out1);
         let reshape175_out1 = self.reshape175.val();
         let reducemean136_out1 = {
             reshape175_out1
@@ -4749,7 +4749,7 @@ impl Submodule6 {
             .mul((constant181_out1).unsqueeze_dims(&[0isize]));
         let constant182_out1 = self.constant182.val();
         let add57_out1 = mul89_out1.add((constant182_out1).unsqueeze_dims(&[0isize]));
-        let relu43_out1 = burn::tensor::activation::relu(add57_out1);
+        let relu43_out1 = crate::kernels::relu(add57_out1);
         let reshape179_out1 = self.reshape179.val();
         let reducemean139_out1 = {
             reshape179_out1
@@ -4804,7 +4804,7 @@ impl Submodule6 {
             .mul((constant184_out1).unsqueeze_dims(&[0isize]));
         let constant185_out1 = self.constant185.val();
         let add58_out1 = mul91_out1.add((constant185_out1).unsqueeze_dims(&[0isize]));
-        let relu44_out1 = burn::tensor::activation::relu(add58_out1);
+        let relu44_out1 = crate::kernels::relu(add58_out1);
         let reshape183_out1 = self.reshape183.val();
         let reducemean142_out1 = {
             reshape183_out1
@@ -4859,7 +4859,7 @@ impl Submodule6 {
             .mul((constant186_out1).unsqueeze_dims(&[0isize]));
         let constant187_out1 = self.constant187.val();
         let add59_out1 = mul93_out1.add((constant187_out1).unsqueeze_dims(&[0isize]));
-        let relu45_out1 = burn::tensor::activation::relu(add59_out1);
+        let relu45_out1 = crate::kernels::relu(add59_out1);
         let reshape187_out1 = self.reshape187.val();
         let reducemean145_out1 = {
             reshape187_out1
@@ -4917,7 +4917,7 @@ impl Submodule6 {
             .mul((constant190_out1).unsqueeze_dims(&[0isize]));
         let constant191_out1 = self.constant191.val();
         let add61_out1 = mul95_out1.add((constant191_out1).unsqueeze_dims(&[0isize]));
-        let relu46_out1 = burn::tensor::activation::relu(add61_out1);
+        let relu46_out1 = crate::kernels::relu(add61_out1);
         let reshape191_out1 = self.reshape191.val();
         let reducemean148_out1 = {
             reshape191_out1
@@ -4972,7 +4972,7 @@ impl Submodule6 {
             .mul((constant192_out1).unsqueeze_dims(&[0isize]));
         let constant193_out1 = self.constant193.val();
         let add62_out1 = mul97_out1.add((constant193_out1).unsqueeze_dims(&[0isize]));
-        let relu47_out1 = burn::tensor::activation::relu(add62_out1);
+        let relu47_out1 = crate::kernels::relu(add62_out1);
         let reshape195_out1 = self.reshape195.val();
         let reducemean151_out1 = {
             reshape195_out1
@@ -5027,7 +5027,7 @@ impl Submodule6 {
             .mul((constant194_out1).unsqueeze_dims(&[0isize]));
         let constant195_out1 = self.constant195.val();
         let add63_out1 = mul99_out1.add((constant195_out1).unsqueeze_dims(&[0isize]));
-        let relu48_out1 = burn::tensor::activation::relu(add63_out1);
+        let relu48_out1 = crate::kernels::relu(add63_out1);
         let reshape199_out1 = self.reshape199.val();
         let reducemean154_out1 = {
             reshape199_out1
@@ -5085,7 +5085,7 @@ impl Submodule6 {
             .mul((constant198_out1).unsqueeze_dims(&[0isize]));
         let constant199_out1 = self.constant199.val();
         let add65_out1 = mul101_out1.add((constant199_out1).unsqueeze_dims(&[0isize]));
-        let relu49_out1 = burn::tensor::activation::relu(add65_out1);
+        let relu49_out1 = crate::kernels::relu(add65_out1);
         let reducemean157_out1 = { relu49_out1.mean_dim(2usize).mean_dim(3usize) };
         let reshape203_out1 = reducemean157_out1.clone().reshape([-1, 2048]);
         let conv2d54_out1 = crate::kernels::conv2d::forward(&self.conv2d54, reducemean157_out1);

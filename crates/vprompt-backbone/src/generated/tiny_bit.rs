@@ -616,7 +616,7 @@ impl Model {
         let reshape2_out1 = instancenormalization1_out1.reshape(shape1_out1);
         let mul1_out1 = reshape2_out1.mul((constant8_out1).unsqueeze_dims(&[0isize]));
         let add1_out1 = mul1_out1.add((constant9_out1).unsqueeze_dims(&[0isize]));
-        let relu1_out1 = burn::tensor::activation::relu(add1_out1);
+        let relu1_out1 = crate::kernels::relu(add1_out1);
         let conv2d2_out1 = crate::kernels::conv2d::forward(&self.conv2d2, relu1_out1.clone());
         let conv2d3_out1 = crate::kernels::conv2d::forward(&self.conv2d3, relu1_out1);
         let reshape3_out1 = conv2d3_out1.clone().reshape([0, 4, -1]);
@@ -634,7 +634,7 @@ impl Model {
         let reshape4_out1 = instancenormalization2_out1.reshape(shape2_out1);
         let mul2_out1 = reshape4_out1.mul((constant12_out1).unsqueeze_dims(&[0isize]));
         let add2_out1 = mul2_out1.add((constant13_out1).unsqueeze_dims(&[0isize]));
-        let relu2_out1 = burn::tensor::activation::relu(add2_out1);
+        let relu2_out1 = crate::kernels::relu(add2_out1);
         let conv2d4_out1 = crate::kernels::conv2d::forward(&self.conv2d4, relu2_out1);
         let reshape5_out1 = conv2d4_out1.clone().reshape([0, 4, -1]);
         let instancenormalization3_out1 = self
@@ -651,7 +651,7 @@ impl Model {
         let reshape6_out1 = instancenormalization3_out1.reshape(shape3_out1);
         let mul3_out1 = reshape6_out1.mul((constant15_out1).unsqueeze_dims(&[0isize]));
         let add3_out1 = mul3_out1.add((constant16_out1).unsqueeze_dims(&[0isize]));
-        let relu3_out1 = burn::tensor::activation::relu(add3_out1);
+        let relu3_out1 = crate::kernels::relu(add3_out1);
         let conv2d5_out1 = crate::kernels::conv2d::forward(&self.conv2d5, relu3_out1);
         let add4_out1 = conv2d5_out1.add(conv2d2_out1);
         let reshape7_out1 = add4_out1.clone().reshape([0, 4, -1]);
@@ -669,7 +669,7 @@ impl Model {
         let reshape8_out1 = instancenormalization4_out1.reshape(shape4_out1);
         let mul4_out1 = reshape8_out1.mul((constant18_out1).unsqueeze_dims(&[0isize]));
         let add5_out1 = mul4_out1.add((constant19_out1).unsqueeze_dims(&[0isize]));
-        let relu4_out1 = burn::tensor::activation::relu(add5_out1);
+        let relu4_out1 = crate::kernels::relu(add5_out1);
         let conv2d6_out1 = crate::kernels::conv2d::forward(&self.conv2d6, relu4_out1.clone());
         let conv2d7_out1 = crate::kernels::conv2d::forward(&self.conv2d7, relu4_out1);
         let reshape9_out1 = conv2d7_out1.clone().reshape([0, 4, -1]);
@@ -687,7 +687,7 @@ impl Model {
         let reshape10_out1 = instancenormalization5_out1.reshape(shape5_out1);
         let mul5_out1 = reshape10_out1.mul((constant22_out1).unsqueeze_dims(&[0isize]));
         let add6_out1 = mul5_out1.add((constant23_out1).unsqueeze_dims(&[0isize]));
-        let relu5_out1 = burn::tensor::activation::relu(add6_out1);
+        let relu5_out1 = crate::kernels::relu(add6_out1);
         let conv2d8_out1 = crate::kernels::conv2d::forward(&self.conv2d8, relu5_out1);
         let reshape11_out1 = conv2d8_out1.clone().reshape([0, 4, -1]);
         let instancenormalization6_out1 = self
@@ -704,7 +704,7 @@ impl Model {
         let reshape12_out1 = instancenormalization6_out1.reshape(shape6_out1);
         let mul6_out1 = reshape12_out1.mul((constant25_out1).unsqueeze_dims(&[0isize]));
         let add7_out1 = mul6_out1.add((constant26_out1).unsqueeze_dims(&[0isize]));
-        let relu6_out1 = burn::tensor::activation::relu(add7_out1);
+        let relu6_out1 = crate::kernels::relu(add7_out1);
         let conv2d9_out1 = crate::kernels::conv2d::forward(&self.conv2d9, relu6_out1);
         let add8_out1 = conv2d9_out1.add(conv2d6_out1);
         let reshape13_out1 = add8_out1.clone().reshape([0, 4, -1]);
@@ -722,7 +722,7 @@ impl Model {
         let reshape14_out1 = instancenormalization7_out1.reshape(shape7_out1);
         let mul7_out1 = reshape14_out1.mul((constant28_out1).unsqueeze_dims(&[0isize]));
         let add9_out1 = mul7_out1.add((constant29_out1).unsqueeze_dims(&[0isize]));
-        let relu7_out1 = burn::tensor::activation::relu(add9_out1);
+        let relu7_out1 = crate::kernels::relu(add9_out1);
         let conv2d10_out1 = crate::kernels::conv2d::forward(&self.conv2d10, relu7_out1.clone());
         let conv2d11_out1 = crate::kernels::conv2d::forward(&self.conv2d11, relu7_out1);
         let reshape15_out1 = conv2d11_out1.clone().reshape([0, 4, -1]);
@@ -740,7 +740,7 @@ impl Model {
         let reshape16_out1 = instancenormalization8_out1.reshape(shape8_out1);
         let mul8_out1 = reshape16_out1.mul((constant32_out1).unsqueeze_dims(&[0isize]));
         let add10_out1 = mul8_out1.add((constant33_out1).unsqueeze_dims(&[0isize]));
-        let relu8_out1 = burn::tensor::activation::relu(add10_out1);
+        let relu8_out1 = crate::kernels::relu(add10_out1);
         let conv2d12_out1 = crate::kernels::conv2d::forward(&self.conv2d12, relu8_out1);
         let reshape17_out1 = conv2d12_out1.clone().reshape([0, 4, -1]);
         let instancenormalization9_out1 = self
@@ -757,7 +757,7 @@ impl Model {
         let reshape18_out1 = instancenormalization9_out1.reshape(shape9_out1);
         let mul9_out1 = reshape18_out1.mul((constant35_out1).unsqueeze_dims(&[0isize]));
         let add11_out1 = mul9_out1.add((constant36_out1).unsqueeze_dims(&[0isize]));
-        let relu9_out1 = burn::tensor::activation::relu(add11_out1);
+        let relu9_out1 = crate::kernels::relu(add11_out1);
         let conv2d13_out1 = crate::kernels::conv2d::forward(&self.conv2d13, relu9_out1);
         let add12_out1 = conv2d13_out1.add(conv2d10_out1);
         let reshape19_out1 = add12_out1.clone().reshape([0, 4, -1]);
@@ -775,7 +775,7 @@ impl Model {
         let reshape20_out1 = instancenormalization10_out1.reshape(shape10_out1);
         let mul10_out1 = reshape20_out1.mul((constant38_out1).unsqueeze_dims(&[0isize]));
         let add13_out1 = mul10_out1.add((constant39_out1).unsqueeze_dims(&[0isize]));
-        let relu10_out1 = burn::tensor::activation::relu(add13_out1);
+        let relu10_out1 = crate::kernels::relu(add13_out1);
         let conv2d14_out1 = crate::kernels::conv2d::forward(&self.conv2d14, relu10_out1.clone());
         let conv2d15_out1 = crate::kernels::conv2d::forward(&self.conv2d15, relu10_out1);
         let reshape21_out1 = conv2d15_out1.clone().reshape([0, 4, -1]);
@@ -793,7 +793,7 @@ impl Model {
         let reshape22_out1 = instancenormalization11_out1.reshape(shape11_out1);
         let mul11_out1 = reshape22_out1.mul((constant42_out1).unsqueeze_dims(&[0isize]));
         let add14_out1 = mul11_out1.add((constant43_out1).unsqueeze_dims(&[0isize]));
-        let relu11_out1 = burn::tensor::activation::relu(add14_out1);
+        let relu11_out1 = crate::kernels::relu(add14_out1);
         let reshape23_out1 = self.reshape23.val();
         let reducemean1_out1 = {
             reshape23_out1
@@ -845,7 +845,7 @@ impl Model {
         let reshape26_out1 = instancenormalization12_out1.reshape(shape12_out1);
         let mul13_out1 = reshape26_out1.mul((constant48_out1).unsqueeze_dims(&[0isize]));
         let add15_out1 = mul13_out1.add((constant49_out1).unsqueeze_dims(&[0isize]));
-        let relu12_out1 = burn::tensor::activation::relu(add15_out1);
+        let relu12_out1 = crate::kernels::relu(add15_out1);
         let conv2d17_out1 = crate::kernels::conv2d::forward(&self.conv2d17, relu12_out1);
         let add16_out1 = conv2d17_out1.add(conv2d14_out1);
         let reshape27_out1 = add16_out1.clone().reshape([0, 4, -1]);
@@ -863,7 +863,7 @@ impl Model {
         let reshape28_out1 = instancenormalization13_out1.reshape(shape13_out1);
         let mul14_out1 = reshape28_out1.mul((constant51_out1).unsqueeze_dims(&[0isize]));
         let add17_out1 = mul14_out1.add((constant52_out1).unsqueeze_dims(&[0isize]));
-        let relu13_out1 = burn::tensor::activation::relu(add17_out1);
+        let relu13_out1 = crate::kernels::relu(add17_out1);
         let reducemean4_out1 = { relu13_out1.mean_dim(2usize).mean_dim(3usize) };
         let reshape29_out1 = reducemean4_out1.clone().reshape([-1, 128]);
         let conv2d18_out1 = crate::kernels::conv2d::forward(&self.conv2d18, reducemean4_out1);
