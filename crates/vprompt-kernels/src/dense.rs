@@ -10,6 +10,8 @@
 //! NCHW order with no transpose, and images run in parallel. The columns are built per image from
 //! NCHW rows (contiguous copies for stride 1), in chunks of output rows when an image's would
 //! exceed [`COLUMN_LIMIT`]; a 1 x 1, stride-1, unpadded convolution needs no columns at all.
+//! Images with small output planes (under [`GROUPED_PLANES`] positions) are done in groups, one
+//! gemm over the group's columns side by side, so that the weight is packed once per group.
 
 use rayon::prelude::*;
 
@@ -18,6 +20,16 @@ use super::Geometry;
 /// Most `f32`s in one image's column buffer (16 MiB): larger images are done in chunks of
 /// output rows. ResNet-18's layers at 224 px fit whole (at most 7.4 MiB).
 pub(crate) const COLUMN_LIMIT: usize = 4 << 20;
+
+/// Output positions one gemm should cover at least: images with smaller output planes are done
+/// in groups whose columns sit side by side, one gemm per group. Per image, ResNet-18's last
+/// layers (512 channels at 7 x 7 px) were gemms of 49 columns that packed the 512 x 4608 weight
+/// again for every image, 2.6x PyTorch's time forward and backward (`conv_layers`).
+const GROUP_COLUMNS: usize = 1024;
+
+/// Output planes of at least this many positions are not grouped: at 14 x 14 px (ResNet-18's
+/// 256-channel layers) groups were no faster, their columns no longer fitting the L2 cache.
+const GROUPED_PLANES: usize = 128;
 
 impl Geometry {
     /// Rows of the column matrix: one per (input channel, kernel row, kernel column).
@@ -28,6 +40,22 @@ impl Geometry {
     /// A 1 x 1, stride-1, unpadded convolution: the image itself is the column matrix.
     fn is_pointwise(&self) -> bool {
         self.kernel == [1, 1] && self.stride == [1, 1] && self.pad_begin == [0, 0]
+    }
+
+    /// Images per group for output planes under [`GROUPED_PLANES`] positions (1 otherwise, and for
+    /// pointwise layers, which read the image in place and were no faster grouped):
+    /// enough to reach [`GROUP_COLUMNS`] within `limit` column values, then evened out so that
+    /// each thread's share of the batch splits into equal groups.
+    fn images_per_group(&self, limit: usize, threads: usize) -> usize {
+        let plane = self.output[0] * self.output[1];
+        if plane == 0 || plane >= GROUPED_PLANES || self.is_pointwise() {
+            return 1;
+        }
+        let within_limit = limit / (self.taps() * plane).max(1);
+        let per_thread = self.batch.div_ceil(threads.max(1));
+        let wanted = GROUP_COLUMNS.div_ceil(plane).min(within_limit).max(1);
+        let groups_per_thread = per_thread.div_ceil(wanted);
+        per_thread.div_ceil(groups_per_thread).max(1)
     }
 
     /// Output rows per chunk, so that a chunk's columns stay within `limit` values.
@@ -77,6 +105,19 @@ pub(crate) fn forward_f32_with(
         return output;
     }
     let weight = Matrix::rows(weight, g.taps());
+    let group = g.images_per_group(limit, threads);
+    if group > 1 {
+        let pairs = output
+            .par_chunks_mut(group * out_image)
+            .zip(input.par_chunks(group * in_image));
+        pairs.for_each_init(
+            || (Vec::new(), Vec::new()),
+            |(columns, product), (out, images)| {
+                convolve_group(images, weight, bias, g, columns, product, out)
+            },
+        );
+        return output;
+    }
     for_each_image(
         input,
         in_image,
@@ -88,6 +129,52 @@ pub(crate) fn forward_f32_with(
         },
     );
     output
+}
+
+/// A group of images of [`forward_f32`] (`images` `[n, c_in, in_h, in_w]`, `out` `[n, c_out,
+/// out_h, out_w]`) as one gemm: the images' columns side by side (`[taps, n * plane]`), the
+/// product (`[c_out, n * plane]`, starting from the bias) then copied into each image's planes.
+/// `columns` and `product` are reused across the groups of one thread.
+fn convolve_group(
+    images: &[f32],
+    weight: Matrix<'_>,
+    bias: Option<&[f32]>,
+    g: &Geometry,
+    columns: &mut Vec<f32>,
+    product: &mut Vec<f32>,
+    out: &mut [f32],
+) {
+    let plane = g.output[0] * g.output[1];
+    let (c_out, taps) = (g.channels_out, g.taps());
+    let n = out.len() / (c_out * plane);
+    let width = n * plane;
+    columns.resize(taps * width, 0.0);
+    let in_image = images.len() / n;
+    for (j, image) in images.chunks(in_image).enumerate() {
+        im2col(image, g, 0..g.output[0], columns, width, j * plane);
+    }
+    product.resize(c_out * width, 0.0);
+    if let Some(bias) = bias {
+        fill_bias(product, bias, width);
+    }
+    let rhs = Matrix::rows(columns, width);
+    gemm_into(
+        product,
+        width,
+        0,
+        width,
+        weight,
+        taps,
+        rhs,
+        bias.is_some(),
+        c_out,
+        gemm::Parallelism::None,
+    );
+    for (j, image) in out.chunks_mut(c_out * plane).enumerate() {
+        for (dst, src) in image.chunks_mut(plane).zip(product.chunks(width)) {
+            dst.copy_from_slice(&src[j * plane..(j + 1) * plane]);
+        }
+    }
 }
 
 /// Runs `per_image(input image, output image, column buffer, gemm parallelism)` for every image
@@ -156,7 +243,7 @@ fn convolve_image(
         let width = (last - first) * out_w;
         columns.resize(k * width, 0.0);
         let columns = &mut columns[..k * width];
-        im2col(image, g, first..last, columns);
+        im2col(image, g, first..last, columns, width, 0);
         let rhs = Matrix::rows(columns, width);
         gemm_into(
             out,
@@ -209,14 +296,23 @@ impl Geometry {
     }
 }
 
-/// Fills `columns` (`[c_in * k_h * k_w, rows.len() * out_w]`) with the input values each output
-/// position of `rows` reads, 0 where a tap lands in the padding.
-fn im2col(image: &[f32], g: &Geometry, rows: std::ops::Range<usize>, columns: &mut [f32]) {
+/// Fills columns `offset..offset + rows.len() * out_w` of `columns` (`[c_in * k_h * k_w,
+/// stride]`) with the input values each output position of `rows` reads, 0 where a tap lands in
+/// the padding.
+fn im2col(
+    image: &[f32],
+    g: &Geometry,
+    rows: std::ops::Range<usize>,
+    columns: &mut [f32],
+    stride: usize,
+    offset: usize,
+) {
     let [in_h, in_w] = g.input;
     let s_x = g.stride[1];
     let out_w = g.output[1];
     let width = rows.len() * out_w;
-    for (tap, column_row) in columns.chunks_mut(width).enumerate() {
+    for (tap, column_row) in columns.chunks_mut(stride).enumerate() {
+        let column_row = &mut column_row[offset..offset + width];
         let Tap {
             channel,
             ky,
@@ -254,16 +350,24 @@ fn im2col(image: &[f32], g: &Geometry, rows: std::ops::Range<usize>, columns: &m
 /// iterator made the layers 5-8 % slower (ResNet-18's 20, forward and with gradients, two rounds):
 /// at 7 x 7 px a row is 7 values, so per-row overhead counts.
 ///
-/// Adds every value of `columns` (`[c_in * k_h * k_w, rows.len() * out_w]`) into the input
-/// position it was read from in `image_grad` (`[c_in, in_h, in_w]`); values read from padding are
-/// dropped. Taps of one channel sweep the same input plane one after
-/// another, so it stays in cache; stride-1 rows are contiguous additions.
-fn col2im(columns: &[f32], g: &Geometry, rows: std::ops::Range<usize>, image_grad: &mut [f32]) {
+/// Adds every value of columns `offset..offset + rows.len() * out_w` of `columns` (one row of
+/// `stride` values per tap) into the input position it was read from in `image_grad` (`[c_in,
+/// in_h, in_w]`); values read from padding are dropped. Taps of one channel sweep the same input
+/// plane one after another, so it stays in cache; stride-1 rows are contiguous additions.
+fn col2im(
+    columns: &[f32],
+    g: &Geometry,
+    rows: std::ops::Range<usize>,
+    image_grad: &mut [f32],
+    stride: usize,
+    offset: usize,
+) {
     let [in_h, in_w] = g.input;
     let s_x = g.stride[1];
     let out_w = g.output[1];
     let width = rows.len() * out_w;
-    for (tap, column_row) in columns.chunks(width).enumerate() {
+    for (tap, column_row) in columns.chunks(stride).enumerate() {
+        let column_row = &column_row[offset..offset + width];
         let Tap {
             channel,
             ky,
@@ -324,6 +428,19 @@ pub(crate) fn input_grad_f32_with(
     debug_assert_eq!(weight.len(), g.channels_out * g.taps());
     let mut grad_in = crate::zeroed(g.batch * in_image);
     if in_image == 0 || out_image == 0 {
+        return grad_in;
+    }
+    let group = g.images_per_group(limit, threads);
+    if group > 1 {
+        let pairs = grad_in
+            .par_chunks_mut(group * in_image)
+            .zip(grad_out.par_chunks(group * out_image));
+        pairs.for_each_init(
+            || (Vec::new(), Vec::new()),
+            |(columns, gathered), (image_grads, grads)| {
+                input_grad_group(grads, weight, g, columns, gathered, image_grads)
+            },
+        );
         return grad_in;
     }
     for_each_image(
@@ -391,7 +508,50 @@ fn input_grad_image(
             taps,
             parallelism,
         );
-        col2im(columns, g, first..last, image_grad);
+        col2im(columns, g, first..last, image_grad, width, 0);
+    }
+}
+
+/// A group of images of [`input_grad_f32`] (`grads` `[n, c_out, out_h, out_w]`, `image_grads`
+/// `[n, c_in, in_h, in_w]`, zeroed) as one gemm: the images' output gradients side by side
+/// (`gathered`, `[c_out, n * plane]`), `weight^T x gathered` into `columns` (`[taps, n *
+/// plane]`), then each image's block of columns through [`col2im`].
+fn input_grad_group(
+    grads: &[f32],
+    weight: &[f32],
+    g: &Geometry,
+    columns: &mut Vec<f32>,
+    gathered: &mut Vec<f32>,
+    image_grads: &mut [f32],
+) {
+    let plane = g.output[0] * g.output[1];
+    let (c_out, taps) = (g.channels_out, g.taps());
+    let n = grads.len() / (c_out * plane);
+    let width = n * plane;
+    gathered.resize(c_out * width, 0.0);
+    for (j, grad) in grads.chunks(c_out * plane).enumerate() {
+        for (dst, src) in gathered.chunks_mut(width).zip(grad.chunks(plane)) {
+            dst[j * plane..(j + 1) * plane].copy_from_slice(src);
+        }
+    }
+    columns.resize(taps * width, 0.0);
+    let lhs = Matrix::transposed(weight, taps); // [taps, c_out], read in place
+    let rhs = Matrix::rows(gathered, width);
+    gemm_into(
+        columns,
+        width,
+        0,
+        width,
+        lhs,
+        c_out,
+        rhs,
+        false,
+        taps,
+        gemm::Parallelism::None,
+    );
+    let in_image = image_grads.len() / n;
+    for (j, image_grad) in image_grads.chunks_mut(in_image).enumerate() {
+        col2im(columns, g, 0..g.output[0], image_grad, width, j * plane);
     }
 }
 
@@ -551,9 +711,10 @@ mod tests {
         geometries
     }
 
-    /// Whole images, in parallel (1 thread) or one after another with a parallel gemm (4
+    /// At batch 3 (every test plane is below [`GROUP_COLUMNS`]): one group of 3 images (1
+    /// thread), groups of 2 and 1 (2 threads), one image after another with a parallel gemm (4
     /// threads), then one output row per chunk: `(column limit, threads)`.
-    const PATHS: [(usize, usize); 3] = [(COLUMN_LIMIT, 1), (COLUMN_LIMIT, 4), (1, 1)];
+    const PATHS: [(usize, usize); 4] = [(COLUMN_LIMIT, 1), (COLUMN_LIMIT, 2), (COLUMN_LIMIT, 4), (1, 1)];
 
     fn assert_close(got: &[f32], expected: &[f32], what: &str) {
         assert_eq!(got.len(), expected.len(), "{what}");
@@ -597,6 +758,41 @@ mod tests {
                 assert_close(&got, &expected, &format!("{g:?} limit {limit} threads {threads}"));
             }
         }
+    }
+
+    #[test]
+    fn small_planes_are_grouped_within_the_limits() {
+        let layer4 = Geometry {
+            batch: 32,
+            channels_in: 512,
+            channels_out: 512,
+            input: [7, 7],
+            output: [7, 7],
+            kernel: [3, 3],
+            stride: [1, 1],
+            dilation: [1, 1],
+            pad_begin: [1, 1],
+        };
+        assert_eq!(
+            layer4.images_per_group(COLUMN_LIMIT, 2),
+            16,
+            "a thread's share of the batch"
+        );
+        // 21 images make 1024 columns: 32 split into 2 groups of 16. The column limit allows
+        // 18: 2 groups of 16 again; with 5 allowed, 7 groups of 5 (the last 2).
+        assert_eq!(layer4.images_per_group(usize::MAX, 1), 16);
+        assert_eq!(layer4.images_per_group(COLUMN_LIMIT, 1), 16);
+        assert_eq!(layer4.images_per_group(4608 * 49 * 5, 1), 5);
+        assert_eq!(layer4.images_per_group(1, 1), 1);
+        let wide = Geometry {
+            input: [14, 14],
+            output: [14, 14],
+            ..layer4
+        };
+        assert_eq!(wide.images_per_group(COLUMN_LIMIT, 2), 1, "196 positions");
+        let three = Geometry { batch: 3, ..layer4 };
+        assert_eq!(three.images_per_group(COLUMN_LIMIT, 2), 2);
+        assert_eq!(three.images_per_group(COLUMN_LIMIT, 4), 1);
     }
 
     #[test]
