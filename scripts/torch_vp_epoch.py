@@ -128,15 +128,9 @@ def main():
     train_loader = torch.utils.data.DataLoader(train, BATCH, shuffle=True, num_workers=workers)
     valid_loader = torch.utils.data.DataLoader(valid, BATCH, num_workers=workers)
 
-    if name.startswith("timm:"):
-        import timm
+    from torch_vp_step import build  # imported here: torch_vp_step imports this module
 
-        model = timm.create_model(name[5:], pretrained=False)
-    else:
-        import torchvision
-
-        model = getattr(torchvision.models, name)(weights=None)
-    model.eval().requires_grad_(False)
+    model = build(name)
     prompter = PadPrompter()
     opt = torch.optim.SGD(prompter.parameters(), lr=40, momentum=0.9)
 

@@ -14,6 +14,8 @@ what `scripts/bench-vs-torch.sh` needs beyond it:
 - `--memory`: a process that only builds the model and runs training steps, then prints its peak
   resident memory (one process per batch size, as vprompt's `scripts/bench-scaling.sh` does).
 
+The prompter is `scripts/torch_vp_epoch.py`'s, the model builder is shared with it (`build`).
+
 usage: python torch_vp_step.py MODEL [--batch 32] [--steps 5] [--memory]
   MODEL: a torchvision name (resnet18, resnet50), timm:NAME (timm:efficientnet_lite0) or
          open_clip:NAME (open_clip:ViT-B-32-quickgelu)
@@ -24,26 +26,7 @@ import time
 
 import torch
 
-SIZE, PAD, CLASSES = 224, 30, 10
-
-
-class PadPrompter(torch.nn.Module):
-    """The padding prompt: four learned strips around a zero centre, added to the image."""
-
-    def __init__(self, image_size=SIZE, prompt_size=PAD):
-        super().__init__()
-        base = image_size - 2 * prompt_size
-        self.base = base
-        self.up = torch.nn.Parameter(torch.randn(1, 3, prompt_size, image_size))
-        self.down = torch.nn.Parameter(torch.randn(1, 3, prompt_size, image_size))
-        self.left = torch.nn.Parameter(torch.randn(1, 3, base, prompt_size))
-        self.right = torch.nn.Parameter(torch.randn(1, 3, base, prompt_size))
-
-    def forward(self, x):
-        b = torch.zeros(1, 3, self.base, self.base)
-        p = torch.cat([self.left, b, self.right], dim=3)
-        p = torch.cat([self.up, p, self.down], dim=2)
-        return x + torch.cat(x.size(0) * [p])
+from torch_vp_epoch import CLASSES, SIZE, PadPrompter  # the epoch's prompter: one definition
 
 
 def build(name):
