@@ -10,14 +10,15 @@
 //! (image, channel) plane at a time, in parallel over planes, with no im2col, gemm or col2im:
 //! - planes whose output fits the L1 cache (all of Lite0's but the 112 px stride-1 layer) are
 //!   laid out flat, zero-padded and split by stride phase (`FlatPlane`), so that each kernel tap
-//!   is one long vectorised multiply-add over the whole plane, forward (`gather`) and backward
-//!   (`scatter`, the transpose);
+//!   reads one contiguous run of the plane; blocks of 64 outputs are summed over every tap in
+//!   registers and stored once (`sum_taps`), forward (`gather`) and backward (`scatter`, the
+//!   transpose written as a gather over the spread output gradient);
 //! - larger planes go one row at a time (`gather_plane`, `scatter_plane`), stride-1 rows
 //!   being contiguous multiply-adds.
 //!
-//! The loops run with AVX2 where the CPU has it (`Simd`). The forward adds the taps in burn-flex's
-//! order and the bias last, so its values are burn-flex's bit for bit (Lite0's input-gradient
-//! reference test is sensitive to that, through ReLU6's kinks).
+//! The loops run with AVX2 or AVX-512 where the CPU has them (`Simd`). Both directions add the
+//! taps in burn-flex's order, and the forward the bias last, so their values are burn-flex's bit
+//! for bit (Lite0's input-gradient reference test is sensitive to that, through ReLU6's kinks).
 //!
 //! **Dense.** On ResNet-18 it was the other way round: burn-flex's forward passes took 1.5x
 //! PyTorch's while the input gradients were at parity. The forward is [`super::dense`]'s im2col +
@@ -181,8 +182,45 @@ fn axpy(dst: &mut [f32], w: f32, src: &[f32]) {
 }
 
 #[cfg(feature = "flex")]
-/// A depthwise plane computed as one long vector per kernel tap, for planes small enough that
-/// per-row loops would be mostly loop overhead (all of Lite0's but the 112 px stride-1 layer).
+/// The floats [`sum_taps`] computes at a time in its last blocks: one AVX-512 vector.
+const TAP_LANES: usize = 16;
+
+#[cfg(feature = "flex")]
+/// `acc[i] = sum over (t, start) of taps, in order, of weight[t] * src[start + i]` for every `i`
+/// of `acc`, whose length is a multiple of [`TAP_LANES`]; no taps leave `acc` zero.
+///
+/// Block by block: each block of `acc` is summed over all taps in registers and stored once,
+/// rather than loaded and stored again for every tap (which bound the loop by stores), and blocks
+/// of four vectors keep four independent chains of additions in flight. Every lane multiplies and
+/// then adds, starting from zero, in tap order: the values of one `axpy` per tap.
+#[inline(always)]
+fn sum_taps(acc: &mut [f32], weight: &[f32], taps: &[(usize, usize)], src: &[f32]) {
+    #[inline(always)]
+    fn block<const N: usize>(acc: &mut [f32], at: usize, weight: &[f32], taps: &[(usize, usize)], src: &[f32]) {
+        let mut sum = [0.0f32; N];
+        for &(tap, start) in taps {
+            let w = weight[tap];
+            for (s, &x) in sum.iter_mut().zip(&src[start + at..start + at + N]) {
+                *s += w * x;
+            }
+        }
+        acc[at..at + N].copy_from_slice(&sum);
+    }
+    debug_assert_eq!(acc.len() % TAP_LANES, 0);
+    const WIDE: usize = 4 * TAP_LANES;
+    let wide = acc.len() / WIDE * WIDE;
+    for at in (0..wide).step_by(WIDE) {
+        block::<WIDE>(acc, at, weight, taps, src);
+    }
+    for at in (wide..acc.len()).step_by(TAP_LANES) {
+        block::<TAP_LANES>(acc, at, weight, taps, src);
+    }
+}
+
+#[cfg(feature = "flex")]
+/// A depthwise plane computed as one contiguous run per kernel tap ([`sum_taps`]), for planes
+/// small enough that per-row loops would be mostly loop overhead (all of Lite0's but the 112 px
+/// stride-1 layer).
 ///
 /// The input is copied, zero-padded on every side, into `s_y * s_x` phase planes: phase `(r, c)`
 /// holds the padded positions `(Y, X)` with `Y % s_y == r` and `X % s_x == c` at `[Y / s_y, X /
@@ -194,8 +232,19 @@ fn axpy(dst: &mut [f32], w: f32, src: &[f32]) {
 struct FlatPlane {
     /// Columns of a phase plane.
     width: usize,
-    /// Floats per phase plane: its rows, and the tail the last row's extra columns read.
+    /// Floats per phase plane: its rows, and the tail the last row's extra columns read, rounded
+    /// up to whole [`TAP_LANES`].
     plane_len: usize,
+    /// The forward's taps for [`sum_taps`]: each tap (`ky * k_w + kx`) with where it starts
+    /// reading in the phase planes ([`Self::tap_start`]).
+    taps: Vec<(usize, usize)>,
+    /// The input gradient's taps for [`sum_taps`], per phase plane: the taps that read that
+    /// plane, in tap order, each with where it reads in the spread output gradient
+    /// ([`Self::scatter`]): `lead` minus its start within the phase plane.
+    phase_taps: Vec<Vec<(usize, usize)>>,
+    /// The largest start of a tap within its phase plane: the zeros [`Self::scatter`] puts before
+    /// the output gradient, so that no tap reads before it.
+    lead: usize,
 }
 
 #[cfg(feature = "flex")]
@@ -216,15 +265,36 @@ impl FlatPlane {
         let (reach_y, reach_x) = ((k_h - 1) * d_y / s_y, (k_w - 1) * d_x / s_x);
         let width = (p_x + in_w).div_ceil(s_x).max(out_w + reach_x);
         let height = (p_y + in_h).div_ceil(s_y).max(out_h + reach_y);
-        (out_h * width <= Self::MAX_OUTPUT).then_some(Self {
+        if out_h * width > Self::MAX_OUTPUT {
+            return None;
+        }
+        let mut flat = Self {
             width,
-            plane_len: height * width + reach_x,
-        })
+            plane_len: (height * width + reach_x).next_multiple_of(TAP_LANES),
+            taps: Vec::new(),
+            phase_taps: vec![Vec::new(); s_y * s_x],
+            lead: 0,
+        };
+        flat.taps = (0..k_h * k_w).map(|tap| (tap, flat.tap_start(geometry, tap))).collect();
+        let within = |start: usize| start % flat.plane_len;
+        flat.lead = flat.taps.iter().map(|&(_, start)| within(start)).max().unwrap_or(0);
+        for &(tap, start) in &flat.taps {
+            flat.phase_taps[start / flat.plane_len].push((tap, flat.lead - within(start)));
+        }
+        Some(flat)
     }
 
     /// Floats of all phase planes together.
     fn padded_len(&self, geometry: &Geometry) -> usize {
         geometry.stride[0] * geometry.stride[1] * self.plane_len
+    }
+
+    /// Floats of the flat output (`out_h x width`), and the same rounded up to whole blocks of
+    /// [`TAP_LANES`], which [`Self::gather`] computes (reading at most that many floats past
+    /// [`Self::padded_len`]).
+    fn run(&self, geometry: &Geometry) -> (usize, usize) {
+        let run = geometry.output[0] * self.width;
+        (run, run.next_multiple_of(TAP_LANES))
     }
 
     /// Where tap `tap` (`ky * k_w + kx`) starts reading in the phase planes.
@@ -271,9 +341,10 @@ impl FlatPlane {
         acc: &mut Vec<f32>,
     ) {
         let in_w = geometry.input[1];
-        let [out_h, out_w] = geometry.output;
+        let out_w = geometry.output[1];
         let s_x = geometry.stride[1];
-        padded.resize(self.padded_len(geometry), 0.0);
+        // The slack past the phase planes stays zero: only the rounded-up block reads it.
+        padded.resize(self.padded_len(geometry) + TAP_LANES, 0.0);
         for (iy, row) in x.chunks_exact(in_w).enumerate() {
             self.row_phases(geometry, iy, |ix0, at| {
                 if s_x == 1 {
@@ -285,13 +356,9 @@ impl FlatPlane {
                 }
             });
         }
-        let run = out_h * self.width;
-        acc.clear();
-        acc.resize(run, 0.0);
-        for (tap, &w) in weight.iter().enumerate() {
-            let start = self.tap_start(geometry, tap);
-            axpy(acc, w, &padded[start..start + run]);
-        }
+        let (_, lanes) = self.run(geometry);
+        acc.resize(lanes, 0.0);
+        sum_taps(acc, weight, &self.taps, padded);
         // The bias last, as in the row path.
         for (out, acc) in out.chunks_exact_mut(out_w).zip(acc.chunks_exact(self.width)) {
             for (o, &a) in out.iter_mut().zip(acc) {
@@ -301,9 +368,12 @@ impl FlatPlane {
     }
 
     /// One plane of [`input_grad_f32`], the transpose of [`Self::gather`]: the output gradient is
-    /// copied into `spread` (`out_h x width`, its extra columns kept zero between planes of one
-    /// call, so they add nothing), each tap adds it, weighted, into the phase planes `acc` where
-    /// it read, and the input positions of `acc` are the result.
+    /// copied into `spread` (`out_h x width` after [`Self::lead`] zeros, its extra columns and
+    /// the zeros after it kept zero between planes of one call), and each phase plane of `acc`
+    /// sums, position by position, the taps that read it, weighted, over the output gradient
+    /// where they read (the transpose's gather form: tap `t` carried position `p` of its phase
+    /// plane to flat output position `p - start`, so `p` sums `w_t * spread[lead - start + p]`).
+    /// The input positions of `acc` are the result.
     #[inline(always)]
     fn scatter(
         &self,
@@ -315,21 +385,19 @@ impl FlatPlane {
         acc: &mut Vec<f32>,
     ) {
         let in_w = geometry.input[1];
-        let [out_h, out_w] = geometry.output;
+        let out_w = geometry.output[1];
         let s_x = geometry.stride[1];
-        let run = out_h * self.width;
-        spread.resize(run, 0.0);
-        for (spread, row) in spread
+        // Every read is below lead + plane_len (a start within a phase plane is at least 0).
+        spread.resize(self.lead + self.plane_len, 0.0);
+        for (spread, row) in spread[self.lead..]
             .chunks_exact_mut(self.width)
             .zip(grad_out.chunks_exact(out_w))
         {
             spread[..out_w].copy_from_slice(row);
         }
-        acc.clear();
         acc.resize(self.padded_len(geometry), 0.0);
-        for (tap, &w) in weight.iter().enumerate() {
-            let start = self.tap_start(geometry, tap);
-            axpy(&mut acc[start..start + run], w, spread);
+        for (acc, taps) in acc.chunks_exact_mut(self.plane_len).zip(&self.phase_taps) {
+            sum_taps(acc, weight, taps, spread);
         }
         for (iy, row) in grad_in.chunks_exact_mut(in_w).enumerate() {
             self.row_phases(geometry, iy, |ix0, at| {
@@ -828,7 +896,7 @@ mod tests {
             let grad_out = values(2 * 3 * g.output[0] * g.output[1], 1);
             let weight = values(3 * g.kernel[0] * g.kernel[1], 2);
             let naive = naive_input_grad(&grad_out, &weight, &g, g.channels_in);
-            for simd in [Simd::Baseline, Simd::detect()] {
+            for simd in Simd::available() {
                 assert_elementwise(&input_grad_f32_with(simd, &grad_out, &weight, &g), &naive, &g);
             }
         }
@@ -853,7 +921,7 @@ mod tests {
                     }
                 }
             }
-            for simd in [Simd::Baseline, Simd::detect()] {
+            for simd in Simd::available() {
                 assert_elementwise(&forward_f32_with(simd, &x, &weight, &bias, &g), &naive, &g);
             }
         }

@@ -91,18 +91,14 @@ pub(crate) fn forward_f32_with(
     let out_image = g.channels_out * out_plane;
     debug_assert_eq!(input.len(), g.batch * in_image);
     debug_assert_eq!(weight.len(), g.channels_out * g.taps());
-    let mut output = crate::zeroed(g.batch * out_image);
-    if out_image == 0 {
-        return output;
-    }
-    if in_image == 0 || g.taps() == 0 {
-        // No input values: every output is its bias.
-        if let Some(bias) = bias {
-            for image in output.chunks_mut(out_image) {
-                fill_bias(image, bias, out_plane);
-            }
-        }
-        return output;
+    // Every output starts from its bias, written in the same pass as the fresh buffer: the
+    // products are added to it.
+    let mut output = match bias {
+        Some(bias) => crate::filled(g.batch * out_image, out_plane, |p| bias[p % g.channels_out]),
+        None => crate::zeroed(g.batch * out_image),
+    };
+    if out_image == 0 || in_image == 0 || g.taps() == 0 {
+        return output; // no input values: every output is its bias
     }
     let weight = Matrix::rows(weight, g.taps());
     let group = g.images_per_group(limit, threads);
@@ -212,8 +208,9 @@ fn fill_bias(out: &mut [f32], bias: &[f32], plane: usize) {
     }
 }
 
-/// One image of [`forward_f32`]: `out` (`[c_out, out_h * out_w]`) = bias + weight x columns,
-/// chunk by chunk of output rows. `columns` is reused across the images of one thread.
+/// One image of [`forward_f32`]: `out` (`[c_out, out_h * out_w]`, holding the bias on entry, or
+/// zeros without one) += weight x columns, chunk by chunk of output rows. `columns` is reused
+/// across the images of one thread.
 #[allow(clippy::too_many_arguments)] // the pieces of one call, named
 fn convolve_image(
     image: &[f32],
@@ -227,10 +224,7 @@ fn convolve_image(
 ) {
     let [out_h, out_w] = g.output;
     let plane = out_h * out_w;
-    if let Some(bias) = bias {
-        fill_bias(out, bias, plane);
-    }
-    let read_out = bias.is_some();
+    let read_out = bias.is_some(); // `out` holds the bias
     let (m, k) = (g.channels_out, g.taps());
     if g.is_pointwise() {
         let rhs = Matrix::rows(image, plane);

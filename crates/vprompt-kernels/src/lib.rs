@@ -78,27 +78,43 @@ pub(crate) struct Geometry {
 
 /// The instruction set the kernels' own loops (not gemm's, which dispatches itself) run with,
 /// detected at run time: the crate is compiled for the target's baseline (SSE2 on x86-64), where
-/// the row loops vectorise 4 wide; with AVX2 they run 8 wide. Values do not depend on it (no fused
-/// multiply-adds either way).
+/// the loops vectorise 4 wide; with AVX2 they run 8 wide, with AVX-512 16 wide. Values do not
+/// depend on it (no fused multiply-adds in any variant: each lane does the same multiply, then the
+/// same add, in the same order).
 #[cfg(feature = "flex")]
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Simd {
     /// The target's baseline.
     Baseline,
     /// x86-64 with AVX2.
     #[cfg(target_arch = "x86_64")]
     Avx2,
+    /// x86-64 with AVX-512 (foundation).
+    #[cfg(target_arch = "x86_64")]
+    Avx512,
 }
 
 #[cfg(feature = "flex")]
 impl Simd {
     /// The widest variant this CPU runs.
     pub(crate) fn detect() -> Self {
+        *Self::available().last().expect("the baseline always runs")
+    }
+
+    /// Every variant this CPU runs, narrowest first (the tests run each).
+    pub(crate) fn available() -> Vec<Self> {
+        #[allow(unused_mut)] // only pushed to on x86-64
+        let mut all = vec![Simd::Baseline];
         #[cfg(target_arch = "x86_64")]
-        if std::arch::is_x86_feature_detected!("avx2") {
-            return Simd::Avx2;
+        {
+            if std::arch::is_x86_feature_detected!("avx2") {
+                all.push(Simd::Avx2);
+                if std::arch::is_x86_feature_detected!("avx512f") {
+                    all.push(Simd::Avx512);
+                }
+            }
         }
-        Simd::Baseline
+        all
     }
 
     /// Runs `body` compiled for this instruction set: `body` and what it inlines (the kernels'
@@ -113,10 +129,23 @@ impl Simd {
                 fn avx2<R>(body: impl FnOnce() -> R) -> R {
                     body()
                 }
-                // SAFETY: `detect` returned `Avx2`, so this CPU executes AVX2 instructions.
+                // SAFETY: `available` listed `Avx2`, so this CPU executes AVX2 instructions.
                 #[allow(unsafe_code)]
                 unsafe {
                     avx2(body)
+                }
+            }
+            #[cfg(target_arch = "x86_64")]
+            Simd::Avx512 => {
+                #[target_feature(enable = "avx2,avx512f")]
+                fn avx512<R>(body: impl FnOnce() -> R) -> R {
+                    body()
+                }
+                // SAFETY: `available` lists `Avx512` only where it detected both AVX2 and
+                // AVX-512F, so this CPU executes their instructions.
+                #[allow(unsafe_code)]
+                unsafe {
+                    avx512(body)
                 }
             }
         }
@@ -150,12 +179,36 @@ fn reach(
 /// kernels that then run on every core.
 #[cfg(feature = "flex")]
 pub(crate) fn zeroed(len: usize) -> Vec<f32> {
+    filled(len, 1 << 16, |_| 0.0)
+}
+
+/// A buffer of `len` floats written in parallel, `chunk` at a time (the last chunk may be
+/// shorter), chunk `i` all `value(i)`: a convolution's output starting from its bias (`chunk` the
+/// output plane), in one pass over fresh memory instead of zeros and then the bias.
+#[cfg(feature = "flex")]
+#[allow(unsafe_code)]
+pub(crate) fn filled(len: usize, chunk: usize, value: impl Fn(usize) -> f32 + Sync) -> Vec<f32> {
     use rayon::prelude::*;
-    (0..len)
-        .into_par_iter()
-        .with_min_len(1 << 16)
-        .map(|_| 0.0)
-        .collect()
+    let mut values = Vec::with_capacity(len);
+    if len > 0 {
+        let chunk = chunk.max(1);
+        values.spare_capacity_mut()[..len]
+            .par_chunks_mut(chunk)
+            .with_min_len((1 << 14) / chunk + 1)
+            .enumerate()
+            .for_each(|(i, chunk)| {
+                let value = value(i);
+                for v in chunk {
+                    v.write(value);
+                }
+            });
+    }
+    // SAFETY: the chunks above cover the first `len` elements of the spare capacity (capacity
+    // `len` was reserved) and each element of each chunk was written; a panic in `value` would
+    // have propagated out of `for_each` before this point, leaving `values` empty. `f32` has no
+    // invalid bit patterns and no drop.
+    unsafe { values.set_len(len) };
+    values
 }
 
 /// Whether `tensor` lives on a `flex` device (with or without autodiff) in `f32`: where the
