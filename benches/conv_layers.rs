@@ -6,8 +6,8 @@
 //!
 //! Each layer runs as the generated backbone runs it: through
 //! `vprompt::backbone::kernels::conv2d::forward`, which on flex is the direct depthwise backward for
-//! depthwise layers and the im2col + gemm forward for dense ones with symmetric padding, and burn's
-//! `Conv2d::forward` otherwise. (Before those kernels the depthwise rows were burn-flex's
+//! depthwise layers and the im2col + gemm forward for dense ones, and burn's `Conv2d::forward`
+//! otherwise. (Before those kernels the depthwise rows were burn-flex's
 //! transposed convolution: 3,300 ms summed with the gradient, against PyTorch's 2,122; ResNet-18's
 //! 20 forward passes burn-flex's own: 1.22-1.26 s against PyTorch's 0.81.)
 //!

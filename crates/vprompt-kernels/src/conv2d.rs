@@ -28,8 +28,7 @@
 //!
 //! In both, the weight and bias gradients, only needed when the backbone is not frozen, stay
 //! burn-flex's. On every other device and for layers the kernels do not cover (`Same` padding, no
-//! bias, not `f32`, grouped but not depthwise, asymmetric padding on a dense layer), [`forward`] is
-//! exactly [`Conv2d::forward`].
+//! bias, not `f32`, grouped but not depthwise), [`forward`] is exactly [`Conv2d::forward`].
 
 #[cfg(feature = "flex")]
 use super::{Geometry, Simd};
@@ -326,6 +325,16 @@ impl FlatPlane {
         }
     }
 
+    /// For horizontal stride 2: where input row `iy`'s even columns (`[0]`) and odd columns
+    /// (`[1]`) start in the phase planes ([`Self::row_phases`]).
+    #[inline(always)]
+    fn column_phases_of_two(&self, geometry: &Geometry, iy: usize) -> [usize; 2] {
+        debug_assert_eq!(geometry.stride[1], 2);
+        let mut at = [0; 2];
+        self.row_phases(geometry, iy, |ix0, start| at[ix0] = start);
+        at
+    }
+
     /// One plane of [`forward_f32`]: `padded` and `acc` are scratch, `padded`'s border kept zero
     /// between planes of one call (every plane writes the same positions).
     #[allow(clippy::too_many_arguments)]
@@ -346,6 +355,17 @@ impl FlatPlane {
         // The slack past the phase planes stays zero: only the rounded-up block reads it.
         padded.resize(self.padded_len(geometry) + TAP_LANES, 0.0);
         for (iy, row) in x.chunks_exact(in_w).enumerate() {
+            if s_x == 2 {
+                // Even and odd columns read as pairs, which vectorises (a stride does not).
+                let at = self.column_phases_of_two(geometry, iy);
+                for (ix0, at) in at.into_iter().enumerate() {
+                    let phase = &mut padded[at..at + (in_w - ix0).div_ceil(2)];
+                    for (p, pair) in phase.iter_mut().zip(row[ix0..].chunks(2)) {
+                        *p = pair[0];
+                    }
+                }
+                continue;
+            }
             self.row_phases(geometry, iy, |ix0, at| {
                 if s_x == 1 {
                     padded[at..at + in_w].copy_from_slice(row);
@@ -400,6 +420,19 @@ impl FlatPlane {
             sum_taps(acc, weight, taps, spread);
         }
         for (iy, row) in grad_in.chunks_exact_mut(in_w).enumerate() {
+            if s_x == 2 {
+                // Even and odd columns written as pairs, which vectorises (a stride does not).
+                let [even, odd] = self.column_phases_of_two(geometry, iy).map(|at| &acc[at..]);
+                let mut pairs = row.chunks_exact_mut(2);
+                for ((pair, &e), &o) in (&mut pairs).zip(even).zip(odd) {
+                    pair[0] = e;
+                    pair[1] = o;
+                }
+                if let [last] = pairs.into_remainder() {
+                    *last = even[in_w / 2];
+                }
+                continue;
+            }
             self.row_phases(geometry, iy, |ix0, at| {
                 if s_x == 1 {
                     row.copy_from_slice(&acc[at..at + in_w]);
@@ -609,8 +642,8 @@ mod flex {
     #[backend_extension(Flex, Autodiff)]
     pub trait KernelConvBackend: Backend {
         /// `x` `[batch, c_in, h, w]`, `weight` `[c_out, c_in / groups, k_h, k_w]`, `bias`
-        /// `[c_out]`, with `options.groups` either 1 (dense, symmetric padding) or `c_in ==
-        /// c_out` (depthwise); returns `[batch, c_out, out_h, out_w]`.
+        /// `[c_out]`, with `options.groups` either 1 (dense) or `c_in == c_out` (depthwise);
+        /// returns `[batch, c_out, out_h, out_w]`.
         fn kernel_conv2d(
             x: FloatTensor<Self>,
             weight: FloatTensor<Self>,
@@ -772,8 +805,7 @@ mod flex {
 
     /// The options for `conv` on `input` when a kernel applies: a `flex` device (with or without
     /// autodiff), `f32`, a layer with a bias and explicit or valid padding that is either a
-    /// canonical depthwise layer or a dense one with the same padding before and after. `None`
-    /// sends the call to [`Conv2d::forward`].
+    /// canonical depthwise layer or a dense one. `None` sends the call to [`Conv2d::forward`].
     pub(super) fn options(conv: &Conv2d, input: &Tensor<4>) -> Option<ConvOptions<2>> {
         let [_, channels, _, _] = input.dims();
         let [out_channels, per_group, _, _] = conv.weight.dims();
@@ -784,9 +816,6 @@ mod flex {
             return None;
         }
         let padding = padding_pairs(&conv.padding)?;
-        if dense && padding.iter().any(|(begin, end)| begin != end) {
-            return None;
-        }
         Some(ConvOptions::new_with_padding(
             conv.stride,
             padding,
@@ -992,6 +1021,7 @@ mod tests {
             ([6, 4], 7, 2, PaddingConfig2d::Explicit(3, 3, 3, 3), 1), // its stem
             ([6, 7], 1, 1, PaddingConfig2d::Valid, 1),                // pointwise
             ([6, 3], 2, 3, PaddingConfig2d::Valid, 1),                // stride past the kernel
+            ([6, 5], 3, 2, PaddingConfig2d::Explicit(0, 0, 1, 1), 1), // Lite0's stem
         ] {
             // Odd and even sides: with asymmetric padding only the even one pads at the end.
             for side in [13, 12] {
@@ -1083,18 +1113,11 @@ mod tests {
             flex::options(&grouped, &input).is_none(),
             "grouped, not depthwise"
         );
-        let asymmetric = conv_layer([4, 4], 3, 2, PaddingConfig2d::Explicit(0, 0, 1, 1), 1, &device);
-        assert!(
-            flex::options(&asymmetric, &input).is_none(),
-            "dense, asymmetric padding"
+        assert_same(
+            forward(&grouped, input.clone()),
+            grouped.forward(input.clone()),
+            "uncovered layers pass through",
         );
-        for conv in [grouped, asymmetric] {
-            assert_same(
-                forward(&conv, input.clone()),
-                conv.forward(input.clone()),
-                "uncovered layers pass through",
-            );
-        }
 
         // A frozen dense layer on the plain device: the im2col forward, burn's input gradient.
         let dense = conv_layer(
