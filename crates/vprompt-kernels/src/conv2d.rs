@@ -63,38 +63,43 @@ pub(crate) fn input_grad_f32(grad_out: &[f32], weight: &[f32], geometry: &Geomet
 #[cfg(feature = "flex")]
 /// [`input_grad_f32`] with the given instruction set.
 fn input_grad_f32_with(simd: Simd, grad_out: &[f32], weight: &[f32], geometry: &Geometry) -> Vec<f32> {
-    use rayon::prelude::*;
     let [in_h, in_w] = geometry.input;
     let [out_h, out_w] = geometry.output;
     let [k_h, k_w] = geometry.kernel;
     let (in_plane, out_plane, taps) = (in_h * in_w, out_h * out_w, k_h * k_w);
     debug_assert_eq!(grad_out.len(), geometry.batch * geometry.channels_in * out_plane);
     debug_assert_eq!(weight.len(), geometry.channels_in * taps);
-    let mut grad_in = crate::zeroed(geometry.batch * geometry.channels_in * in_plane);
+    let len = geometry.batch * geometry.channels_in * in_plane;
     if in_plane == 0 || out_plane == 0 {
-        return grad_in;
+        return crate::zeroed(len);
     }
     let columns = tap_columns(geometry);
     let flat = FlatPlane::fits(geometry);
-    grad_in
-        .par_chunks_mut(in_plane)
-        .zip(grad_out.par_chunks(out_plane))
-        .enumerate()
-        .for_each_init(
-            || (Vec::new(), Vec::new()),
-            |(first, second), (plane, (grad_in, grad_out))| {
-                let channel = plane % geometry.channels_in;
-                let weight = &weight[channel * taps..(channel + 1) * taps];
-                simd.run(
-                    #[inline(always)]
-                    || match &flat {
-                        Some(flat) => flat.scatter(grad_out, weight, geometry, grad_in, first, second),
-                        None => scatter_plane(grad_out, weight, geometry, &columns, grad_in, first),
-                    },
-                );
-            },
-        );
-    grad_in
+    // Each plane is built in `grad_in` (scratch, in cache) and then copied out whole.
+    crate::written(
+        len,
+        in_plane,
+        || (Vec::new(), Vec::new(), Vec::new()),
+        |(first, second, grad_in), plane, chunk| {
+            let channel = plane % geometry.channels_in;
+            let weight = &weight[channel * taps..(channel + 1) * taps];
+            let grad_out = &grad_out[plane * out_plane..(plane + 1) * out_plane];
+            grad_in.resize(in_plane, 0.0);
+            simd.run(
+                #[inline(always)]
+                || match &flat {
+                    // Writes every input position.
+                    Some(flat) => flat.scatter(grad_out, weight, geometry, grad_in, first, second),
+                    // Adds into the plane, from zero.
+                    None => {
+                        grad_in.fill(0.0);
+                        scatter_plane(grad_out, weight, geometry, &columns, grad_in, first)
+                    }
+                },
+            );
+            chunk.write_copy_of_slice(grad_in)
+        },
+    )
 }
 
 #[cfg(feature = "flex")]
@@ -112,7 +117,6 @@ pub(crate) fn forward_f32(x: &[f32], weight: &[f32], bias: &[f32], geometry: &Ge
 #[cfg(feature = "flex")]
 /// [`forward_f32`] with the given instruction set.
 fn forward_f32_with(simd: Simd, x: &[f32], weight: &[f32], bias: &[f32], geometry: &Geometry) -> Vec<f32> {
-    use rayon::prelude::*;
     let [in_h, in_w] = geometry.input;
     let [out_h, out_w] = geometry.output;
     let [k_h, k_w] = geometry.kernel;
@@ -120,38 +124,34 @@ fn forward_f32_with(simd: Simd, x: &[f32], weight: &[f32], bias: &[f32], geometr
     debug_assert_eq!(x.len(), geometry.batch * geometry.channels_in * in_plane);
     debug_assert_eq!(weight.len(), geometry.channels_in * taps);
     debug_assert_eq!(bias.len(), geometry.channels_in);
-    let mut out = crate::zeroed(geometry.batch * geometry.channels_in * out_plane);
-    if out_plane == 0 {
-        return out;
-    }
+    let len = geometry.batch * geometry.channels_in * out_plane;
     if in_plane == 0 {
         // Every tap reads padding: the bias alone.
-        for (plane, out) in out.chunks_mut(out_plane).enumerate() {
-            out.fill(bias[plane % geometry.channels_in]);
-        }
-        return out;
+        return crate::filled(len, out_plane, |plane| bias[plane % geometry.channels_in]);
     }
     let columns = tap_columns(geometry);
     let flat = FlatPlane::fits(geometry);
-    out.par_chunks_mut(out_plane)
-        .zip(x.par_chunks(in_plane))
-        .enumerate()
-        .for_each_init(
-            || (Vec::new(), Vec::new()),
-            |(first, second), (plane, (out, x))| {
-                let channel = plane % geometry.channels_in;
-                let weight = &weight[channel * taps..(channel + 1) * taps];
-                let bias = bias[channel];
-                simd.run(
-                    #[inline(always)]
-                    || match &flat {
-                        Some(flat) => flat.gather(x, weight, bias, geometry, out, first, second),
-                        None => gather_plane(x, weight, bias, geometry, &columns, out, first),
-                    },
-                );
-            },
-        );
-    out
+    // Each plane is built in `out` (scratch, in cache) and then copied out whole.
+    crate::written(
+        len,
+        out_plane,
+        || (Vec::new(), Vec::new(), Vec::new()),
+        |(first, second, out), plane, chunk| {
+            let channel = plane % geometry.channels_in;
+            let weight = &weight[channel * taps..(channel + 1) * taps];
+            let bias = bias[channel];
+            let x = &x[plane * in_plane..(plane + 1) * in_plane];
+            out.resize(out_plane, 0.0);
+            simd.run(
+                #[inline(always)]
+                || match &flat {
+                    Some(flat) => flat.gather(x, weight, bias, geometry, out, first, second),
+                    None => gather_plane(x, weight, bias, geometry, &columns, out, first),
+                },
+            );
+            chunk.write_copy_of_slice(out)
+        },
+    )
 }
 
 #[cfg(feature = "flex")]

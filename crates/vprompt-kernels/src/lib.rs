@@ -211,6 +211,45 @@ pub(crate) fn filled(len: usize, chunk: usize, value: impl Fn(usize) -> f32 + Sy
     values
 }
 
+/// A buffer of `len` floats written in parallel, `chunk` at a time (the last chunk may be
+/// shorter), with no zero-fill pass before: `write(scratch, i, chunk)` initialises chunk `i` and
+/// returns it initialised, as `write_copy_of_slice` does (`scratch` is `init()`'s, one per task,
+/// reused across its chunks). A returned slice that is not the whole chunk is a bug and panics.
+///
+/// For kernels that build each output plane in a cache-resident scratch buffer anyway (the
+/// depthwise convolution): a zero-filled output would cost one more pass over the whole buffer.
+#[cfg(feature = "flex")]
+#[allow(unsafe_code)]
+pub(crate) fn written<S, I, W>(len: usize, chunk: usize, init: I, write: W) -> Vec<f32>
+where
+    I: Fn() -> S + Sync + Send,
+    W: for<'a> Fn(&mut S, usize, &'a mut [std::mem::MaybeUninit<f32>]) -> &'a mut [f32] + Sync + Send,
+{
+    use rayon::prelude::*;
+    let mut values = Vec::with_capacity(len);
+    if len > 0 {
+        values.spare_capacity_mut()[..len]
+            .par_chunks_mut(chunk.max(1))
+            .enumerate()
+            .for_each_init(init, |scratch, (i, chunk)| {
+                let (start, n) = (chunk.as_ptr().cast::<f32>(), chunk.len());
+                let done = write(scratch, i, chunk);
+                // Safe code can only make a `&mut [f32]` of this address and length from the
+                // chunk itself, by initialising it.
+                assert!(
+                    std::ptr::eq(done.as_ptr(), start) && done.len() == n,
+                    "written: a chunk was not returned whole"
+                );
+            });
+    }
+    // SAFETY: the chunks above cover the first `len` elements of the spare capacity (capacity
+    // `len` was reserved) and each was returned as an initialised `&mut [f32]` of its whole
+    // extent (asserted); a panic would have propagated out of `for_each_init` before this point,
+    // leaving `values` empty. `f32` has no drop.
+    unsafe { values.set_len(len) };
+    values
+}
+
 /// Whether `tensor` lives on a `flex` device (with or without autodiff) in `f32`: where the
 /// extensions in this module run.
 #[cfg(feature = "flex")]
