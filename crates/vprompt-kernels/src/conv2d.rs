@@ -70,7 +70,7 @@ fn input_grad_f32_with(simd: Simd, grad_out: &[f32], weight: &[f32], geometry: &
     debug_assert_eq!(grad_out.len(), geometry.batch * geometry.channels_in * out_plane);
     debug_assert_eq!(weight.len(), geometry.channels_in * taps);
     let len = geometry.batch * geometry.channels_in * in_plane;
-    if in_plane == 0 || out_plane == 0 {
+    if len == 0 || out_plane == 0 {
         return crate::zeroed(len);
     }
     let columns = tap_columns(geometry);
@@ -97,7 +97,7 @@ fn input_grad_f32_with(simd: Simd, grad_out: &[f32], weight: &[f32], geometry: &
                     }
                 },
             );
-            chunk.write_copy_of_slice(grad_in)
+            chunk.write(grad_in);
         },
     )
 }
@@ -125,7 +125,7 @@ fn forward_f32_with(simd: Simd, x: &[f32], weight: &[f32], bias: &[f32], geometr
     debug_assert_eq!(weight.len(), geometry.channels_in * taps);
     debug_assert_eq!(bias.len(), geometry.channels_in);
     let len = geometry.batch * geometry.channels_in * out_plane;
-    if in_plane == 0 {
+    if len == 0 || in_plane == 0 {
         // Every tap reads padding: the bias alone.
         return crate::filled(len, out_plane, |plane| bias[plane % geometry.channels_in]);
     }
@@ -149,7 +149,7 @@ fn forward_f32_with(simd: Simd, x: &[f32], weight: &[f32], bias: &[f32], geometr
                     None => gather_plane(x, weight, bias, geometry, &columns, out, first),
                 },
             );
-            chunk.write_copy_of_slice(out)
+            chunk.write(out);
         },
     )
 }
@@ -195,7 +195,13 @@ const TAP_LANES: usize = 16;
 #[inline(always)]
 fn sum_taps(acc: &mut [f32], weight: &[f32], taps: &[(usize, usize)], src: &[f32]) {
     #[inline(always)]
-    fn block<const N: usize>(acc: &mut [f32], at: usize, weight: &[f32], taps: &[(usize, usize)], src: &[f32]) {
+    fn block<const N: usize>(
+        acc: &mut [f32],
+        at: usize,
+        weight: &[f32],
+        taps: &[(usize, usize)],
+        src: &[f32],
+    ) {
         let mut sum = [0.0f32; N];
         for &(tap, start) in taps {
             let w = weight[tap];
@@ -274,9 +280,16 @@ impl FlatPlane {
             phase_taps: vec![Vec::new(); s_y * s_x],
             lead: 0,
         };
-        flat.taps = (0..k_h * k_w).map(|tap| (tap, flat.tap_start(geometry, tap))).collect();
+        flat.taps = (0..k_h * k_w)
+            .map(|tap| (tap, flat.tap_start(geometry, tap)))
+            .collect();
         let within = |start: usize| start % flat.plane_len;
-        flat.lead = flat.taps.iter().map(|&(_, start)| within(start)).max().unwrap_or(0);
+        flat.lead = flat
+            .taps
+            .iter()
+            .map(|&(_, start)| within(start))
+            .max()
+            .unwrap_or(0);
         for &(tap, start) in &flat.taps {
             flat.phase_taps[start / flat.plane_len].push((tap, flat.lead - within(start)));
         }

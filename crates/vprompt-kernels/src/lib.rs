@@ -211,43 +211,63 @@ pub(crate) fn filled(len: usize, chunk: usize, value: impl Fn(usize) -> f32 + Sy
     values
 }
 
-/// A buffer of `len` floats written in parallel, `chunk` at a time (the last chunk may be
-/// shorter), with no zero-fill pass before: `write(scratch, i, chunk)` initialises chunk `i` and
-/// returns it initialised, as `write_copy_of_slice` does (`scratch` is `init()`'s, one per task,
-/// reused across its chunks). A returned slice that is not the whole chunk is a bug and panics.
+/// A buffer of `len` floats written in parallel, `chunk` at a time (`len` a multiple of `chunk`),
+/// with no zero-fill pass before: `write(scratch, i, unfilled)` writes all of chunk `i` through
+/// [`Unfilled`], which checks that it did (a chunk left partly unwritten is a bug and panics).
+/// `scratch` is `init()`'s, one per task, reused across its chunks.
 ///
-/// For kernels that build each output plane in a cache-resident scratch buffer anyway (the
-/// depthwise convolution): a zero-filled output would cost one more pass over the whole buffer.
+/// For kernels that build each chunk in a cache-resident scratch buffer anyway (the depthwise
+/// convolution's planes): a zero-filled output would cost one more pass over the whole buffer.
 #[cfg(feature = "flex")]
 #[allow(unsafe_code)]
 pub(crate) fn written<S, I, W>(len: usize, chunk: usize, init: I, write: W) -> Vec<f32>
 where
     I: Fn() -> S + Sync + Send,
-    W: for<'a> Fn(&mut S, usize, &'a mut [std::mem::MaybeUninit<f32>]) -> &'a mut [f32] + Sync + Send,
+    W: Fn(&mut S, usize, &mut Unfilled<'_>) + Sync + Send,
 {
     use rayon::prelude::*;
+    assert!(
+        chunk > 0 && len.is_multiple_of(chunk),
+        "written: {len} floats in chunks of {chunk}"
+    );
     let mut values = Vec::with_capacity(len);
-    if len > 0 {
-        values.spare_capacity_mut()[..len]
-            .par_chunks_mut(chunk.max(1))
-            .enumerate()
-            .for_each_init(init, |scratch, (i, chunk)| {
-                let (start, n) = (chunk.as_ptr().cast::<f32>(), chunk.len());
-                let done = write(scratch, i, chunk);
-                // Safe code can only make a `&mut [f32]` of this address and length from the
-                // chunk itself, by initialising it.
-                assert!(
-                    std::ptr::eq(done.as_ptr(), start) && done.len() == n,
-                    "written: a chunk was not returned whole"
-                );
-            });
-    }
+    values.spare_capacity_mut()[..len]
+        .par_chunks_mut(chunk)
+        .enumerate()
+        .for_each_init(init, |scratch, (i, chunk)| {
+            let mut unfilled = Unfilled { chunk, written: 0 };
+            write(scratch, i, &mut unfilled);
+            assert_eq!(
+                unfilled.written,
+                unfilled.chunk.len(),
+                "written: chunk {i} was not written whole"
+            );
+        });
     // SAFETY: the chunks above cover the first `len` elements of the spare capacity (capacity
-    // `len` was reserved) and each was returned as an initialised `&mut [f32]` of its whole
-    // extent (asserted); a panic would have propagated out of `for_each_init` before this point,
-    // leaving `values` empty. `f32` has no drop.
+    // `len` was reserved), and every element of every chunk was written: `Unfilled` writes
+    // consecutive values from the chunk's start, and the assert checked that they reached its end.
+    // A panic would have propagated out of `for_each_init` before this point, leaving `values`
+    // empty. `f32` has no drop.
     unsafe { values.set_len(len) };
     values
+}
+
+/// One chunk of [`written`]'s buffer, written from its start.
+#[cfg(feature = "flex")]
+pub(crate) struct Unfilled<'a> {
+    chunk: &'a mut [std::mem::MaybeUninit<f32>],
+    /// Values written so far: `chunk[..written]`.
+    written: usize,
+}
+
+#[cfg(feature = "flex")]
+impl Unfilled<'_> {
+    /// Writes `values` after those written before (panics past the chunk's end).
+    pub(crate) fn write(&mut self, values: &[f32]) {
+        let end = self.written + values.len();
+        self.chunk[self.written..end].write_copy_of_slice(values);
+        self.written = end;
+    }
 }
 
 /// Whether `tensor` lives on a `flex` device (with or without autodiff) in `f32`: where the
@@ -334,5 +354,37 @@ mod test_values {
         pad: (usize, usize),
     ) -> usize {
         (input + pad.0 + pad.1 - dilation * (kernel - 1) - 1) / stride + 1
+    }
+}
+
+#[cfg(all(test, feature = "flex"))]
+mod tests {
+    #[test]
+    fn written_chunks_and_filled_values() {
+        let values = super::written(
+            12,
+            4,
+            || 0,
+            |_, i, chunk| {
+                chunk.write(&[i as f32; 3]);
+                chunk.write(&[-1.0]);
+            },
+        );
+        assert_eq!(values, [0., 0., 0., -1., 1., 1., 1., -1., 2., 2., 2., -1.]);
+        assert_eq!(super::filled(5, 2, |i| i as f32), [0., 0., 1., 1., 2.]);
+        assert_eq!(super::zeroed(3), [0.0; 3]);
+        assert!(super::written(0, 4, || 0, |_, _, _| {}).is_empty());
+    }
+
+    #[test]
+    #[should_panic(expected = "was not written whole")]
+    fn a_chunk_written_in_part_panics() {
+        super::written(8, 4, || 0, |_, _, chunk| chunk.write(&[1.0; 3]));
+    }
+
+    #[test]
+    #[should_panic]
+    fn writing_past_a_chunk_panics() {
+        super::written(8, 4, || 0, |_, _, chunk| chunk.write(&[1.0; 5]));
     }
 }
