@@ -5,12 +5,15 @@
 //! only to its ReLU6), so writing the result over them saves allocating, and faulting in, a second
 //! buffer as large as the activation; the same holds for an upstream gradient in the backward
 //! pass. A tensor whose values another tensor still shares (the input the tape keeps, a residual
-//! branch) gets a new buffer, exactly as before.
+//! branch) gets a new buffer, exactly as before. The in-place loops run with the CPU's widest
+//! vectors (`Simd`); values do not depend on it.
 
 use burn::backend::tensor::FloatTensor;
 use burn::backend::{Flex, TensorMetadata};
 use burn::tensor::TensorData;
 use rayon::prelude::*;
+
+use super::Simd;
 
 /// Fewest elements per parallel task: 64 KiB of `f32`, large enough to amortise scheduling,
 /// small enough to split the smallest Lite0 activation (`[32, 1152, 7, 7]`).
@@ -19,9 +22,13 @@ pub(crate) const CHUNK: usize = 1 << 14;
 /// `f` of every value of `x` (any shape, `f32`), same shape.
 pub(crate) fn map(mut x: FloatTensor<Flex>, f: impl Fn(f32) -> f32 + Sync) -> FloatTensor<Flex> {
     if let Some(values) = owned_values(&mut x) {
-        values
-            .par_chunks_mut(CHUNK)
-            .for_each(|chunk| chunk.iter_mut().for_each(|v| *v = f(*v)));
+        let simd = Simd::detect();
+        values.par_chunks_mut(CHUNK).for_each(|chunk| {
+            simd.run(
+                #[inline(always)]
+                || chunk.iter_mut().for_each(|v| *v = f(*v)),
+            )
+        });
         return x;
     }
     let shape = x.shape();
@@ -40,10 +47,14 @@ pub(crate) fn zip_map(
     let b = b.to_contiguous();
     let b_values = b.as_slice::<f32>().expect("f32 only");
     if let Some(values) = owned_values(&mut a) {
-        values
-            .par_chunks_mut(CHUNK)
-            .zip(b_values.par_chunks(CHUNK))
-            .for_each(|(chunk, b)| chunk.iter_mut().zip(b).for_each(|(v, &w)| *v = f(*v, w)));
+        let simd = Simd::detect();
+        let pairs = values.par_chunks_mut(CHUNK).zip(b_values.par_chunks(CHUNK));
+        pairs.for_each(|(chunk, b)| {
+            simd.run(
+                #[inline(always)]
+                || chunk.iter_mut().zip(b).for_each(|(v, &w)| *v = f(*v, w)),
+            )
+        });
         return a;
     }
     let shape = a.shape();
