@@ -301,12 +301,11 @@ impl FlatPlane {
         geometry.stride[0] * geometry.stride[1] * self.plane_len
     }
 
-    /// Floats of the flat output (`out_h x width`), and the same rounded up to whole blocks of
-    /// [`TAP_LANES`], which [`Self::gather`] computes (reading at most that many floats past
+    /// Floats of the flat output (`out_h x width`) rounded up to whole blocks of [`TAP_LANES`]:
+    /// what [`Self::gather`] computes (reading at most that many floats past
     /// [`Self::padded_len`]).
-    fn run(&self, geometry: &Geometry) -> (usize, usize) {
-        let run = geometry.output[0] * self.width;
-        (run, run.next_multiple_of(TAP_LANES))
+    fn lanes(&self, geometry: &Geometry) -> usize {
+        (geometry.output[0] * self.width).next_multiple_of(TAP_LANES)
     }
 
     /// Where tap `tap` (`ky * k_w + kx`) starts reading in the phase planes.
@@ -389,8 +388,7 @@ impl FlatPlane {
                 }
             });
         }
-        let (_, lanes) = self.run(geometry);
-        acc.resize(lanes, 0.0);
+        acc.resize(self.lanes(geometry), 0.0);
         sum_taps(acc, weight, &self.taps, padded);
         // The bias last, as in the row path.
         for (out, acc) in out.chunks_exact_mut(out_w).zip(acc.chunks_exact(self.width)) {
