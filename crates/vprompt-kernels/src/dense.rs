@@ -15,7 +15,7 @@
 
 use rayon::prelude::*;
 
-use super::Geometry;
+use super::{Geometry, Simd};
 
 /// Most `f32`s in one image's column buffer (16 MiB): larger images are done in chunks of
 /// output rows. ResNet-18's layers at 224 px fit whole (at most 7.4 MiB).
@@ -144,10 +144,18 @@ fn convolve_group(
     let (c_out, taps) = (g.channels_out, g.taps());
     let n = out.len() / (c_out * plane);
     let width = n * plane;
-    columns.resize(taps * width, 0.0);
+    columns.resize(g.phased_len() + taps * width, 0.0);
+    let (phased, columns) = columns.split_at_mut(g.phased_len());
     let in_image = images.len() / n;
+    let simd = Simd::detect();
     for (j, image) in images.chunks(in_image).enumerate() {
-        im2col(image, g, 0..g.output[0], columns, width, j * plane);
+        simd.run(
+            #[inline(always)]
+            || {
+                let source = im2col_source(image, g, phased);
+                im2col(source, g, 0..g.output[0], columns, width, j * plane)
+            },
+        );
     }
     product.resize(c_out * width, 0.0);
     if let Some(bias) = bias {
@@ -231,13 +239,25 @@ fn convolve_image(
         gemm_into(out, plane, 0, plane, weight, k, rhs, read_out, m, parallelism);
         return;
     }
+    // The phased image (for stride > 1) heads the buffer, the chunk's columns follow.
+    let simd = Simd::detect();
+    let phased_len = g.phased_len();
+    columns.resize(phased_len, 0.0);
+    simd.run(
+        #[inline(always)]
+        || im2col_source(image, g, columns),
+    );
     let rows = g.rows_per_chunk(limit);
     for first in (0..out_h).step_by(rows) {
         let last = (first + rows).min(out_h);
         let width = (last - first) * out_w;
-        columns.resize(k * width, 0.0);
-        let columns = &mut columns[..k * width];
-        im2col(image, g, first..last, columns, width, 0);
+        columns.resize(phased_len + k * width, 0.0);
+        let (phased, columns) = columns[..phased_len + k * width].split_at_mut(phased_len);
+        let source = if phased_len == 0 { image } else { &*phased };
+        simd.run(
+            #[inline(always)]
+            || im2col(source, g, first..last, columns, width, 0),
+        );
         let rhs = Matrix::rows(columns, width);
         gemm_into(
             out,
@@ -282,6 +302,30 @@ impl Geometry {
         }
     }
 
+    /// For stride-1 layers whose output rows are as wide as the input's (ResNet's 3 x 3 layers,
+    /// any "same" convolution), tap `(ky, kx)` of output position `p = y * out_w + x` reads input
+    /// position `p + shift` of its channel's plane, wherever it reads inside the input: the
+    /// `shift` returned. Such a tap's column row is then one contiguous copy of the plane, with
+    /// the positions whose column lies in the padding (which the copy takes from a neighbouring
+    /// row) set to zero afterwards. `None` for other layers.
+    fn flat_shift(&self, ky: usize, kx: usize) -> Option<isize> {
+        let flat = self.stride == [1, 1] && self.input[1] == self.output[1];
+        flat.then(|| {
+            let row = (ky * self.dilation[0]) as isize - self.pad_begin[0] as isize;
+            let column = (kx * self.dilation[1]) as isize - self.pad_begin[1] as isize;
+            row * self.input[1] as isize + column
+        })
+    }
+
+    /// The output positions `first..end` (within one plane) whose tap at `shift` (see
+    /// [`Self::flat_shift`]) reads inside the input plane, clamped to `first..end`.
+    fn inside(&self, shift: isize, first: usize, end: usize) -> std::ops::Range<usize> {
+        let plane = (self.input[0] * self.input[1]) as isize;
+        let begin = (-shift).clamp(first as isize, end as isize) as usize;
+        let stop = (plane - shift).clamp(begin as isize, end as isize) as usize;
+        begin..stop
+    }
+
     /// The input row that output row `y` reads through kernel row `ky`; `None` in the padding.
     fn input_row(&self, y: usize, ky: usize) -> Option<usize> {
         (y * self.stride[0] + ky * self.dilation[0])
@@ -290,9 +334,67 @@ impl Geometry {
     }
 }
 
+impl Geometry {
+    /// Whether [`im2col`] reads the image split into column phases ([`im2col_source`]): for a
+    /// horizontal stride above 1 where the taps read each input value more than once on average
+    /// (`k_h * k_w > s_y * s_x`). A 1 x 1 stride-2 shortcut reads a quarter of the image, which the
+    /// split would read whole (its forward pass took 1.3x as long).
+    fn phases_columns(&self) -> bool {
+        self.stride[1] > 1 && self.kernel[0] * self.kernel[1] > self.stride[0] * self.stride[1]
+    }
+
+    /// Values per input row as [`im2col`] reads it: the row itself, or its `s_x` column phases
+    /// (`ix % s_x`), each `in_w.div_ceil(s_x)` long.
+    fn source_row_len(&self) -> usize {
+        let s_x = self.stride[1];
+        if self.phases_columns() {
+            s_x * self.input[1].div_ceil(s_x)
+        } else {
+            self.input[1]
+        }
+    }
+
+    /// Where input column `ix` sits in a row of the phased image ([`im2col_source`]).
+    fn source_column(&self, ix: usize) -> usize {
+        let s_x = self.stride[1];
+        ix % s_x * self.input[1].div_ceil(s_x) + ix / s_x
+    }
+
+    /// Values of the phased image [`im2col_source`] writes: 0 when it is the image itself.
+    fn phased_len(&self) -> usize {
+        if self.phases_columns() {
+            self.channels_in * self.input[0] * self.source_row_len()
+        } else {
+            0
+        }
+    }
+}
+
+/// The image (`[c_in, in_h, in_w]`) as [`im2col`] reads it: the image itself, or where
+/// [`Geometry::phases_columns`], `phased` ([`Geometry::phased_len`] values) with each row split
+/// into its column phases, so that a tap's output row (input columns `first, first + s_x, ...`)
+/// is one contiguous copy. A strided copy per tap and output row was 10 % of ResNet-18's forward
+/// pass (its 7 x 7 stem reads each row 7 times per channel); the split reads each value once.
+#[inline(always)] // into `Simd::run`
+fn im2col_source<'a>(image: &'a [f32], g: &Geometry, phased: &'a mut [f32]) -> &'a [f32] {
+    let (in_w, s_x) = (g.input[1], g.stride[1]);
+    if !g.phases_columns() {
+        return image;
+    }
+    let phase_w = in_w.div_ceil(s_x);
+    for (row, split) in image
+        .chunks_exact(in_w)
+        .zip(phased.chunks_exact_mut(s_x * phase_w))
+    {
+        crate::split_phases(row, split, s_x);
+    }
+    phased
+}
+
 /// Fills columns `offset..offset + rows.len() * out_w` of `columns` (`[c_in * k_h * k_w,
 /// stride]`) with the input values each output position of `rows` reads, 0 where a tap lands in
-/// the padding.
+/// the padding. `image` is [`im2col_source`]'s.
+#[inline(always)] // into `Simd::run`, so that its copies vectorise as wide as the CPU allows
 fn im2col(
     image: &[f32],
     g: &Geometry,
@@ -301,8 +403,10 @@ fn im2col(
     stride: usize,
     offset: usize,
 ) {
-    let [in_h, in_w] = g.input;
+    let in_h = g.input[0];
     let s_x = g.stride[1];
+    let phased = g.phases_columns();
+    let row_len = g.source_row_len();
     let out_w = g.output[1];
     let width = rows.len() * out_w;
     for (tap, column_row) in columns.chunks_mut(stride).enumerate() {
@@ -314,28 +418,52 @@ fn im2col(
             x_end,
             first,
         } = g.tap(tap);
-        let plane = &image[channel * in_h * in_w..(channel + 1) * in_h * in_w];
+        let plane = &image[channel * in_h * row_len..(channel + 1) * in_h * row_len];
+        if let Some(shift) = g.flat_shift(ky, tap % g.kernel[1]) {
+            let first = rows.start * out_w;
+            let inside = g.inside(shift, first, first + width);
+            let (begin, end) = (inside.start - first, inside.end - first);
+            column_row[..begin].fill(0.0);
+            column_row[end..].fill(0.0);
+            if begin < end {
+                let source = (inside.start as isize + shift) as usize;
+                column_row[begin..end].copy_from_slice(&plane[source..source + (end - begin)]);
+            }
+            zero_padding_columns(column_row, out_w, x_begin, x_end);
+            continue;
+        }
         for (y, dst) in rows.clone().zip(column_row.chunks_mut(out_w)) {
             let Some(row) = g.input_row(y, ky) else {
                 dst.fill(0.0);
                 continue;
             };
-            let src = &plane[row * in_w..(row + 1) * in_w];
+            let src = &plane[row * row_len..(row + 1) * row_len];
             dst[..x_begin].fill(0.0);
             dst[x_end..].fill(0.0);
             if x_begin == x_end {
                 continue;
             }
-            if s_x == 1 {
-                dst[x_begin..x_end].copy_from_slice(&src[first..first + (x_end - x_begin)]);
+            let dst = &mut dst[x_begin..x_end];
+            if phased {
+                let from = g.source_column(first);
+                dst.copy_from_slice(&src[from..from + dst.len()]);
             } else {
-                for (d, s) in dst[x_begin..x_end]
-                    .iter_mut()
-                    .zip(src[first..].iter().step_by(s_x))
-                {
+                for (d, s) in dst.iter_mut().zip(src[first..].iter().step_by(s_x)) {
                     *d = *s;
                 }
             }
+        }
+    }
+}
+
+/// Sets columns `..x_begin` and `x_end..` of every `out_w`-wide row of `column_row` to zero, one
+/// strided pass per column: a 3 x 3 layer has at most one such column per tap, and a pass per row
+/// would be a `memset` call per value.
+#[inline(always)]
+fn zero_padding_columns(column_row: &mut [f32], out_w: usize, x_begin: usize, x_end: usize) {
+    for x in (0..x_begin).chain(x_end..out_w) {
+        for v in column_row[x..].iter_mut().step_by(out_w) {
+            *v = 0.0;
         }
     }
 }
@@ -346,22 +474,28 @@ fn im2col(
 ///
 /// Adds every value of columns `offset..offset + rows.len() * out_w` of `columns` (one row of
 /// `stride` values per tap) into the input position it was read from in `image_grad` (`[c_in,
-/// in_h, in_w]`); values read from padding are dropped. Taps of one channel sweep the same input
-/// plane one after another, so it stays in cache; stride-1 rows are contiguous additions.
+/// in_h, in_w]`, or where [`Geometry::phases_columns`] the phased layout of [`im2col_source`],
+/// which [`add_merged`] then adds into the image's gradient); values read from padding are
+/// dropped. Taps of one channel sweep the same input plane one after another, so it stays in
+/// cache; every tap's row is a contiguous addition, except for strided layers that are not
+/// phased.
+#[inline(always)] // into `Simd::run`, as `im2col`
 fn col2im(
-    columns: &[f32],
+    columns: &mut [f32],
     g: &Geometry,
     rows: std::ops::Range<usize>,
     image_grad: &mut [f32],
     stride: usize,
     offset: usize,
 ) {
-    let [in_h, in_w] = g.input;
+    let in_h = g.input[0];
     let s_x = g.stride[1];
+    let phased = g.phases_columns();
+    let row_len = g.source_row_len();
     let out_w = g.output[1];
     let width = rows.len() * out_w;
-    for (tap, column_row) in columns.chunks(stride).enumerate() {
-        let column_row = &column_row[offset..offset + width];
+    for (tap, column_row) in columns.chunks_mut(stride).enumerate() {
+        let column_row = &mut column_row[offset..offset + width];
         let Tap {
             channel,
             ky,
@@ -372,13 +506,29 @@ fn col2im(
         if x_begin == x_end {
             continue;
         }
-        let plane = &mut image_grad[channel * in_h * in_w..(channel + 1) * in_h * in_w];
+        let plane = &mut image_grad[channel * in_h * row_len..(channel + 1) * in_h * row_len];
+        if let Some(shift) = g.flat_shift(ky, tap % g.kernel[1]) {
+            // The values read from padding columns are dropped by adding them as zeros.
+            zero_padding_columns(column_row, out_w, x_begin, x_end);
+            let first = rows.start * out_w;
+            let inside = g.inside(shift, first, first + width);
+            if inside.is_empty() {
+                continue;
+            }
+            let src = &column_row[inside.start - first..inside.end - first];
+            let target = (inside.start as isize + shift) as usize;
+            for (d, s) in plane[target..target + src.len()].iter_mut().zip(src) {
+                *d += *s;
+            }
+            continue;
+        }
         for (y, src) in rows.clone().zip(column_row.chunks(out_w)) {
             let Some(row) = g.input_row(y, ky) else { continue };
-            let dst = &mut plane[row * in_w..(row + 1) * in_w];
+            let dst = &mut plane[row * row_len..(row + 1) * row_len];
             let src = &src[x_begin..x_end];
-            if s_x == 1 {
-                for (d, s) in dst[first..first + src.len()].iter_mut().zip(src) {
+            if phased {
+                let from = g.source_column(first);
+                for (d, s) in dst[from..from + src.len()].iter_mut().zip(src) {
                     *d += *s;
                 }
             } else {
@@ -387,6 +537,16 @@ fn col2im(
                 }
             }
         }
+    }
+}
+
+/// Adds the phased gradient `phased` ([`im2col_source`]'s layout, [`Geometry::phased_len`]
+/// values) into `image_grad` (`[c_in, in_h, in_w]`).
+#[inline(always)] // into `Simd::run`
+fn add_merged(phased: &[f32], g: &Geometry, image_grad: &mut [f32]) {
+    let rows = phased.chunks_exact(g.source_row_len());
+    for (split, row) in rows.zip(image_grad.chunks_exact_mut(g.input[1])) {
+        crate::add_merged_phases(split, row, g.stride[1]);
     }
 }
 
@@ -483,12 +643,17 @@ fn input_grad_image(
         );
         return;
     }
+    // A phased gradient (see `col2im`) heads the buffer, the chunk's columns follow.
+    let simd = Simd::detect();
+    let phased_len = g.phased_len();
+    columns.resize(phased_len, 0.0);
+    columns.fill(0.0);
     let rows = g.rows_per_chunk(limit);
     for first in (0..out_h).step_by(rows) {
         let last = (first + rows).min(out_h);
         let width = (last - first) * out_w;
-        columns.resize(taps * width, 0.0);
-        let columns = &mut columns[..taps * width];
+        columns.resize(phased_len + taps * width, 0.0);
+        let (phased, columns) = columns[..phased_len + taps * width].split_at_mut(phased_len);
         let rhs = Matrix::rows(&grad[first * out_w..], plane);
         gemm_into(
             columns,
@@ -502,7 +667,17 @@ fn input_grad_image(
             taps,
             parallelism,
         );
-        col2im(columns, g, first..last, image_grad, width, 0);
+        let target = if phased_len == 0 { &mut *image_grad } else { phased };
+        simd.run(
+            #[inline(always)]
+            || col2im(columns, g, first..last, target, width, 0),
+        );
+    }
+    if phased_len > 0 {
+        simd.run(
+            #[inline(always)]
+            || add_merged(&columns[..phased_len], g, image_grad),
+        );
     }
 }
 
@@ -528,7 +703,8 @@ fn input_grad_group(
             dst[j * plane..(j + 1) * plane].copy_from_slice(src);
         }
     }
-    columns.resize(taps * width, 0.0);
+    columns.resize(g.phased_len() + taps * width, 0.0);
+    let (phased, columns) = columns.split_at_mut(g.phased_len());
     let lhs = Matrix::transposed(weight, taps); // [taps, c_out], read in place
     let rhs = Matrix::rows(gathered, width);
     gemm_into(
@@ -544,8 +720,19 @@ fn input_grad_group(
         gemm::Parallelism::None,
     );
     let in_image = image_grads.len() / n;
+    let simd = Simd::detect();
     for (j, image_grad) in image_grads.chunks_mut(in_image).enumerate() {
-        col2im(columns, g, 0..g.output[0], image_grad, width, j * plane);
+        simd.run(
+            #[inline(always)]
+            || {
+                if phased.is_empty() {
+                    return col2im(columns, g, 0..g.output[0], image_grad, width, j * plane);
+                }
+                phased.fill(0.0);
+                col2im(columns, g, 0..g.output[0], phased, width, j * plane);
+                add_merged(phased, g, image_grad);
+            },
+        );
     }
 }
 
@@ -684,6 +871,8 @@ mod tests {
             ((2, 3), [3, 2], [3, 5], [1, 2], [1, 1], [(1, 1), (2, 3)]), // taps that only read padding
             ((2, 2), [6, 9], [3, 3], [2, 3], [2, 2], [(2, 1), (1, 2)]), // stride 3, dilation 2
             ((2, 3), [9, 9], [2, 2], [3, 3], [1, 1], [(0, 0), (0, 0)]), // stride past the kernel
+            ((2, 3), [7, 6], [3, 3], [1, 1], [2, 2], [(2, 2), (2, 2)]), // rows as wide, dilated
+            ((2, 2), [5, 4], [3, 4], [1, 1], [1, 1], [(0, 2), (1, 2)]), // rows as wide, asymmetric
         ];
         let mut geometries = Vec::new();
         for ((channels_in, channels_out), input, kernel, stride, dilation, padding) in cases {

@@ -152,6 +152,59 @@ impl Simd {
     }
 }
 
+/// Splits `row` into its `step` column phases: `split` (`step * row.len().div_ceil(step)`
+/// values) holds phase `p` (`row[p], row[p + step], ...`) from `p * row.len().div_ceil(step)`;
+/// the last value of a shorter phase is left as it was. Every column a strided window reads is
+/// then contiguous. Step 2 writes both phases in one pass over pairs, which vectorises.
+#[cfg(feature = "flex")]
+#[inline(always)]
+pub(crate) fn split_phases(row: &[f32], split: &mut [f32], step: usize) {
+    let phase_w = row.len().div_ceil(step);
+    if step == 2 {
+        let (even, odd) = split[..2 * phase_w].split_at_mut(phase_w);
+        let mut pairs = row.chunks_exact(2);
+        for ((e, o), pair) in even.iter_mut().zip(odd.iter_mut()).zip(&mut pairs) {
+            *e = pair[0];
+            *o = pair[1];
+        }
+        if let [last] = pairs.remainder() {
+            even[phase_w - 1] = *last;
+        }
+        return;
+    }
+    for (phase, split) in split.chunks_exact_mut(phase_w).enumerate().take(step) {
+        let values = row.iter().skip(phase).step_by(step);
+        for (d, s) in split.iter_mut().zip(values) {
+            *d = *s;
+        }
+    }
+}
+
+/// The inverse of [`split_phases`]: `row[ix] += split[ix % step * phase_w + ix / step]` for every
+/// column `ix` of `row`, with `phase_w = row.len().div_ceil(step)`.
+#[cfg(feature = "flex")]
+#[inline(always)]
+pub(crate) fn add_merged_phases(split: &[f32], row: &mut [f32], step: usize) {
+    let phase_w = row.len().div_ceil(step);
+    if step == 2 {
+        let (even, odd) = split[..2 * phase_w].split_at(phase_w);
+        let mut pairs = row.chunks_exact_mut(2);
+        for ((pair, e), o) in (&mut pairs).zip(even).zip(odd) {
+            pair[0] += *e;
+            pair[1] += *o;
+        }
+        if let [last] = pairs.into_remainder() {
+            *last += even[phase_w - 1];
+        }
+        return;
+    }
+    for (phase, split) in split.chunks_exact(phase_w).enumerate().take(step) {
+        for (d, s) in row.iter_mut().skip(phase).step_by(step).zip(split) {
+            *d += *s;
+        }
+    }
+}
+
 /// Along one axis of a window (a convolution's kernel or a pooling window), for the window offset
 /// `shift` (`k * dilation`): the output positions `o` in `0..outputs` whose read `o * stride +
 /// shift - pad` lands inside `[0, size)`, and the input position the first of them reads (the next
@@ -359,6 +412,29 @@ mod test_values {
 
 #[cfg(all(test, feature = "flex"))]
 mod tests {
+    /// Rows of odd and even length, steps 2 (the paired loop) and 3: every column lands in its
+    /// phase at `ix % step * phase_w + ix / step`, and merging adds each back where it came from.
+    #[test]
+    fn phases_split_and_merge_back() {
+        for (len, step) in [(7usize, 2usize), (8, 2), (1, 2), (10, 3), (11, 3)] {
+            let row: Vec<f32> = (0..len).map(|i| i as f32 + 1.0).collect();
+            let phase_w = len.div_ceil(step);
+            let mut split = vec![-1.0; step * phase_w];
+            super::split_phases(&row, &mut split, step);
+            for (ix, &v) in row.iter().enumerate() {
+                assert_eq!(
+                    split[ix % step * phase_w + ix / step],
+                    v,
+                    "len {len} step {step} ix {ix}"
+                );
+            }
+            let mut merged = vec![0.5; len];
+            super::add_merged_phases(&split, &mut merged, step);
+            let expected: Vec<f32> = row.iter().map(|v| v + 0.5).collect();
+            assert_eq!(merged, expected, "len {len} step {step}");
+        }
+    }
+
     #[test]
     fn written_chunks_and_filled_values() {
         let values = super::written(

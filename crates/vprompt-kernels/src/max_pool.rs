@@ -147,11 +147,7 @@ pub(crate) fn forward_f32(x: &[f32], g: &PoolGeometry) -> (Vec<f32>, Vec<u32>) {
                         row
                     } else {
                         phases.resize(s_x * phase_len, 0.0);
-                        for (phase, split) in phases.chunks_mut(phase_len).enumerate() {
-                            for (d, &v) in split.iter_mut().zip(row[phase.min(in_w)..].iter().step_by(s_x)) {
-                                *d = v;
-                            }
-                        }
+                        crate::split_phases(row, phases, s_x);
                         phases
                     };
                     for (outputs, first) in &columns {
