@@ -182,9 +182,9 @@ mod tests {
             let x = input(&device);
             let ours = quick_gelu(x.clone(), alpha.clone())
                 .into_data()
-                .to_vec::<f32>()
+                .try_to_vec::<f32>()
                 .unwrap();
-            let burns = composed(x, alpha).into_data().to_vec::<f32>().unwrap();
+            let burns = composed(x, alpha).into_data().try_to_vec::<f32>().unwrap();
             for (a, b) in ours.iter().zip(&burns) {
                 assert!((a - b).abs() <= 4.0 * f32::EPSILON * b.abs(), "{a} vs {b}");
             }
