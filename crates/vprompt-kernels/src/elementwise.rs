@@ -72,19 +72,31 @@ fn owned_values(x: &mut FloatTensor<Flex>) -> Option<&mut [f32]> {
     x.try_storage_mut::<f32>().filter(|values| values.len() == n)
 }
 
-/// `f` of every value, into a new vector (collected directly: no zero fill first).
+/// `f` of every value, into a new vector (written once: no zero fill first).
 pub(crate) fn map_slice(x: &[f32], f: impl Fn(f32) -> f32 + Sync) -> Vec<f32> {
-    x.par_iter().with_min_len(CHUNK).map(|&v| f(v)).collect()
+    zip_map_slices(x, x, |v, _| f(v))
 }
 
-/// `f(a, b)` of every pair, into a new vector. Both slices have one length.
+/// `f(a, b)` of every pair, into a new vector written once, chunk by chunk with the CPU's widest
+/// vectors. Both slices have one length. (Collected through rayon's iterators these loops ran at
+/// the SSE2 baseline: QuickGELU's forward pass in training, whose input the tape keeps, was 6 % of
+/// the ViT-B/32 step.)
 pub(crate) fn zip_map_slices(a: &[f32], b: &[f32], f: impl Fn(f32, f32) -> f32 + Sync) -> Vec<f32> {
-    debug_assert_eq!(a.len(), b.len());
-    a.par_iter()
-        .zip(b)
-        .with_min_len(CHUNK)
-        .map(|(&v, &w)| f(v, w))
-        .collect()
+    assert_eq!(a.len(), b.len(), "zip_map_slices: slices of one length");
+    let simd = Simd::detect();
+    crate::written(
+        a.len(),
+        CHUNK,
+        || (),
+        |_, i, out| {
+            let range = i * CHUNK..((i + 1) * CHUNK).min(a.len());
+            let (a, b) = (&a[range.clone()], &b[range]);
+            simd.run(
+                #[inline(always)]
+                || out.write_zipped(a, b, &f),
+            )
+        },
+    )
 }
 
 #[cfg(test)]

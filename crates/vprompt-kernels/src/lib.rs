@@ -264,8 +264,8 @@ pub(crate) fn filled(len: usize, chunk: usize, value: impl Fn(usize) -> f32 + Sy
     values
 }
 
-/// A buffer of `len` floats written in parallel, `chunk` at a time (`len` a multiple of `chunk`),
-/// with no zero-fill pass before: `write(scratch, i, unfilled)` writes all of chunk `i` through
+/// A buffer of `len` floats written in parallel, `chunk` at a time (the last chunk may be
+/// shorter), with no zero-fill pass before: `write(scratch, i, unfilled)` writes all of chunk `i` through
 /// [`Unfilled`], which checks that it did (a chunk left partly unwritten is a bug and panics).
 /// `scratch` is `init()`'s, one per task, reused across its chunks.
 ///
@@ -279,10 +279,7 @@ where
     W: Fn(&mut S, usize, &mut Unfilled<'_>) + Sync + Send,
 {
     use rayon::prelude::*;
-    assert!(
-        chunk > 0 && len.is_multiple_of(chunk),
-        "written: {len} floats in chunks of {chunk}"
-    );
+    assert!(chunk > 0, "written: chunks of 0 floats");
     let mut values = Vec::with_capacity(len);
     values.spare_capacity_mut()[..len]
         .par_chunks_mut(chunk)
@@ -319,6 +316,18 @@ impl Unfilled<'_> {
     pub(crate) fn write(&mut self, values: &[f32]) {
         let end = self.written + values.len();
         self.chunk[self.written..end].write_copy_of_slice(values);
+        self.written = end;
+    }
+
+    /// Writes `f(a[i], b[i])` for every `i` of `a` after the values written before (`b` as long
+    /// as `a`; panics past the chunk's end). Inlined, so that inside `Simd::run` it vectorises.
+    #[inline(always)]
+    pub(crate) fn write_zipped(&mut self, a: &[f32], b: &[f32], f: impl Fn(f32, f32) -> f32) {
+        assert_eq!(a.len(), b.len(), "write_zipped: operands of one length");
+        let end = self.written + a.len();
+        for (d, (&v, &w)) in self.chunk[self.written..end].iter_mut().zip(a.iter().zip(b)) {
+            d.write(f(v, w));
+        }
         self.written = end;
     }
 }
@@ -450,6 +459,17 @@ mod tests {
         assert_eq!(super::filled(5, 2, |i| i as f32), [0., 0., 1., 1., 2.]);
         assert_eq!(super::zeroed(3), [0.0; 3]);
         assert!(super::written(0, 4, || 0, |_, _, _| {}).is_empty());
+        let shorter_last = super::written(
+            5,
+            2,
+            || 0,
+            |_, i, chunk| {
+                let a = [i as f32; 2];
+                let n = if i == 2 { 1 } else { 2 };
+                chunk.write_zipped(&a[..n], &[10.0, 20.0][..n], |v, w| v + w);
+            },
+        );
+        assert_eq!(shorter_last, [10., 20., 11., 21., 12.]);
     }
 
     #[test]
