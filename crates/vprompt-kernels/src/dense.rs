@@ -239,7 +239,8 @@ fn convolve_image(
         gemm_into(out, plane, 0, plane, weight, k, rhs, read_out, m, parallelism);
         return;
     }
-    // The phased image (for stride > 1) heads the buffer, the chunk's columns follow.
+    // The phased image (where `phases_columns`, else nothing) heads the buffer, the chunk's
+    // columns follow.
     let simd = Simd::detect();
     let phased_len = g.phased_len();
     columns.resize(phased_len, 0.0);
@@ -332,9 +333,7 @@ impl Geometry {
             .checked_sub(self.pad_begin[0])
             .filter(|&row| row < self.input[0])
     }
-}
 
-impl Geometry {
     /// Whether [`im2col`] reads the image split into column phases ([`im2col_source`]): for a
     /// horizontal stride above 1 where the taps read each input value more than once on average
     /// (`k_h * k_w > s_y * s_x`). A 1 x 1 stride-2 shortcut reads a quarter of the image, which the
@@ -373,8 +372,9 @@ impl Geometry {
 /// The image (`[c_in, in_h, in_w]`) as [`im2col`] reads it: the image itself, or where
 /// [`Geometry::phases_columns`], `phased` ([`Geometry::phased_len`] values) with each row split
 /// into its column phases, so that a tap's output row (input columns `first, first + s_x, ...`)
-/// is one contiguous copy. A strided copy per tap and output row was 10 % of ResNet-18's forward
-/// pass (its 7 x 7 stem reads each row 7 times per channel); the split reads each value once.
+/// is one contiguous copy. Strided copies per tap and output row were most of im2col's 12 % of
+/// ResNet-18's convolution time (`conv_layers`; its 7 x 7 stem reads each input row 7 times per
+/// channel); the split reads each value once.
 #[inline(always)] // into `Simd::run`
 fn im2col_source<'a>(image: &'a [f32], g: &Geometry, phased: &'a mut [f32]) -> &'a [f32] {
     let (in_w, s_x) = (g.input[1], g.stride[1]);

@@ -265,9 +265,9 @@ pub(crate) fn filled(len: usize, chunk: usize, value: impl Fn(usize) -> f32 + Sy
 }
 
 /// A buffer of `len` floats written in parallel, `chunk` at a time (the last chunk may be
-/// shorter), with no zero-fill pass before: `write(scratch, i, unfilled)` writes all of chunk `i` through
-/// [`Unfilled`], which checks that it did (a chunk left partly unwritten is a bug and panics).
-/// `scratch` is `init()`'s, one per task, reused across its chunks.
+/// shorter), with no zero-fill pass before: `write(scratch, i, unfilled)` writes all of chunk `i`
+/// through [`Unfilled`], which checks that it did (a chunk left partly unwritten is a bug and
+/// panics). `scratch` is `init()`'s, one per task, reused across its chunks.
 ///
 /// For kernels that build each chunk in a cache-resident scratch buffer anyway (the depthwise
 /// convolution's planes): a zero-filled output would cost one more pass over the whole buffer.
