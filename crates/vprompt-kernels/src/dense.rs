@@ -432,6 +432,8 @@ fn im2col(
             zero_padding_columns(column_row, out_w, x_begin, x_end);
             continue;
         }
+        // Where the tap's first input column sits in each row this tap reads.
+        let from = if phased { g.source_column(first) } else { first };
         for (y, dst) in rows.clone().zip(column_row.chunks_mut(out_w)) {
             let Some(row) = g.input_row(y, ky) else {
                 dst.fill(0.0);
@@ -445,10 +447,9 @@ fn im2col(
             }
             let dst = &mut dst[x_begin..x_end];
             if phased {
-                let from = g.source_column(first);
                 dst.copy_from_slice(&src[from..from + dst.len()]);
             } else {
-                for (d, s) in dst.iter_mut().zip(src[first..].iter().step_by(s_x)) {
+                for (d, s) in dst.iter_mut().zip(src[from..].iter().step_by(s_x)) {
                     *d = *s;
                 }
             }
@@ -522,17 +523,17 @@ fn col2im(
             }
             continue;
         }
+        let from = if phased { g.source_column(first) } else { first };
         for (y, src) in rows.clone().zip(column_row.chunks(out_w)) {
             let Some(row) = g.input_row(y, ky) else { continue };
             let dst = &mut plane[row * row_len..(row + 1) * row_len];
             let src = &src[x_begin..x_end];
             if phased {
-                let from = g.source_column(first);
                 for (d, s) in dst[from..from + src.len()].iter_mut().zip(src) {
                     *d += *s;
                 }
             } else {
-                for (d, s) in dst[first..].iter_mut().step_by(s_x).zip(src) {
+                for (d, s) in dst[from..].iter_mut().step_by(s_x).zip(src) {
                     *d += *s;
                 }
             }
