@@ -71,6 +71,9 @@ impl Geometry {
 /// `input` is `[batch, c_in, in_h, in_w]`, `weight` `[c_out, c_in, k_h, k_w]`, `bias` `[c_out]`,
 /// all contiguous; the result is `[batch, c_out, out_h, out_w]`.
 pub(crate) fn forward_f32(input: &[f32], weight: &[f32], bias: Option<&[f32]>, g: &Geometry) -> Vec<f32> {
+    if super::winograd::applies(g) {
+        return super::winograd::forward_f32(input, weight, bias, g);
+    }
     let threads = rayon::current_num_threads();
     forward_f32_with(input, weight, bias, g, COLUMN_LIMIT, threads)
 }
@@ -564,6 +567,9 @@ fn add_merged(phased: &[f32], g: &Geometry, image_grad: &mut [f32]) {
 /// at a time with index arithmetic per element and zeroes a fresh column buffer per image; it
 /// was 10 % of ResNet-18's training step.
 pub(crate) fn input_grad_f32(grad_out: &[f32], weight: &[f32], g: &Geometry) -> Vec<f32> {
+    if super::winograd::applies(g) {
+        return super::winograd::input_grad_f32(grad_out, weight, g);
+    }
     let threads = rayon::current_num_threads();
     input_grad_f32_with(grad_out, weight, g, COLUMN_LIMIT, threads)
 }
@@ -739,7 +745,7 @@ fn input_grad_group(
 
 /// A matrix read in place: `values[i * row_stride + j * column_stride]` is element `(i, j)`.
 #[derive(Clone, Copy)]
-struct Matrix<'a> {
+pub(crate) struct Matrix<'a> {
     values: &'a [f32],
     row_stride: usize,
     column_stride: usize,
@@ -747,7 +753,7 @@ struct Matrix<'a> {
 
 impl<'a> Matrix<'a> {
     /// A row-major matrix with `row_stride` values per row.
-    fn rows(values: &'a [f32], row_stride: usize) -> Self {
+    pub(crate) fn rows(values: &'a [f32], row_stride: usize) -> Self {
         Self {
             values,
             row_stride,
@@ -777,7 +783,7 @@ impl<'a> Matrix<'a> {
 /// (the bias), else it overwrites it.
 #[allow(unsafe_code)]
 #[allow(clippy::too_many_arguments)] // a gemm call, named
-fn gemm_into(
+pub(crate) fn gemm_into(
     out: &mut [f32],
     stride: usize,
     offset: usize,
