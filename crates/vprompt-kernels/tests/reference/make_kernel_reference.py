@@ -3,7 +3,8 @@
 Off flex, vprompt-kernels' functions are Burn's own operations; the Rust test checks their values
 (forward, and the input gradient of sum(output * upstream)) on each compiled device against
 PyTorch's, for the layer shapes vprompt's backbones use: a depthwise 3x3 stride-2 convolution
-(EfficientNet-Lite0), dense 3x3 and strided 1x1 convolutions (ResNets), the
+(EfficientNet-Lite0), dense 3x3 (narrow, and wide enough for flex's Winograd path) and strided 1x1
+convolutions (ResNets), the
 ResNet stem's 3x3 stride-2 max pooling with padding, and ReLU6.
 
 Inputs are seeded (numpy's default_rng(0)); weights are rounded to multiples of 1/64. Pooled inputs
@@ -60,3 +61,9 @@ up = rng.uniform(-1, 1, tuple(y.shape)).astype(np.float32)
 (y * torch.tensor(up, dtype=torch.float64)).sum().backward()
 for part, value in [("x", x), ("up", up), ("y", y.detach().numpy()), ("dx", xt.grad.numpy())]:
     save(f"relu6_{part}", value)
+
+# Dense 3x3 stride-1 layers wide enough (16 channels and more) for flex's Winograd path: a 13 x 14
+# plane (F(4 x 4), sides not multiples of 4) and a 7 x 7 one (F(2 x 2)). After the cases above, so
+# that their values do not change.
+conv_case("wide3", 16, 20, 3, 1, 1, 1, 1, (13, 14))
+conv_case("wide3small", 24, 16, 3, 1, 1, 1, 1, (7, 7))
