@@ -59,10 +59,8 @@ impl Geometry {
             return 1;
         }
         let within_limit = limit / (self.taps() * plane).max(1);
-        let per_thread = self.batch.div_ceil(threads.max(1));
-        let wanted = GROUP_COLUMNS.div_ceil(plane).min(within_limit).max(1);
-        let groups_per_thread = per_thread.div_ceil(wanted);
-        per_thread.div_ceil(groups_per_thread).max(1)
+        let wanted = GROUP_COLUMNS.div_ceil(plane).min(within_limit);
+        crate::images_per_group(self.batch, threads, wanted)
     }
 
     /// Output rows per chunk, so that a chunk's columns stay within `limit` values and

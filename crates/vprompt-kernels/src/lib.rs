@@ -231,6 +231,16 @@ fn reach(
     (begin..end, (begin * stride + shift).saturating_sub(pad))
 }
 
+/// Images per group when each thread's share of `batch` images is done in groups of about
+/// `wanted`: the share split into equal groups (at least 1 image). Shared by the dense kernel's
+/// and Winograd's grouping of small planes.
+#[cfg(feature = "flex")]
+pub(crate) fn images_per_group(batch: usize, threads: usize, wanted: usize) -> usize {
+    let per_thread = batch.div_ceil(threads.max(1));
+    let groups_per_thread = per_thread.div_ceil(wanted.max(1)).max(1);
+    per_thread.div_ceil(groups_per_thread).max(1)
+}
+
 /// A buffer of `len` zeros, written in parallel. `vec![0f32; len]` is a single-threaded `memset`
 /// whenever glibc reuses a freed block (always, with `vprompt::tune_allocator`), in front of
 /// kernels that then run on every core.

@@ -380,10 +380,8 @@ impl Correlation {
     /// so that each thread's share of the batch splits into equal groups.
     fn images_per_group(&self, threads: usize) -> usize {
         let [th, tw] = self.tiles();
-        let per_thread = self.batch.div_ceil(threads.max(1));
-        let wanted = BLOCK_TILES.div_ceil((th * tw).max(1)).max(1);
-        let groups_per_thread = per_thread.div_ceil(wanted).max(1);
-        per_thread.div_ceil(groups_per_thread).max(1)
+        let wanted = BLOCK_TILES.div_ceil((th * tw).max(1));
+        crate::images_per_group(self.batch, threads, wanted)
     }
 
     /// Rows of tiles per block, for `rows` rows of tiles in all: about `block_tiles` tiles, the
