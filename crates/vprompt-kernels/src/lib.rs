@@ -17,8 +17,9 @@
 //! - [`conv2d::forward`], dense convolutions (ResNets): burn-flex's forward pass converts the batch
 //!   to NHWC on one thread and runs a small gemm per 512 output pixels; here it is im2col and one
 //!   gemm per image (`dense`), and the input gradient one gemm and a vectorisable col2im per image.
-//!   3 x 3 stride-1 layers (most of a ResNet's arithmetic) take Winograd's F(2 x 2, 3 x 3) both
-//!   ways instead (`winograd`): 2.25x fewer multiply-adds and no 9x column matrix.
+//!   3 x 3 stride-1 layers (most of a ResNet's arithmetic) take Winograd's F(4 x 4, 3 x 3) both
+//!   ways instead (`winograd`; F(2 x 2, 3 x 3) on planes under 12 px): 2.25 multiply-adds per
+//!   output and channel pair instead of 9 (4 for F(2 x 2)), and no 9x column matrix.
 //! - [`max_pool2d`], max pooling (ResNets' stem): burn-flex's version with indices recomputes each
 //!   window's range with integer divisions per output value and branches on every comparison;
 //!   here ranges are computed once per row and column and each window position is compared with a
