@@ -75,6 +75,38 @@ impl fmt::Display for ConfigError {
 
 impl std::error::Error for ConfigError {}
 
+/// The leaf settings where two serialised configs differ, as `key.path: old -> new` in key
+/// order: how a run directory says why it holds another run.
+pub fn key_path_differences(old: &serde_json::Value, new: &serde_json::Value) -> Vec<String> {
+    let mut out = Vec::new();
+    collect_differences(old, new, String::new(), &mut out);
+    out
+}
+
+fn collect_differences(old: &serde_json::Value, new: &serde_json::Value, at: String, out: &mut Vec<String>) {
+    use serde_json::Value;
+    match (old, new) {
+        (Value::Object(a), Value::Object(b)) => {
+            let keys: std::collections::BTreeSet<&String> = a.keys().chain(b.keys()).collect();
+            for key in keys {
+                let path = if at.is_empty() {
+                    key.clone()
+                } else {
+                    format!("{at}.{key}")
+                };
+                collect_differences(
+                    a.get(key).unwrap_or(&Value::Null),
+                    b.get(key).unwrap_or(&Value::Null),
+                    path,
+                    out,
+                );
+            }
+        }
+        (a, b) if a != b => out.push(format!("{at}: {a} -> {b}")),
+        _ => {}
+    }
+}
+
 /// Declares a typed config struct: the required fields, then the fields with defaults.
 ///
 /// ```
@@ -171,4 +203,23 @@ macro_rules! config {
 
         impl $crate::__private::burn::config::Config for $name {}
     };
+}
+
+#[cfg(test)]
+mod differences_tests {
+    #[test]
+    fn differences_name_each_changed_leaf_by_its_key_path() {
+        let old = serde_json::json!({"data": {"path": "a", "seed": 0}, "prompt": {"Padding": {"pad": 30}}});
+        let new =
+            serde_json::json!({"data": {"path": "a", "seed": 1}, "prompt": {"Padding": {"pad": 20}}, "x": 2});
+        assert_eq!(
+            super::key_path_differences(&old, &new),
+            [
+                "data.seed: 0 -> 1",
+                "prompt.Padding.pad: 30 -> 20",
+                "x: null -> 2"
+            ]
+        );
+        assert!(super::key_path_differences(&old, &old).is_empty());
+    }
 }

@@ -8,15 +8,18 @@
 //! - [`pack`]: Burnpack (`.bpk`) files with a header in their metadata, the one file format vprompt
 //!   writes for prompts, mappings, probes and backbone weights.
 //! - [`fingerprint`]: stable content hashes (data cache keys, a run's record of its inputs).
+//! - [`fs`]: replacing a file atomically and durably, the one way vprompt writes files it reads
+//!   back.
 //! - [`progress`]: how long-running work (training, evaluation, preparation, experiments) reports
 //!   how far it is, without the library printing on its own.
 
 mod config;
 pub mod fingerprint;
+pub mod fs;
 pub mod pack;
 pub mod progress;
 
-pub use config::ConfigError;
+pub use config::{ConfigError, key_path_differences};
 pub use progress::{Lines, Progress, Quiet, Task};
 
 #[doc(hidden)]

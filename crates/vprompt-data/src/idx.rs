@@ -177,9 +177,12 @@ fn pair(dir: &Path, prefix: &str) -> Result<(PathBuf, PathBuf)> {
 pub fn read_idx_dir(dir: impl AsRef<Path>, classes: &[&str]) -> Result<Splits> {
     let dir = dir.as_ref();
     if !dir.is_dir() {
-        return Err(DataError::Io {
+        return Err(DataError::Format {
             path: dir.to_path_buf(),
-            source: std::io::Error::new(std::io::ErrorKind::NotFound, "not a directory"),
+            reason: "no such directory: MNIST-layout data is a directory holding \
+                     train-images-idx3-ubyte[.gz] and its labels (Debian's `dataset-fashion-mnist` \
+                     installs Fashion-MNIST in /usr/share/datasets/fashion-mnist)"
+                .into(),
         });
     }
     let (train_images, train_labels) = pair(dir, "train")?;

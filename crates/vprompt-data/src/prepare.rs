@@ -2,7 +2,7 @@
 //! to the input size and keep the result as `u8`, so that epochs never decode or resize again.
 
 use std::io::{Read, Write};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use rayon::prelude::*;
 use vprompt_core::{Quiet, Task};
@@ -295,32 +295,27 @@ pub fn prepare_cached_with(
 }
 
 fn write_cache(path: &Path, key: u64, p: &PreparedDataset) -> Result<()> {
-    let tmp: PathBuf = path.with_extension(format!("tmp{}", std::process::id()));
-    let mut file = std::io::BufWriter::new(std::fs::File::create(&tmp).map_err(io(&tmp))?);
-    let mut header = Vec::new();
-    header.extend_from_slice(CACHE_MAGIC);
-    for v in [
-        key,
-        p.len() as u64,
-        p.size[0] as u64,
-        p.size[1] as u64,
-        p.channels as u64,
-    ] {
-        header.extend_from_slice(&v.to_le_bytes());
-    }
-    file.write_all(&header).map_err(io(&tmp))?;
-    for &label in &p.labels {
-        file.write_all(&(label as u32).to_le_bytes()).map_err(io(&tmp))?;
-    }
-    file.write_all(&p.pixels).map_err(io(&tmp))?;
-    file.into_inner()
-        .map_err(|e| DataError::Io {
-            path: tmp.clone(),
-            source: e.into_error(),
-        })?
-        .sync_all()
-        .map_err(io(&tmp))?;
-    std::fs::rename(&tmp, path).map_err(io(path))
+    vprompt_core::fs::replace_with(path, |tmp| -> std::io::Result<()> {
+        let mut file = std::io::BufWriter::new(std::fs::File::create(tmp)?);
+        let mut header = Vec::new();
+        header.extend_from_slice(CACHE_MAGIC);
+        for v in [
+            key,
+            p.len() as u64,
+            p.size[0] as u64,
+            p.size[1] as u64,
+            p.channels as u64,
+        ] {
+            header.extend_from_slice(&v.to_le_bytes());
+        }
+        file.write_all(&header)?;
+        for &label in &p.labels {
+            file.write_all(&(label as u32).to_le_bytes())?;
+        }
+        file.write_all(&p.pixels)?;
+        file.flush()
+    })
+    .map_err(io(path))
 }
 
 fn read_cache(path: &Path, key: u64, dataset: &Dataset) -> Option<PreparedDataset> {

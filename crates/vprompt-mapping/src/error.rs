@@ -74,7 +74,7 @@ pub enum MappingError {
     #[error("text encoder: {0}")]
     TextEncoder(String),
     /// A file could not be read or written.
-    #[error("{path}: {source}")]
+    #[error("{path}")]
     Io {
         /// The file.
         path: PathBuf,

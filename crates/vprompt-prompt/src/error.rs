@@ -96,7 +96,7 @@ pub enum PromptError {
     #[error("invalid prompt config: {0}")]
     ConfigParse(#[source] serde_json::Error),
     /// Reading or writing a file failed.
-    #[error("{path}: {source}")]
+    #[error("{path}")]
     Io {
         /// The file involved.
         path: PathBuf,

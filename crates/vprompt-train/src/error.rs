@@ -55,7 +55,7 @@ pub enum TrainError {
         step: u64,
     },
     /// A run directory or checkpoint file could not be read or written.
-    #[error("{path}: {source}")]
+    #[error("{path}")]
     Io {
         /// The file.
         path: PathBuf,

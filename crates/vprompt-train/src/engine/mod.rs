@@ -311,26 +311,23 @@ pub(crate) fn run<C: LoopConfig, M: Method>(
         run.check_or_write_config(C::SECTION, config)?;
     }
 
-    // Resume from the run directory's checkpoint, if it has one.
+    // Resume from the run directory's checkpoint, if it has one. Without one the run starts at
+    // epoch 1, and the first record written replaces whatever an unfinished attempt left in the
+    // metrics.
     let mut state = CheckpointState::default();
     let mut history = Vec::new();
-    if let Some(run) = &run {
-        match run.checkpoint()? {
-            Some((saved, dir)) => {
-                method.restore(&dir, &saved)?;
-                history = run.metrics_until(saved.epochs_done)?;
-                progress.line(&format!(
-                    "resuming {} after epoch {} (step {})",
-                    run.path().display(),
-                    saved.epochs_done,
-                    saved.step
-                ));
-                state = saved;
-            }
-            None => {
-                run.metrics_until(0)?;
-            }
-        }
+    if let Some(run) = &run
+        && let Some((saved, dir)) = run.checkpoint()?
+    {
+        method.restore(&dir, &saved)?;
+        history = run.metrics_until(saved.epochs_done)?;
+        progress.line(&format!(
+            "resuming {} after epoch {} (step {})",
+            run.path().display(),
+            saved.epochs_done,
+            saved.step
+        ));
+        state = saved;
     }
 
     let mut best_snapshot = None;

@@ -19,8 +19,6 @@
 //! file is replaced by a rename, so a run killed at any moment leaves the previous checkpoint
 //! readable.
 
-use std::fs::File;
-use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use burn::prelude::*;
@@ -136,20 +134,9 @@ struct Pointer {
     dir: String,
 }
 
-/// Writes `bytes` to `path` through a synced temporary file and a rename.
+/// Replaces `path` with `bytes` ([`vprompt_core::fs::write_atomic`]).
 pub(crate) fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
-    let tmp = path.with_extension(format!("tmp{}", std::process::id()));
-    let mut file = File::create(&tmp).map_err(io(&tmp))?;
-    file.write_all(bytes).map_err(io(&tmp))?;
-    file.sync_all().map_err(io(&tmp))?;
-    std::fs::rename(&tmp, path).map_err(io(path))
-}
-
-fn sync_dir(dir: &Path) {
-    // Best effort: makes the renames durable on filesystems that need it.
-    if let Ok(d) = File::open(dir) {
-        let _ = d.sync_all();
-    }
+    vprompt_core::fs::write_atomic(path, bytes).map_err(io(path))
 }
 
 impl RunDir {
@@ -217,12 +204,12 @@ impl RunDir {
         for (name, bytes) in extra {
             write_atomic(&tmp.join(name), bytes)?;
         }
-        sync_dir(&tmp);
+        vprompt_core::fs::sync_dir(&tmp);
         if dir.exists() {
             std::fs::remove_dir_all(dir).map_err(io(dir))?;
         }
         std::fs::rename(&tmp, dir).map_err(io(dir))?;
-        sync_dir(dir.parent().expect("snapshots live in a folder"));
+        vprompt_core::fs::sync_dir(dir.parent().expect("snapshots live in a folder"));
         Ok(())
     }
 
@@ -234,7 +221,7 @@ impl RunDir {
             .into_owned();
         let json = serde_json::to_string(&Pointer { dir: relative }).expect("pointers serialise");
         write_atomic(&self.root.join(pointer), json.as_bytes())?;
-        sync_dir(&self.root);
+        vprompt_core::fs::sync_dir(&self.root);
         Ok(())
     }
 
@@ -377,56 +364,69 @@ impl RunDir {
         )))
     }
 
-    /// The epoch records, dropping any written after `epochs_done` (by a run that was killed before
-    /// its next checkpoint), and rewrites the log to match.
+    /// The epoch records up to `epochs_done` (a run killed before its next checkpoint may have
+    /// written more). The file is not changed here: lines past the checkpoint, and an earlier
+    /// final evaluation, are dropped only when the line that replaces them is written
+    /// ([`append_metrics`](Self::append_metrics)), so a rerun that fails before writing keeps
+    /// the record it found.
     pub fn metrics_until(&self, epochs_done: usize) -> Result<Vec<EpochRecord>> {
-        let path = self.root.join("metrics.jsonl");
-        let text = match std::fs::read_to_string(&path) {
-            Ok(t) => t,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
-            Err(e) => return Err(TrainError::Io { path, source: e }),
-        };
-        let records: Vec<EpochRecord> = text
-            .lines()
+        Ok(self
+            .metrics_lines()?
+            .iter()
             .filter_map(|l| serde_json::from_str::<EpochRecord>(l).ok())
             .filter(|r| r.epoch <= epochs_done)
-            .collect();
-        let kept: String = records
-            .iter()
-            .map(|r| serde_json::to_string(r).expect("records serialise") + "\n")
-            .collect();
-        write_atomic(&path, kept.as_bytes())?;
-        Ok(records)
+            .collect())
     }
 
-    /// Appends the final evaluation on `source` (the test split) to `metrics.jsonl`, after the epochs.
+    /// The lines of `metrics.jsonl` (none if it does not exist).
+    fn metrics_lines(&self) -> Result<Vec<String>> {
+        let path = self.root.join("metrics.jsonl");
+        match std::fs::read_to_string(&path) {
+            Ok(text) => Ok(text.lines().map(String::from).collect()),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(Vec::new()),
+            Err(e) => Err(TrainError::Io { path, source: e }),
+        }
+    }
+
+    /// Appends the final evaluation on `source` (the test split) to `metrics.jsonl`, after the
+    /// epochs, replacing an earlier one.
     pub fn append_final_evaluation(&self, source: &str, report: &impl Serialize) -> Result<()> {
         #[derive(Serialize)]
         struct Final<'a, R> {
             final_evaluation: &'a str,
             report: &'a R,
         }
-        self.append_metrics(&Final {
-            final_evaluation: source,
-            report,
-        })
+        let epochs: Vec<String> = self
+            .metrics_lines()?
+            .into_iter()
+            .filter(|l| serde_json::from_str::<EpochRecord>(l).is_ok())
+            .collect();
+        self.write_metrics(
+            epochs,
+            &Final {
+                final_evaluation: source,
+                report,
+            },
+        )
     }
 
-    /// Appends a line to `metrics.jsonl`.
-    pub fn append_metrics(&self, line: &impl Serialize) -> Result<()> {
-        let path = self.root.join("metrics.jsonl");
-        let mut file = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(&path)
-            .map_err(io(&path))?;
-        writeln!(
-            file,
-            "{}",
-            serde_json::to_string(line).expect("metrics serialise")
-        )
-        .map_err(io(&path))?;
-        file.sync_data().map_err(io(&path))
+    /// Appends `record` to `metrics.jsonl`, replacing the lines a killed run wrote past the
+    /// checkpoint it resumed from (epochs from `record.epoch` on) and a final evaluation.
+    pub fn append_metrics(&self, record: &EpochRecord) -> Result<()> {
+        let kept: Vec<String> = self
+            .metrics_lines()?
+            .into_iter()
+            .filter(|l| serde_json::from_str::<EpochRecord>(l).is_ok_and(|r| r.epoch < record.epoch))
+            .collect();
+        self.write_metrics(kept, record)
+    }
+
+    /// Replaces `metrics.jsonl` with `kept` and then `line`, atomically.
+    fn write_metrics(&self, kept: Vec<String>, line: &impl Serialize) -> Result<()> {
+        let mut text: String = kept.into_iter().map(|l| l + "\n").collect();
+        text += &serde_json::to_string(line).expect("metrics serialise");
+        text.push('\n');
+        write_atomic(&self.root.join("metrics.jsonl"), text.as_bytes())
     }
 
     /// Redraws the curves from the epoch records: `loss.png` and `accuracy.png` against epochs,
@@ -487,5 +487,63 @@ fn load_mapping(dir: &Path, device: &Device) -> Result<Option<Mapping>> {
         Ok(Some(Mapping::load(path, device)?))
     } else {
         Ok(None)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn record(epoch: usize) -> EpochRecord {
+        EpochRecord {
+            epoch,
+            step: epoch as u64 * 10,
+            lr: 0.1,
+            train_loss: 1.0,
+            train_top1: 0.5,
+            valid_loss: None,
+            valid_top1: None,
+            valid_top5: None,
+            images_per_second: 100.0,
+            queries: None,
+        }
+    }
+
+    /// A rerun reads the records without rewriting them: a final evaluation stays until a new one
+    /// replaces it, and lines past a checkpoint go only when the epoch after it is written again.
+    #[test]
+    fn metrics_are_replaced_only_by_what_replaces_them() {
+        let dir = tempfile::tempdir().unwrap();
+        let run = RunDir::create(dir.path()).unwrap();
+        let path = dir.path().join("metrics.jsonl");
+        for epoch in 1..=3 {
+            run.append_metrics(&record(epoch)).unwrap();
+        }
+        run.append_final_evaluation("test", &"first").unwrap();
+        let finished = std::fs::read_to_string(&path).unwrap();
+        assert_eq!(finished.lines().count(), 4);
+
+        // A rerun of the finished run reads its records; if it then fails, nothing is lost.
+        assert_eq!(run.metrics_until(3).unwrap().len(), 3);
+        assert_eq!(std::fs::read_to_string(&path).unwrap(), finished);
+        // Its final evaluation replaces the old one.
+        run.append_final_evaluation("test", &"second").unwrap();
+        let text = std::fs::read_to_string(&path).unwrap();
+        assert_eq!(text.lines().count(), 4);
+        assert!(text.contains("second") && !text.contains("first"), "{text}");
+
+        // A run resumed from epoch 2's checkpoint: epoch 3 and the evaluation go when epoch 3 is
+        // written again.
+        assert_eq!(run.metrics_until(2).unwrap().len(), 2);
+        let mut again = record(3);
+        again.train_loss = 0.25;
+        run.append_metrics(&again).unwrap();
+        let records: Vec<EpochRecord> = std::fs::read_to_string(&path)
+            .unwrap()
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect();
+        assert_eq!(records.iter().map(|r| r.epoch).collect::<Vec<_>>(), [1, 2, 3]);
+        assert_eq!(records[2].train_loss, 0.25);
     }
 }
