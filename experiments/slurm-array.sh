@@ -4,8 +4,10 @@
 # file system).
 #
 #   sbatch --array=1-8 experiments/slurm-array.sh experiments/fashion-mnist.toml full runs/fmnist cuda
+#   sbatch --array=1-8 experiments/slurm-array.sh my-grid.toml - runs/mine cuda    # no profile
 #
-# Each task runs `vprompt experiment CONFIG --profile PROFILE --out OUT --shard I/N` with I its
+# Each task runs `vprompt experiment CONFIG --profile PROFILE --out OUT --shard I/N` (without
+# `--profile` when PROFILE is `-` or empty: the config as it is) with I its
 # task id and N the array's size, so the array's size is the number of shares; a task that is
 # requeued or run again skips its finished cells and resumes an interrupted one. Should the last
 # task fail, merge once the others are done: `vprompt experiment CONFIG --profile PROFILE --out OUT
@@ -25,7 +27,7 @@
 #SBATCH --output=slurm-%A_%a.out
 set -euo pipefail
 if [ "$#" -lt 3 ]; then
-    echo "usage: sbatch --array=1-N $0 CONFIG PROFILE OUT [DEVICE]" >&2
+    echo "usage: sbatch --array=1-N $0 CONFIG PROFILE OUT [DEVICE]   (PROFILE - for none)" >&2
     exit 2
 fi
 config="$1"
@@ -37,7 +39,11 @@ count="${SLURM_ARRAY_TASK_COUNT:?SLURM_ARRAY_TASK_COUNT is not set}"
 # Arrays may start at 0 (--array=0-7): shares are numbered from 1.
 first="${SLURM_ARRAY_TASK_MIN:-1}"
 share=$((task - first + 1))
-args=(experiment "$config" --profile "$profile" --out "$out" --shard "$share/$count" --quiet)
+args=(experiment "$config")
+if [ -n "$profile" ] && [ "$profile" != "-" ]; then
+    args+=(--profile "$profile")
+fi
+args+=(--out "$out" --shard "$share/$count" --quiet)
 if [ -n "$device" ]; then
     args+=(--device "$device")
 fi

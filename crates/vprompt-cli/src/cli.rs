@@ -9,10 +9,9 @@ use vprompt::DeviceName;
 use vprompt::backbone::Preset;
 use vprompt::mapping::LabelMappingConfig;
 use vprompt::prompt::PromptConfig;
-use vprompt::train::Recipe;
+use vprompt::train::{OptimizerConfig, Recipe};
 
-use crate::config::{finite_f64, json};
-use crate::run::{DataConfig, DataFormat, RunConfig};
+use vprompt::run::{DataConfig, DataFormat, RunConfig};
 
 #[derive(Parser)]
 #[command(
@@ -22,7 +21,8 @@ use crate::run::{DataConfig, DataFormat, RunConfig};
 )]
 pub struct Cli {
     /// Device: flex (CPU), cpu, wgpu, wgpu:N (the N-th discrete GPU), cuda or cuda:N, when its
-    /// backend is compiled in. Default: the first compiled of flex, cuda, wgpu, cpu.
+    /// backend is compiled in. Default: an accelerator if one is compiled in (cuda, then wgpu),
+    /// else flex (then cpu).
     #[arg(long, global = true, env = vprompt::device::DEVICE_ENV, value_parser = device_name)]
     pub device: Option<DeviceName>,
     #[command(subcommand)]
@@ -66,7 +66,8 @@ pub enum Command {
         /// No progress on stderr.
         #[arg(long)]
         quiet: bool,
-        /// Start the run directory again instead of resuming it.
+        /// Start the run again instead of resuming it: once the new run's inputs are read, the
+        /// files a run writes are removed from its directory; other files there are kept.
         #[arg(long)]
         fresh: bool,
     },
@@ -98,7 +99,7 @@ pub enum Command {
         /// Run only share I of N of the cells (1 <= I <= N), e.g. a job array's task; the share
         /// that finishes last writes the merged results.
         #[arg(long, value_name = "I/N", conflicts_with = "merge")]
-        shard: Option<crate::shard::Shard>,
+        shard: Option<vprompt::run::Shard>,
         /// Run nothing: merge the shards' results into results.json, results.md and the plot (an
         /// error naming the missing cells while shards are unfinished).
         #[arg(long)]
@@ -155,6 +156,12 @@ pub struct TrainArgs {
     /// Evaluate on N test images per class only.
     #[arg(long)]
     pub test_per_class: Option<usize>,
+    /// Fraction of the training split held out for validation (0: none, keep the last epoch).
+    #[arg(long, value_parser = finite_f64)]
+    pub validation: Option<f64>,
+    /// Select on N validation images per class only.
+    #[arg(long)]
+    pub validation_per_class: Option<usize>,
     /// Backbone preset.
     #[arg(long)]
     pub preset: Option<Preset>,
@@ -167,6 +174,10 @@ pub struct TrainArgs {
     /// Label mapping as JSON, e.g. '"FirstN"' or '{"Iterative": {"every": 1}}'.
     #[arg(long, value_parser = json::<LabelMappingConfig>)]
     pub mapping: Option<LabelMappingConfig>,
+    /// Optimiser as JSON, e.g. '{"Adam": {"beta1": 0.9, "beta2": 0.999, "weight_decay": 0.0}}'
+    /// (default: the recipe's).
+    #[arg(long, value_parser = json::<OptimizerConfig>)]
+    pub optimizer: Option<OptimizerConfig>,
     /// Recipe: paper, ilm-vp, evp.
     #[arg(long, value_parser = word::<Recipe>)]
     pub recipe: Option<Recipe>,
@@ -185,8 +196,8 @@ pub struct TrainArgs {
     /// No progress on stderr.
     #[arg(long)]
     pub quiet: bool,
-    /// Start the run directory again: delete the run it holds (only a directory with a run's
-    /// files) instead of resuming it.
+    /// Start the run again instead of resuming it: once the new run's inputs are read, the files
+    /// a run writes are removed from its directory; other files there are kept.
     #[arg(long)]
     pub fresh: bool,
 }
@@ -203,25 +214,27 @@ impl TrainArgs {
     /// with every given flag overriding its setting.
     pub fn run_config(&self) -> anyhow::Result<RunConfig> {
         let mut config = match &self.config {
-            Some(path) => crate::config::read::<RunConfig>(path, "run config")?,
-            None => {
-                let missing = |flag: &str, key: &str| {
-                    anyhow::anyhow!(
-                        "invalid run config: `{key}` is required (give --config, or {flag} with --run-dir, \
-                         --data-format and --data)"
-                    )
-                };
-                RunConfig::new(
-                    self.run_dir
-                        .clone()
-                        .ok_or_else(|| missing("--run-dir", "run_dir"))?,
-                    DataConfig::new(
-                        self.data_format
-                            .ok_or_else(|| missing("--data-format", "data.format"))?,
-                        self.data.clone().ok_or_else(|| missing("--data", "data.path"))?,
-                    ),
-                )
-            }
+            Some(path) => vprompt::run::read_config_file::<RunConfig>(path, "run config")?,
+            None => match (&self.run_dir, self.data_format, &self.data) {
+                (Some(run_dir), Some(format), Some(data)) => {
+                    RunConfig::new(run_dir.clone(), DataConfig::new(format, data.clone()))
+                }
+                (run_dir, format, data) => {
+                    let missing: Vec<&str> = [
+                        ("--run-dir", run_dir.is_none()),
+                        ("--data-format", format.is_none()),
+                        ("--data", data.is_none()),
+                    ]
+                    .into_iter()
+                    .filter_map(|(flag, missing)| missing.then_some(flag))
+                    .collect();
+                    anyhow::bail!(
+                        "no run config: give --config FILE, or --run-dir, --data-format and --data \
+                         (missing: {})",
+                        missing.join(", ")
+                    );
+                }
+            },
         };
         let c = &mut config;
         if let Some(v) = &self.run_dir {
@@ -235,6 +248,8 @@ impl TrainArgs {
         }
         c.data.few_shot = self.few_shot.or(c.data.few_shot);
         c.data.test_per_class = self.test_per_class.or(c.data.test_per_class);
+        c.data.validation = self.validation.unwrap_or(c.data.validation);
+        c.data.validation_per_class = self.validation_per_class.or(c.data.validation_per_class);
         c.backbone.preset = self.preset.unwrap_or(c.backbone.preset);
         c.backbone.weights = self.weights.clone().or(c.backbone.weights.take());
         if let Some(v) = &self.prompt {
@@ -249,6 +264,7 @@ impl TrainArgs {
         t.batch_size = self.batch_size.or(t.batch_size);
         t.learning_rate = self.lr.or(t.learning_rate);
         t.seed = self.seed.or(t.seed);
+        t.optimizer = self.optimizer.clone().or(t.optimizer.take());
         Ok(config)
     }
 }
@@ -290,4 +306,31 @@ fn device_name(text: &str) -> Result<DeviceName, vprompt::DeviceError> {
     let name: DeviceName = text.parse()?;
     name.device()?;
     Ok(name)
+}
+
+/// A finite floating-point flag value (clap's parser accepts `nan` and `inf`).
+fn finite_f64(text: &str) -> Result<f64, String> {
+    let value: f64 = text.parse().map_err(|e| format!("{e}"))?;
+    if value.is_finite() {
+        Ok(value)
+    } else {
+        Err(format!("must be a finite number, got {value}"))
+    }
+}
+
+/// A typed value given on the command line as JSON (`--prompt '{"Padding": {"pad": 30}}'`).
+fn json<T: serde::de::DeserializeOwned>(text: &str) -> Result<T, String> {
+    serde_json::from_str(text).map_err(|e| format!("{e}"))
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn flag_values_are_typed() {
+        assert_eq!(
+            super::finite_f64("nan").unwrap_err(),
+            "must be a finite number, got NaN"
+        );
+        assert_eq!(super::finite_f64("0.25"), Ok(0.25));
+    }
 }

@@ -3,22 +3,20 @@
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
 
 use anyhow::Context;
 use burn::prelude::*;
 use vprompt::backbone::{Backbone, ImageBackbone, TextEncoder};
-use vprompt::data::{BatchLoader, Dataset, Preprocess, decode_image, prepare, save_image};
+use vprompt::data::{BatchLoader, decode_image, save_image};
 use vprompt::mapping::{IMAGENET_TEMPLATES, OutputMapping, PAPER_TEMPLATE, clip_head};
 use vprompt::prompt::{Phase, Prompt, VisualPrompt};
-use vprompt::train::{Ensemble, Evaluation, PromptedClassifier, RunDir, evaluate};
+use vprompt::run::{
+    DataConfig, EvaluatedEnsemble, ExperimentConfig, LoadedEnsemble, Outcome, Run, RunConfig, Share,
+    TrainedRun,
+};
+use vprompt::train::{Evaluation, PromptedClassifier, RunDir, evaluate};
 
 use crate::cli::{Command, TrainArgs, ZeroShotArgs};
-use crate::experiment::{ExperimentConfig, Outcome, Share};
-use crate::run::{
-    DataConfig, EvaluatedEnsemble, RunConfig, TrainedRun, class_names, evaluate_ensemble, evaluate_run,
-    load_run,
-};
 
 /// Runs one subcommand on `device`.
 pub fn run(command: Command, device: &Device) -> anyhow::Result<()> {
@@ -28,10 +26,10 @@ pub fn run(command: Command, device: &Device) -> anyhow::Result<()> {
         Command::Eval { run } => {
             let progress = crate::progress::stderr(false);
             if let [run] = &run[..] {
-                let report = evaluate_run(run, device, progress.as_ref())?;
+                let report = Run::load(run, device)?.evaluate(device, progress.as_ref())?;
                 return Ok(writeln!(out, "{report}")?);
             }
-            let evaluated = evaluate_ensemble(&run, device, progress.as_ref())?;
+            let evaluated = LoadedEnsemble::load(&run, device)?.evaluate(device, progress.as_ref())?;
             write_ensemble(&run, &evaluated, &mut out)
         }
         Command::Apply {
@@ -73,12 +71,9 @@ pub fn run(command: Command, device: &Device) -> anyhow::Result<()> {
 }
 
 fn train(args: &TrainArgs, device: &Device, out: &mut impl Write) -> anyhow::Result<()> {
-    let config = args.run_config()?;
-    config.validate(true).context("invalid run config")?;
+    let run = Run::new(args.run_config()?)?.fresh(args.fresh);
+    let config = run.config();
     let progress = crate::progress::stderr(args.quiet);
-    if args.fresh {
-        config.remove_run()?;
-    }
     progress.line(&format!("training into {}", config.run_dir.display()));
     let devices = match &args.devices {
         Some(names) => names
@@ -95,7 +90,7 @@ fn train(args: &TrainArgs, device: &Device, out: &mut impl Write) -> anyhow::Res
         trained,
         data,
         training,
-    } = config.train(&devices, progress)?;
+    } = run.train(&devices, progress)?;
     if trained.interrupted {
         return Ok(());
     }
@@ -158,46 +153,53 @@ fn apply(
     device: &Device,
     out: &mut impl Write,
 ) -> anyhow::Result<()> {
-    let members = dirs
-        .iter()
-        .map(|dir| Ok(load_run(dir, device)?.1))
-        .collect::<anyhow::Result<Vec<_>>>()?;
-    let ensemble = Ensemble::new(members)?;
-    std::fs::create_dir_all(out_dir).with_context(|| format!("cannot create {}", out_dir.display()))?;
-    let classes = class_names(&dirs[0]).ok();
-    let size = ensemble.input_size();
-    let phase = Phase::Eval { batch: 0 };
+    let LoadedEnsemble { members, ensemble } = LoadedEnsemble::load(dirs, device)?;
+    // Every output name is decided, and checked free, before anything is written.
+    let mut planned: Vec<Vec<PathBuf>> = Vec::with_capacity(images.len());
+    let mut taken: std::collections::HashMap<PathBuf, &Path> = std::collections::HashMap::new();
     for path in images {
-        let dataset = Dataset {
-            source: path.display().to_string(),
-            images: vec![decode_image(path)?],
-            labels: vec![0],
-            classes: vec!["?".into()],
-            skipped: vec![],
-        };
-        let prepared = Arc::new(prepare(&dataset, &Preprocess::stretch(size))?);
-        let batch = BatchLoader::new(prepared, 1)?
-            .epoch(0, 0, device)
-            .next()
-            .expect("one image");
-        let prediction = ensemble.predict(batch.images.clone())?[0];
-        let name = classes
-            .as_ref()
-            .and_then(|c| c.get(prediction.class).cloned())
-            .unwrap_or_else(|| format!("class {}", prediction.class));
         let stem = path.file_stem().unwrap_or_default().to_string_lossy();
-        let mut files = Vec::new();
-        for k in 0..ensemble.len() {
-            let file = if ensemble.len() == 1 {
-                out_dir.join(format!("{stem}.png"))
-            } else {
-                out_dir.join(format!("{stem}.{k}.png"))
-            };
-            let member = ensemble.member(k).expect("in range");
-            let shown = member.prompted_pixels(batch.images.clone(), phase)?;
-            save_image(shown.squeeze_dim::<3>(0), &file)?;
-            files.push(file.display().to_string());
+        let files: Vec<PathBuf> = (0..members.len())
+            .map(|k| match members.len() {
+                1 => out_dir.join(format!("{stem}.png")),
+                _ => out_dir.join(format!("{stem}.{k}.png")),
+            })
+            .collect();
+        for file in &files {
+            if let Some(other) = taken.insert(file.clone(), path) {
+                anyhow::bail!(
+                    "{} and {} would both be written to {}: apply them in separate runs, or rename one",
+                    other.display(),
+                    path.display(),
+                    file.display()
+                );
+            }
+            if file.exists() {
+                anyhow::bail!(
+                    "{} exists: apply never overwrites; choose another --out or remove it",
+                    file.display()
+                );
+            }
         }
+        planned.push(files);
+    }
+    std::fs::create_dir_all(out_dir).with_context(|| format!("cannot create {}", out_dir.display()))?;
+    let phase = Phase::Eval { batch: 0 };
+    for (path, files) in images.iter().zip(planned) {
+        let image = decode_image(path)?;
+        // The members share their data config, so the first one's preprocessing is everyone's.
+        let pixels = members[0].pixels(vec![image], device)?;
+        let prediction = ensemble.predict(pixels.clone())?[0];
+        let name = members[0]
+            .classes
+            .get(prediction.class)
+            .cloned()
+            .unwrap_or_else(|| format!("class {}", prediction.class));
+        for (k, file) in files.iter().enumerate() {
+            let shown = members[k].classifier.prompted_pixels(pixels.clone(), phase)?;
+            save_image(shown.squeeze_dim::<3>(0), file)?;
+        }
+        let files: Vec<String> = files.iter().map(|f| f.display().to_string()).collect();
         writeln!(
             out,
             "{}: {name} ({:.1}%) -> {}",
@@ -216,14 +218,11 @@ fn black_box(
     device: &Device,
     out: &mut impl Write,
 ) -> anyhow::Result<()> {
-    let config = crate::config::read::<RunConfig>(path, "run config")?;
-    config.validate(true).context("invalid run config")?;
+    let run = Run::new(vprompt::run::read_config_file::<RunConfig>(path, "run config")?)?.fresh(fresh);
     let progress = crate::progress::stderr(quiet);
-    if fresh {
-        config.remove_run()?;
-    }
-    progress.line(&format!("black-box training into {}", config.run_dir.display()));
-    let run = config.train_black_box(device, progress)?;
+    progress.line(&format!("black-box training into {}", run.dir().display()));
+    let config = run.config().clone();
+    let run = run.train_black_box(device, progress)?;
     if run.trained.interrupted {
         return Ok(());
     }
@@ -260,7 +259,7 @@ fn black_box(
 }
 
 fn serve(path: &Path, classes: usize, device: &Device) -> anyhow::Result<()> {
-    let config = crate::config::read::<RunConfig>(path, "run config")?;
+    let config = vprompt::run::read_config_file::<RunConfig>(path, "run config")?;
     let backbone = config.backbone(device)?;
     anyhow::ensure!(
         !config.mapping.needs_fit() && !config.mapping.is_learned(),
@@ -269,7 +268,12 @@ fn serve(path: &Path, classes: usize, device: &Device) -> anyhow::Result<()> {
     );
     let mapping = config.mapping.init(backbone.output_dim(), classes, device)?;
     let mut model = vprompt::train::LocalModel::new(backbone, mapping)?;
-    crate::remote::serve_lines(&mut model, device)
+    Ok(vprompt::run::serve_lines(
+        &mut model,
+        device,
+        std::io::stdin().lock(),
+        std::io::stdout().lock(),
+    )?)
 }
 
 fn experiment(
@@ -281,7 +285,7 @@ fn experiment(
     device: &Device,
     out: &mut impl Write,
 ) -> anyhow::Result<()> {
-    let config: ExperimentConfig = crate::config::read(path, "experiment config")?;
+    let config: ExperimentConfig = vprompt::run::read_config_file(path, "experiment config")?;
     let dir = dir.unwrap_or_else(|| {
         let stem = path
             .file_stem()
@@ -294,7 +298,7 @@ fn experiment(
     });
     match config.run(profile, &dir, device, share, crate::progress::stderr(quiet))? {
         Outcome::Complete(results) => {
-            writeln!(out, "{}", crate::experiment::report(&results).0)?;
+            writeln!(out, "{}", vprompt::run::report(&results).0)?;
             writeln!(out, "wrote {}", dir.join("results.md").display())?;
             Ok(())
         }

@@ -1,23 +1,13 @@
 //! The `vprompt` command-line tool: train, evaluate, apply and inspect visual prompts, run
 //! experiments and CLIP zero-shot baselines, and import ONNX weights.
 //!
-//! The library (`vprompt`) does the work; this crate holds what only the tool needs: the typed run
-//! and experiment configs read from TOML ([`run`], [`experiment`], [`config`]), their runners,
-//! progress bars ([`progress`]) and the command line ([`cli`], [`commands`]).
-
-/// The unit tests' allocator records the largest allocation, for the config fuzz test's bound.
-#[cfg(test)]
-#[global_allocator]
-static ALLOC: vprompt_testkit::fuzz::CountingAllocator = vprompt_testkit::fuzz::CountingAllocator;
+//! The library (`vprompt`, and its run layer `vprompt::run`) does the work; this crate holds what
+//! only the tool needs: the command line ([`cli`]), what each command prints ([`commands`]) and
+//! progress bars ([`progress`]).
 
 mod cli;
 mod commands;
-mod config;
-mod experiment;
 mod progress;
-mod remote;
-mod run;
-mod shard;
 
 use std::io::Write;
 use std::process::ExitCode;

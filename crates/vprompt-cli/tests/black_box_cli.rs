@@ -144,6 +144,27 @@ fn black_box_training_against_a_local_model_a_program_and_an_http_endpoint() {
         "{out}"
     );
     assert!(dir.path().join("local/prompt.png").exists());
+    // A black-box run against a local model loads back like any run: `eval` reports the same
+    // prompted top-1 as the training command's test evaluation, and `apply` classifies an image.
+    let top1 = |out: &str| {
+        out.lines()
+            .find(|l| l.starts_with("top-1"))
+            .and_then(|l| l.split_whitespace().nth(1))
+            .map(str::to_string)
+    };
+    let eval = ok(&["eval", "--run", &path("local")]);
+    assert!(eval.contains("30 images"), "{eval}");
+    assert_eq!(top1(&eval), top1(&out), "{eval}\n{out}");
+    let image = workspace().join("tests/fixtures/rgb-folder/cat/cat0.png");
+    let applied = ok(&[
+        "apply",
+        "--run",
+        &path("local"),
+        "--out",
+        &path("applied"),
+        &image.display().to_string(),
+    ]);
+    assert!(applied.contains("cat0.png:"), "{applied}");
 
     // The same model behind the line protocol: the same prompt, query for query.
     let serve = local.clone();

@@ -79,6 +79,33 @@ batch_size = 32
     assert!(out.contains("cat0.png:") && out.contains('%'), "{out}");
     let png = image::open(dir.path().join("applied/cat0.png")).unwrap();
     assert_eq!((png.width(), png.height()), (40, 40));
+    // Applying again would overwrite: refused, the first output kept; two inputs that would
+    // write the same file are refused before anything is written.
+    let written = std::fs::read(dir.path().join("applied/cat0.png")).unwrap();
+    fails(
+        &["apply", "--run", &path("run"), "--out", &path("applied"), &image],
+        "apply never overwrites",
+    );
+    assert_eq!(
+        std::fs::read(dir.path().join("applied/cat0.png")).unwrap(),
+        written
+    );
+    let twin = dir.path().join("twin");
+    std::fs::create_dir(&twin).unwrap();
+    std::fs::copy(&image, twin.join("cat0.png")).unwrap();
+    fails(
+        &[
+            "apply",
+            "--run",
+            &path("run"),
+            "--out",
+            &path("applied-twice"),
+            &image,
+            &twin.join("cat0.png").display().to_string(),
+        ],
+        "would both be written to",
+    );
+    assert!(!dir.path().join("applied-twice").exists());
 
     let out = ok(&["inspect", &path("run"), "--png", &path("prompt.png")]);
     assert!(out.contains("parameters    4800"), "{out}"); // 3 x 40 x 40
@@ -278,22 +305,38 @@ fn a_run_directory_resumes_only_its_own_run() {
         &["train", "--config", &four, "--quiet"],
         "holds checkpoints but no run.json",
     );
-    // --fresh deletes only a run: not a directory of other files.
+    // --fresh removes only what a run writes: a directory of the user's files keeps them, byte
+    // for byte, and the config file beside them too.
     let other = dir.path().join("other");
     std::fs::create_dir(&other).unwrap();
     std::fs::write(other.join("notes.txt"), "mine").unwrap();
     let text = config(4).replace(&run_path, &other.display().to_string());
-    std::fs::write(dir.path().join("other.toml"), text).unwrap();
+    let other_config = other.join("run.toml");
+    std::fs::write(&other_config, &text).unwrap();
+    let other_config = other_config.display().to_string();
+    ok(&["train", "--config", &other_config, "--fresh", "--quiet"]);
+    ok(&["train", "--config", &other_config, "--fresh", "--quiet"]);
+    assert_eq!(std::fs::read(other.join("notes.txt")).unwrap(), b"mine");
+    assert_eq!(std::fs::read_to_string(other.join("run.toml")).unwrap(), text);
+    assert!(other.join("run.json").exists() && other.join("best.json").exists());
+    // --fresh with inputs that cannot be read trains nothing and loses nothing: the old run stays.
+    let recorded = std::fs::read(other.join("run.json")).unwrap();
+    let best = std::fs::read(other.join("best.json")).unwrap();
+    let broken = dir.path().join("broken.toml");
+    std::fs::write(&broken, text.replace(&data, "/nonexistent/data")).unwrap();
     fails(
         &[
             "train",
             "--config",
-            &dir.path().join("other.toml").display().to_string(),
+            &broken.display().to_string(),
             "--fresh",
+            "--quiet",
         ],
-        "holds files but no run",
+        "/nonexistent/data",
     );
-    assert!(other.join("notes.txt").exists());
+    assert_eq!(std::fs::read(other.join("run.json")).unwrap(), recorded);
+    assert_eq!(std::fs::read(other.join("best.json")).unwrap(), best);
+    ok(&["eval", "--run", &other.display().to_string()]);
 }
 
 /// `validation = 0` (the released code's setting): the whole training split trains, the last
@@ -390,7 +433,22 @@ fn bad_input_gives_a_message_and_a_failing_exit_code() {
     fails(&["train", "--config", &path("bad.toml")], "not valid TOML");
     fails(
         &["train", "--run-dir", &path("r"), "--data-format", "fashion-mnist"],
-        "invalid run config",
+        "no run config: give --config FILE, or --run-dir, --data-format and --data (missing: --data)",
+    );
+    // Without arguments: one clean sentence naming what is missing.
+    fails(&["train"], "(missing: --run-dir, --data-format, --data)");
+    // A data directory that is not there says what was expected and where Debian puts it.
+    fails(
+        &[
+            "train",
+            "--run-dir",
+            &path("r"),
+            "--data-format",
+            "fashion-mnist",
+            "--data",
+            &path("no-such-dir"),
+        ],
+        "no such directory: MNIST-layout data",
     );
     fails(
         &[
@@ -841,6 +899,24 @@ epochs = 1
     );
 
     let script = workspace().join("experiments/slurm-array.sh");
+    // A config without profiles runs through the script too: `-` (or an empty PROFILE) passes
+    // no `--profile` (here the tool is `echo`, which prints the command the task would run).
+    for none in ["-", ""] {
+        let out = Command::new("bash")
+            .arg(&script)
+            .args(["grid.toml", none, "out"])
+            .env("SLURM_ARRAY_TASK_ID", "2")
+            .env("SLURM_ARRAY_TASK_COUNT", "3")
+            .env("VPROMPT", "echo")
+            .output()
+            .unwrap();
+        assert_eq!(
+            String::from_utf8_lossy(&out.stdout),
+            "experiment grid.toml --out out --shard 2/3 --quiet\n",
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
     let shares: Vec<_> = (1..=3)
         .map(|task| {
             Command::new("bash")

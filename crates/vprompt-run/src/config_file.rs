@@ -3,31 +3,33 @@
 
 use std::path::Path;
 
-use anyhow::Context;
 use serde::de::DeserializeOwned;
-use vprompt::train::ConfigError;
+
+use crate::error::{ConfigError, Result, RunError, io};
 
 /// Reads `path` into `T`. A syntax error names the file and the line; a non-finite number (`nan`,
 /// `inf`), a value of the wrong type, an unknown or a missing field names its key path
 /// (`training.learning_rate: must be a finite number, got nan`). `what` names the kind of file in
 /// messages (`run config`).
-pub fn read<T: DeserializeOwned>(path: &Path, what: &str) -> anyhow::Result<T> {
-    let text = std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))?;
-    parse(&text).with_context(|| format!("{} is not a valid {what}", path.display()))
+pub fn read<T: DeserializeOwned>(path: &Path, what: &'static str) -> Result<T> {
+    let text = std::fs::read_to_string(path).map_err(io("read", path))?;
+    parse(&text).map_err(|e| RunError::Parse {
+        path: path.to_path_buf(),
+        what,
+        source: Box::new(e),
+    })
 }
 
-/// Parses TOML text into `T` (see [`read`]).
-pub fn parse<T: DeserializeOwned>(text: &str) -> anyhow::Result<T> {
-    let table: toml::Table = toml::from_str(text).context("not valid TOML")?;
+/// Parses TOML text into `T` (see [`read`]); a syntax error has an empty key path.
+pub fn parse<T: DeserializeOwned>(text: &str) -> Result<T, ConfigError> {
+    let syntax = |e: toml::de::Error| ConfigError::new("", format!("not valid TOML: {e}"));
+    let table: toml::Table = toml::from_str(text).map_err(syntax)?;
     check_finite(&toml::Value::Table(table), "")?;
-    let deserializer = toml::Deserializer::parse(text).context("not valid TOML")?;
+    let deserializer = toml::Deserializer::parse(text).map_err(syntax)?;
     serde_path_to_error::deserialize(deserializer).map_err(|e| {
         let path = e.path().to_string();
         let message = e.into_inner().message().to_string();
-        anyhow::Error::new(ConfigError::new(
-            if path == "." { String::new() } else { path },
-            message,
-        ))
+        ConfigError::new(if path == "." { String::new() } else { path }, message)
     })
 }
 
@@ -55,21 +57,6 @@ fn check_finite(value: &toml::Value, path: &str) -> Result<(), ConfigError> {
     }
 }
 
-/// A finite floating-point flag value (clap's parser accepts `nan` and `inf`).
-pub fn finite_f64(text: &str) -> Result<f64, String> {
-    let value: f64 = text.parse().map_err(|e| format!("{e}"))?;
-    if value.is_finite() {
-        Ok(value)
-    } else {
-        Err(format!("must be a finite number, got {value}"))
-    }
-}
-
-/// A typed value given on the command line as JSON (`--prompt '{"Padding": {"pad": 30}}'`).
-pub fn json<T: DeserializeOwned>(text: &str) -> Result<T, String> {
-    serde_json::from_str(text).map_err(|e| format!("{e}"))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -93,7 +80,7 @@ mod tests {
 
     #[test]
     fn errors_name_the_key_path() {
-        let err = |text: &str| format!("{:#}", parse::<Outer>(text).unwrap_err());
+        let err = |text: &str| parse::<Outer>(text).unwrap_err().to_string();
         assert_eq!(
             err("[inner]\nrate = nan"),
             "inner.rate: must be a finite number, got NaN"
@@ -108,15 +95,13 @@ mod tests {
         assert!(err("[inner]").contains("missing field `rate`"));
         assert!(err("inner = [").contains("not valid TOML"));
         assert_eq!(parse::<Outer>("[inner]\nrate = 0.5").unwrap().inner.rate, 0.5);
-        assert_eq!(finite_f64("nan").unwrap_err(), "must be a finite number, got NaN");
-        assert_eq!(finite_f64("0.25"), Ok(0.25));
     }
 }
 
 #[cfg(test)]
 mod fuzz {
+    use crate::config::RunConfig;
     use crate::experiment::ExperimentConfig;
-    use crate::run::RunConfig;
 
     /// Mutation fuzzing of the config parser on the committed experiment configs and a run config:
     /// any text gives a config or an error naming what is wrong, never a panic (the same checks

@@ -63,18 +63,19 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Instant;
 
-use anyhow::Context;
 use burn::prelude::*;
 use serde::{Deserialize, Serialize};
-use vprompt::backbone::Backbone;
-use vprompt::mapping::LabelMappingConfig;
-use vprompt::prompt::{PaddingPromptConfig, Prompt, PromptConfig};
-use vprompt::train::{
+use vprompt_backbone::Backbone;
+use vprompt_mapping::LabelMappingConfig;
+use vprompt_prompt::{PaddingPromptConfig, Prompt, PromptConfig};
+use vprompt_train::{
     Axis, ConfigError, LinearProbeConfig, Progress, PromptedClassifier, Quiet, ScheduleConfig, Series,
     Trainer, color_name, evaluate_unprompted, fit_mapping, line_plot,
 };
 
-use crate::run::{BackboneConfig, DataConfig, RunConfig, TrainingChoice};
+use crate::config::{BackboneConfig, BlackBoxChoice, DataConfig, RunConfig, TrainingChoice};
+use crate::error::{Context, Result, RunError, io};
+use crate::run::{LoadedEnsemble, Run};
 use crate::shard::{SHARD_PREFIX, Shard};
 
 vprompt_core::config! {
@@ -97,7 +98,7 @@ vprompt_core::config! {
         /// The recipe of every visual-prompt run.
         pub training: TrainingChoice = TrainingChoice::new(),
         /// The settings of every black-box run.
-        pub black_box: Option<crate::run::BlackBoxChoice> = None,
+        pub black_box: Option<BlackBoxChoice> = None,
         /// Linear-probe overrides.
         pub probe: ProbeChoice = ProbeChoice::new(),
         /// Optional figure.
@@ -203,7 +204,7 @@ vprompt_core::config! {
         /// Run only these methods (by name), e.g. fewer prompt sizes on a CPU.
         pub methods: Option<Vec<String>> = None,
         /// The recipe.
-        pub recipe: Option<vprompt::train::Recipe> = None,
+        pub recipe: Option<vprompt_train::Recipe> = None,
         /// The learning-rate schedule.
         pub schedule: Option<ScheduleConfig> = None,
         /// Seeds.
@@ -571,7 +572,7 @@ impl ExperimentConfig {
             ));
         }
         self.probe_config(0).validate().map_err(|e| match e {
-            vprompt::train::TrainError::InvalidConfig(e) => e.within("probe"),
+            vprompt_train::TrainError::InvalidConfig(e) => e.within("probe"),
             e => ConfigError::new("probe", e.to_string()),
         })?;
         if let Some(plot) = &self.plot {
@@ -649,13 +650,13 @@ impl ExperimentConfig {
         device: &Device,
         share: Share,
         progress: Arc<dyn Progress>,
-    ) -> anyhow::Result<Outcome> {
+    ) -> Result<Outcome> {
         let config = match profile {
             Some(p) => self.with_profile(p)?,
             None => self.clone(),
         };
         config.validate()?;
-        std::fs::create_dir_all(out).with_context(|| format!("cannot create {}", out.display()))?;
+        std::fs::create_dir_all(out).map_err(io("create", out))?;
         let recorded = config.recorded(out, profile)?;
         let done: HashSet<_> = recorded.iter().map(RunRecord::key).collect();
         // This process's own file: `results.json` when it runs every cell (adopting what shares
@@ -789,10 +790,11 @@ impl ExperimentConfig {
             // Drawn beside the target and renamed into place: two shares finishing together both
             // merge, and neither may read the other's half-written file.
             let (x, y) = plot.axes();
-            let tmp = out.join(format!(".{}.{}", std::process::id(), plot.file));
-            line_plot(&tmp, &config.title, &x, &y, &series)?;
-            std::fs::rename(&tmp, out.join(&plot.file))
-                .with_context(|| format!("cannot write {}", out.join(&plot.file).display()))?;
+            let target = out.join(&plot.file);
+            vprompt_core::fs::replace_with(&target, |tmp| {
+                line_plot(tmp, &config.title, &x, &y, &series).map_err(std::io::Error::other)
+            })
+            .map_err(io("write", &target))?;
         }
         write_atomic(&out.join("results.md"), &markdown)?;
         Ok(Outcome::Complete(Box::new(results)))
@@ -811,31 +813,34 @@ impl ExperimentConfig {
 
     /// The runs of `path` (`results.json` or a shard file), `None` if it does not exist; refused
     /// when it holds another config's or profile's results.
-    fn read_results(&self, path: &Path, profile: Option<&str>) -> anyhow::Result<Option<Vec<RunRecord>>> {
+    fn read_results(&self, path: &Path, profile: Option<&str>) -> Result<Option<Vec<RunRecord>>> {
         match std::fs::read_to_string(path) {
             Ok(text) => {
-                let old: Results = serde_json::from_str(&text)
-                    .with_context(|| format!("{} is unreadable", path.display()))?;
+                let old: Results = serde_json::from_str(&text).map_err(|e| RunError::Parse {
+                    path: path.to_path_buf(),
+                    what: "results file",
+                    source: Box::new(e),
+                })?;
                 if old.config != *self || old.profile.as_deref() != profile {
-                    anyhow::bail!(
+                    return Err(RunError::Refused(format!(
                         "{} holds results of a different config or profile; choose another output \
                          directory or delete it",
                         path.display()
-                    );
+                    )));
                 }
                 Ok(Some(old.runs))
             }
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
-            Err(e) => Err(e).with_context(|| format!("cannot read {}", path.display())),
+            Err(e) => Err(io("read", path)(e)),
         }
     }
 
     /// Every run recorded in `out`: `results.json`, then each shard's file (any share count, in
     /// name order), the first record of a cell kept.
-    fn recorded(&self, out: &Path, profile: Option<&str>) -> anyhow::Result<Vec<RunRecord>> {
+    fn recorded(&self, out: &Path, profile: Option<&str>) -> Result<Vec<RunRecord>> {
         let mut files = vec![out.join(RESULTS)];
         let mut shards: Vec<PathBuf> = std::fs::read_dir(out)
-            .with_context(|| format!("cannot read {}", out.display()))?
+            .map_err(io("read", out))?
             .filter_map(|entry| entry.ok().map(|e| e.path()))
             .filter(|p| {
                 p.file_name()
@@ -868,7 +873,7 @@ impl ExperimentConfig {
         seed: u64,
         out: &Path,
         device: &Device,
-    ) -> anyhow::Result<RunRecord> {
+    ) -> Result<RunRecord> {
         let started = Instant::now();
         let runs: Vec<PathBuf> = m
             .members
@@ -878,7 +883,7 @@ impl ExperimentConfig {
                 self.run_config(d, b, member, seed, out).run_dir
             })
             .collect();
-        let evaluated = crate::run::evaluate_ensemble(&runs, device, &Quiet)?;
+        let evaluated = LoadedEnsemble::load(&runs, device)?.evaluate(device, &Quiet)?;
         Ok(RunRecord {
             dataset: d.name.clone(),
             backbone: b.name.clone(),
@@ -903,7 +908,7 @@ impl ExperimentConfig {
         seed: u64,
         out: &Path,
         device: &Device,
-    ) -> anyhow::Result<RunRecord> {
+    ) -> Result<RunRecord> {
         let started = Instant::now();
         let rc = self.run_config(d, b, m, seed, out);
         let training = rc.training_config()?;
@@ -911,7 +916,7 @@ impl ExperimentConfig {
         let mut prompt_parameters = None;
         let (top1, unprompted_top1, train_images, test_images) = match m.kind {
             MethodKind::VisualPrompt => {
-                let run = rc.train(std::slice::from_ref(device), quiet)?;
+                let run = Run::new(rc)?.train(std::slice::from_ref(device), quiet)?;
                 let (trained, data) = (run.trained, run.data);
                 prompt_parameters = trained.classifier.prompt.as_ref().map(Prompt::num_params);
                 let report = trained.evaluate(data.test.clone(), training.batch_size)?;
@@ -928,7 +933,7 @@ impl ExperimentConfig {
                 let head = rc.head(&backbone, &data.train.classes, device)?;
                 let mut classifier = PromptedClassifier::unprompted(backbone, head)?;
                 if let Some(mapping) = &training.mapping {
-                    let loader = vprompt::data::BatchLoader::new(data.train.clone(), training.batch_size)?;
+                    let loader = vprompt_data::BatchLoader::new(data.train.clone(), training.batch_size)?;
                     classifier.mapping = fit_mapping(&classifier, mapping, &loader, device)?;
                 }
                 let eval = evaluate_unprompted(&classifier, data.test.clone(), training.batch_size, device)?;
@@ -936,7 +941,7 @@ impl ExperimentConfig {
             }
             MethodKind::Ensemble => unreachable!("ensembles are evaluated by `run_ensemble`"),
             MethodKind::BlackBox => {
-                let run = rc.train_black_box(device, quiet)?;
+                let run = Run::new(rc)?.train_black_box(device, quiet)?;
                 prompt_parameters = Some(run.trained.prompt.num_params());
                 let report = run.report;
                 (
@@ -955,9 +960,12 @@ impl ExperimentConfig {
                     .train(
                         &backbone,
                         data.train.clone(),
-                        data.valid.clone().context(
-                            "a linear probe is selected on a validation split: set data.validation > 0",
-                        )?,
+                        data.valid.clone().ok_or_else(|| {
+                            RunError::Refused(
+                                "a linear probe is selected on a validation split: set data.validation > 0"
+                                    .into(),
+                            )
+                        })?,
                     )?;
                 let eval = probe.evaluate(&backbone, &data.test, device)?;
                 (eval.top1, None, data.train.len(), data.test.len())
@@ -1012,12 +1020,10 @@ fn slug(s: &str) -> String {
         .collect()
 }
 
-/// Writes `text` beside `path` under a name of this process's, then renames it into place: a
-/// reader (or another share merging at the same moment) sees the old file or the new, never half.
-fn write_atomic(path: &Path, text: &str) -> anyhow::Result<()> {
-    let tmp: PathBuf = path.with_extension(format!("tmp{}", std::process::id()));
-    std::fs::write(&tmp, text).with_context(|| format!("cannot write {}", tmp.display()))?;
-    std::fs::rename(&tmp, path).with_context(|| format!("cannot write {}", path.display()))
+/// Replaces `path` with `text` atomically and durably: a reader (or another share merging at the
+/// same moment) sees the old file or the new, never half.
+fn write_atomic(path: &Path, text: &str) -> Result<()> {
+    crate::run::write_text(path, text)
 }
 
 /// The cells of `runs`: (dataset, backbone, method) -> mean, std over seeds.
@@ -1345,7 +1351,7 @@ mod tests {
             if path.extension().is_none_or(|e| e != "toml") {
                 continue;
             }
-            let config: ExperimentConfig = crate::config::read(&path, "experiment config")
+            let config: ExperimentConfig = crate::config_file::read(&path, "experiment config")
                 .unwrap_or_else(|e| panic!("{}: {e:#}", path.display()));
             config
                 .validate()
@@ -1381,7 +1387,7 @@ mod tests {
         assert_eq!(small.seeds, vec![3]);
         assert_eq!(small.methods.len(), 1);
         assert_eq!(small.training.epochs, Some(2));
-        assert_eq!(small.training.recipe, vprompt::train::Recipe::IlmVp);
+        assert_eq!(small.training.recipe, vprompt_train::Recipe::IlmVp);
         assert_eq!(small.datasets[0].data.few_shot, Some(20));
         assert_eq!(
             small.datasets[1].data.few_shot,

@@ -24,7 +24,9 @@ use std::time::Duration;
 
 use burn::prelude::*;
 use serde::{Deserialize, Serialize};
-use vprompt::train::{BlackBoxModel, QueryError, Scores};
+use vprompt_train::{BlackBoxModel, QueryError, Scores};
+
+use crate::error::{Result, io};
 
 /// A query as sent.
 #[derive(Debug, Serialize, Deserialize)]
@@ -270,13 +272,18 @@ impl Drop for LineProcess {
     }
 }
 
-/// Answers the line protocol on stdin and stdout with `model` until stdin closes: what
-/// `vprompt serve` runs.
-pub fn serve_lines(model: &mut dyn BlackBoxModel, device: &Device) -> anyhow::Result<()> {
-    let stdin = std::io::stdin().lock();
-    let mut stdout = std::io::stdout().lock();
-    for line in stdin.lines() {
-        let line = line?;
+/// Answers the line protocol with `model`, one reply line per request line read from `input`,
+/// until `input` ends: what `vprompt serve` runs on stdin and stdout.
+pub fn serve_lines(
+    model: &mut dyn BlackBoxModel,
+    device: &Device,
+    input: impl BufRead,
+    mut output: impl Write,
+) -> Result<()> {
+    let stdin = std::path::Path::new("<input>");
+    let stdout = std::path::Path::new("<output>");
+    for line in input.lines() {
+        let line = line.map_err(io("read", stdin))?;
         if line.trim().is_empty() {
             continue;
         }
@@ -291,11 +298,12 @@ pub fn serve_lines(model: &mut dyn BlackBoxModel, device: &Device) -> anyhow::Re
             },
         };
         writeln!(
-            stdout,
+            output,
             "{}",
             serde_json::to_string(&reply).expect("replies serialise")
-        )?;
-        stdout.flush()?;
+        )
+        .and_then(|()| output.flush())
+        .map_err(io("write", stdout))?;
     }
     Ok(())
 }

@@ -63,20 +63,29 @@ pub enum DeviceName {
 }
 
 impl DeviceName {
-    /// The first compiled backend in the order flex, cuda, wgpu, cpu: what programs use when the
-    /// user names none.
+    /// What programs use when the user names no device: an accelerator when one is compiled in
+    /// (cuda, then wgpu), else the CPU (flex, then cpu). A `--features cuda` build of a program
+    /// whose defaults include flex trains on the GPU unless told otherwise.
     pub fn default_compiled() -> Result<Self, DeviceError> {
-        if cfg!(feature = "flex") {
-            Ok(Self::Flex)
-        } else if cfg!(feature = "cuda") {
-            Ok(Self::Cuda(0))
-        } else if cfg!(feature = "wgpu") {
-            Ok(Self::Wgpu(None))
-        } else if cfg!(feature = "cpu") {
-            Ok(Self::Cpu)
-        } else {
-            Err(DeviceError::NoBackend)
-        }
+        Self::preferred(
+            cfg!(feature = "cuda"),
+            cfg!(feature = "wgpu"),
+            cfg!(feature = "flex"),
+            cfg!(feature = "cpu"),
+        )
+    }
+
+    /// The preferred device among the compiled backends: accelerators first.
+    fn preferred(cuda: bool, wgpu: bool, flex: bool, cpu: bool) -> Result<Self, DeviceError> {
+        [
+            (cuda, Self::Cuda(0)),
+            (wgpu, Self::Wgpu(None)),
+            (flex, Self::Flex),
+            (cpu, Self::Cpu),
+        ]
+        .into_iter()
+        .find_map(|(compiled, name)| compiled.then_some(name))
+        .ok_or(DeviceError::NoBackend)
     }
 
     /// The Cargo feature that compiles this backend in.
@@ -212,6 +221,18 @@ pub fn device_from_args(args: impl IntoIterator<Item = String>) -> Result<Device
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// An accelerator build defaults to its accelerator, also beside the default flex.
+    #[test]
+    fn the_default_device_is_an_accelerator_when_one_is_compiled() {
+        let pick = |cuda, wgpu, flex, cpu| DeviceName::preferred(cuda, wgpu, flex, cpu).ok();
+        assert_eq!(pick(true, false, true, false), Some(DeviceName::Cuda(0)));
+        assert_eq!(pick(false, true, true, false), Some(DeviceName::Wgpu(None)));
+        assert_eq!(pick(true, true, true, true), Some(DeviceName::Cuda(0)));
+        assert_eq!(pick(false, false, true, true), Some(DeviceName::Flex));
+        assert_eq!(pick(false, false, false, true), Some(DeviceName::Cpu));
+        assert_eq!(pick(false, false, false, false), None);
+    }
 
     #[test]
     fn names_parse_and_print_back() {

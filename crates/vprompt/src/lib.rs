@@ -15,7 +15,7 @@
 //!
 //! This crate is the facade: it re-exports the crates below and adds [`prelude`], [`enum@Error`],
 //! [`tune_allocator`] and [`device`] (the device names every program accepts). The `vprompt`
-//! command-line tool (typed run and experiment configs, progress bars) is the `vprompt-cli` crate.
+//! command-line tool (arguments, commands, progress bars over [`run`]) is the `vprompt-cli` crate.
 //!
 //! # Crates
 //! - [`prompt`]: the prompt templates (padding, fixed and random patch, full image,
@@ -30,6 +30,10 @@
 //!   crash-safe, exactly resumable checkpoints, for gradient training (the paper's and
 //!   follow-ups' recipes), black-box training with zeroth-order optimisers (RGF, SPSA-GC) through
 //!   any [`BlackBoxModel`] (images in, scores out), and the linear-probe baseline; evaluation.
+//! - [`run`]: a run as a library object: a typed [`RunConfig`] (read from TOML), a [`Run`] that
+//!   owns its directory (identity checked once, records written atomically) and trains, and
+//!   [`Run::load`], which gives a trained run back as a ready classifier; experiments (grids of
+//!   runs), black boxes behind a program or HTTP.
 //!
 //! Most programs only need `use vprompt::prelude::*;`.
 
@@ -39,6 +43,7 @@ pub use vprompt_backbone as backbone;
 pub use vprompt_data as data;
 pub use vprompt_mapping as mapping;
 pub use vprompt_prompt as prompt;
+pub use vprompt_run as run;
 pub use vprompt_train as train;
 
 pub mod allocator;
@@ -54,6 +59,7 @@ pub use vprompt_prompt::{
     PaddingPromptConfig, Phase, Prompt, PromptConfig, PromptInit, PromptSpace, RandomPatchPromptConfig,
     ResizeFilter, ShrinkFramePromptConfig, VisualPrompt,
 };
+pub use vprompt_run::{LoadedRun, Run, RunConfig};
 pub use vprompt_train::{
     BlackBoxConfig, BlackBoxModel, BlackBoxReport, BlackBoxTrainer, ConfigError, LinearProbeConfig,
     LocalModel, OptimizerConfig, Progress, PromptedClassifier, QueryError, Recipe, Report, ScheduleConfig,
@@ -82,6 +88,9 @@ pub enum Error {
     /// A device name could not be used.
     #[error(transparent)]
     Device(#[from] DeviceError),
+    /// A run could not be assembled, trained, resumed or loaded back.
+    #[error(transparent)]
+    Run(#[from] vprompt_run::RunError),
 }
 
 /// `Result` with [`enum@Error`].
@@ -94,9 +103,9 @@ pub mod prelude {
     pub use crate::data::{fashion_mnist, prepare};
     pub use crate::{
         Backbone, BlackBoxConfig, BlackBoxModel, BlackBoxTrainer, Dataset, ImageBackbone, LabelMappingConfig,
-        LinearProbeConfig, LocalModel, Mapping, Normalization, OptimizerConfig, OutputKind, OutputMapping,
-        PreparedDataset, Preprocess, Preset, PromptedClassifier, Recipe, Report, ScheduleConfig, TextEncoder,
-        Trainer, TrainingConfig, ZerothOrderConfig,
+        LinearProbeConfig, LoadedRun, LocalModel, Mapping, Normalization, OptimizerConfig, OutputKind,
+        OutputMapping, PreparedDataset, Preprocess, Preset, PromptedClassifier, Recipe, Report, Run,
+        RunConfig, ScheduleConfig, TextEncoder, Trainer, TrainingConfig, ZerothOrderConfig,
     };
     pub use crate::{
         ConditionalPromptConfig, EvalLocation, FixedPatchPromptConfig, FullImagePromptConfig,

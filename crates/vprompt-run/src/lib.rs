@@ -1,0 +1,70 @@
+//! Runs as library objects: everything the `vprompt` tool does with a run, callable from Rust.
+//!
+//! # Feature flags
+//! - `flex` (default), `wgpu`, `cuda`, `cpu`: backends, forwarded to burn (they decide which
+//!   devices the tests use).
+//!
+//! # What is here
+//! - [`RunConfig`]: a whole run in one typed config (data, backbone, prompt, mapping, training
+//!   recipe, black-box settings, run directory), read from TOML by [`read_config_file`], every
+//!   error naming its key path.
+//! - [`Run`]: a run that owns its directory: it checks once that the directory holds this run or
+//!   none (settings compared key by key, classes, data and weights fingerprints), records the
+//!   run, and trains through the engine ([`Run::train`], [`Run::train_black_box`]), resuming an
+//!   interrupted run. [`Run::load`] gives a trained run back as a ready classifier
+//!   ([`LoadedRun`]); [`LoadedEnsemble`] several, checked to share data, backbone and classes.
+//! - [`ExperimentConfig`]: the paper's comparisons from one config: every dataset x backbone x
+//!   seed x method cell a run, results tables and figures, shards for job arrays ([`Shard`]).
+//! - [`remote`]: black boxes outside the process (a program speaking the line protocol, an HTTP
+//!   endpoint) and [`serve_lines`], the protocol's server side.
+//! - [`RunError`]: the one error type, each variant's message without its cause repeated.
+//!
+//! ```no_run
+//! use std::sync::Arc;
+//! use burn::prelude::*;
+//! use vprompt_run::{DataConfig, DataFormat, Run, RunConfig};
+//!
+//! # fn main() -> vprompt_run::Result<()> {
+//! let device = Device::flex();
+//! let config = RunConfig::new(
+//!     "runs/fmnist".into(),
+//!     DataConfig::new(DataFormat::FashionMnist, "tests/fixtures/fashion-mnist".into()),
+//! );
+//! let trained = Run::new(config)?.train(&[device.clone()], Arc::new(vprompt_train::Quiet))?;
+//! println!("selected epoch {}", trained.trained.selected_epoch);
+//! let loaded = Run::load("runs/fmnist", &device)?; // the selected prompt, ready to classify
+//! println!("{}", loaded.evaluate(&device, &vprompt_train::Quiet)?);
+//! # Ok(())
+//! # }
+//! ```
+
+/// The unit tests' allocator records the largest allocation, for the config fuzz test's bound.
+#[cfg(test)]
+#[global_allocator]
+static ALLOC: vprompt_testkit::fuzz::CountingAllocator = vprompt_testkit::fuzz::CountingAllocator;
+
+mod assemble;
+mod config;
+mod config_file;
+mod error;
+mod experiment;
+pub mod remote;
+mod run;
+mod shard;
+
+pub use assemble::{DataFingerprints, PreparedSplits};
+pub use config::{
+    BackboneConfig, BlackBoxChoice, BlackBoxSource, DataConfig, DataFormat, RunConfig, TrainingChoice,
+};
+pub use config_file::{parse as parse_config, read as read_config_file};
+pub use error::{ConfigError, Result, RunError};
+pub use experiment::{
+    BackboneEntry, Cell, DatasetEntry, ExperimentConfig, MethodEntry, MethodKind, Outcome, PlotConfig, PlotX,
+    PlotY, ProbeChoice, Profile, RESULTS, Results, RunRecord, Share, cells, report,
+};
+pub use remote::serve_lines;
+pub use run::{
+    BlackBoxRun, CLASSES_FILE, DATA_FILE, EvaluatedEnsemble, LoadedEnsemble, LoadedRun, RUN_ENTRIES,
+    RUN_FILE, Run, TrainedRun, class_names, differences, read_config,
+};
+pub use shard::Shard;

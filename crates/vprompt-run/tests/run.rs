@@ -1,0 +1,206 @@
+//! The run layer as a library user calls it: a run trained from a `RunConfig`, loaded back with
+//! `Run::load` and used to classify; `fresh` that keeps the user's files; the few-shot validation
+//! default; the run's own preprocessing for new images.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use burn::prelude::*;
+use vprompt_data::{Filter, Fit, Preprocess, decode_image};
+use vprompt_prompt::{FullImagePromptConfig, PromptInit};
+use vprompt_run::{
+    BackboneConfig, DataConfig, DataFormat, Run, RunConfig, RunError, TrainingChoice, read_config,
+};
+use vprompt_train::{Quiet, Recipe};
+
+fn workspace() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
+}
+
+/// A one-epoch run of a full-image prompt on the tiny ResNet, 4 images per class of the committed
+/// Fashion-MNIST subset.
+fn config(run_dir: &Path, cache: &Path) -> RunConfig {
+    RunConfig::new(
+        run_dir.to_path_buf(),
+        DataConfig::new(
+            DataFormat::FashionMnist,
+            workspace().join("tests/fixtures/fashion-mnist"),
+        )
+        .with_few_shot(Some(4))
+        .with_test_per_class(Some(2))
+        .with_cache_dir(Some(cache.to_path_buf())),
+    )
+    .with_backbone(
+        BackboneConfig::new()
+            .with_preset("tiny-resnet".parse().unwrap())
+            .with_weights(Some(
+                workspace().join("crates/vprompt-backbone/tests/fixtures/tiny_resnet.bpk"),
+            )),
+    )
+    .with_prompt(FullImagePromptConfig::new().with_init(PromptInit::Zeros).into())
+    .with_training(
+        TrainingChoice::new()
+            .with_recipe(Recipe::IlmVp)
+            .with_epochs(Some(1))
+            .with_learning_rate(Some(0.05))
+            .with_batch_size(Some(8)),
+    )
+}
+
+#[test]
+fn a_trained_run_loads_back_as_a_classifier() {
+    let dir = tempfile::tempdir().unwrap();
+    let device = Device::flex();
+    let run_dir = dir.path().join("run");
+    let run = Run::new(config(&run_dir, &dir.path().join("cache"))).unwrap();
+    let trained = run.train(std::slice::from_ref(&device), Arc::new(Quiet)).unwrap();
+    let report = trained.trained.evaluate(trained.data.test.clone(), 8).unwrap();
+
+    let loaded = Run::load(&run_dir, &device).unwrap();
+    assert_eq!(loaded.config, *run.config());
+    assert_eq!(loaded.classes.len(), 10);
+    // The loaded run evaluates to exactly what training reported.
+    let again = loaded.evaluate(&device, &Quiet).unwrap();
+    assert_eq!(again.prompted.top1, report.prompted.top1);
+    assert_eq!(again.prompted.confusion, report.prompted.confusion);
+    // And classifies new images, with class names.
+    let image = decode_image(workspace().join("tests/fixtures/rgb-folder/cat/cat0.png")).unwrap();
+    let classified = loaded.classify(vec![image.clone(), image], &device).unwrap();
+    assert_eq!(classified.len(), 2);
+    assert_eq!(classified[0].0.class, classified[1].0.class);
+    assert_eq!(classified[0].1, loaded.classes[classified[0].0.class]);
+    assert!(classified[0].0.probability > 0.0 && classified[0].0.probability <= 1.0);
+
+    // Not a run: a typed error naming the file.
+    let err = Run::load(dir.path().join("nothing"), &device).unwrap_err();
+    assert!(
+        matches!(err.root(), RunError::Io { action: "read", path, .. } if path.ends_with("run.json")),
+        "{err:?}"
+    );
+}
+
+#[test]
+fn fresh_removes_only_what_a_run_writes_and_only_once_its_inputs_are_read() {
+    let dir = tempfile::tempdir().unwrap();
+    let device = Device::flex();
+    let run_dir = dir.path().join("run");
+    let cache = dir.path().join("cache");
+    Run::new(config(&run_dir, &cache))
+        .unwrap()
+        .train(std::slice::from_ref(&device), Arc::new(Quiet))
+        .unwrap();
+    std::fs::write(run_dir.join("notes.txt"), "mine").unwrap();
+    std::fs::create_dir(run_dir.join("figures")).unwrap();
+    std::fs::write(run_dir.join("figures/a.png"), [1, 2, 3]).unwrap();
+
+    // Other settings and inputs that cannot be read: nothing is removed.
+    let mut broken = config(&run_dir, &cache)
+        .with_prompt(FullImagePromptConfig::new().with_init(PromptInit::Zeros).into());
+    broken.data.path = dir.path().join("missing");
+    let before = read_config(&run_dir).unwrap();
+    let err = Run::new(broken)
+        .unwrap()
+        .fresh(true)
+        .train(std::slice::from_ref(&device), Arc::new(Quiet))
+        .err()
+        .expect("the data is missing");
+    assert!(err.to_string().contains("missing"), "{err}");
+    assert_eq!(read_config(&run_dir).unwrap(), before);
+    assert!(run_dir.join("best.json").exists());
+
+    // Other settings, fresh: the old run's files go, the user's stay byte for byte.
+    let other = config(&run_dir, &cache).with_training(
+        TrainingChoice::new()
+            .with_recipe(Recipe::IlmVp)
+            .with_epochs(Some(1))
+            .with_learning_rate(Some(0.01))
+            .with_batch_size(Some(8)),
+    );
+    Run::new(other.clone())
+        .unwrap()
+        .fresh(true)
+        .train(std::slice::from_ref(&device), Arc::new(Quiet))
+        .unwrap();
+    assert_eq!(read_config(&run_dir).unwrap(), other);
+    assert_eq!(std::fs::read(run_dir.join("notes.txt")).unwrap(), b"mine");
+    assert_eq!(std::fs::read(run_dir.join("figures/a.png")).unwrap(), [1, 2, 3]);
+    // Without fresh, the same directory refuses a third setting, naming it.
+    let third = other.clone().with_training(
+        TrainingChoice::new()
+            .with_recipe(Recipe::IlmVp)
+            .with_epochs(Some(1))
+            .with_learning_rate(Some(0.02))
+            .with_batch_size(Some(8)),
+    );
+    let err = Run::new(third)
+        .unwrap()
+        .train(&[device], Arc::new(Quiet))
+        .err()
+        .expect("another run");
+    match err {
+        RunError::OtherRun { differences, .. } => {
+            assert_eq!(differences, ["training.learning_rate: 0.01 -> 0.02"]);
+        }
+        e => panic!("{e:?}"),
+    }
+}
+
+/// `few_shot = 50` on the fixture (100 images per class, 10 held out for validation): the
+/// validation default takes the 10 there are, where it asked for 50 and failed.
+#[test]
+fn the_few_shot_validation_default_takes_what_is_there() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut c = config(&dir.path().join("run"), &dir.path().join("cache"));
+    c.data.few_shot = Some(50);
+    let data = c.prepare_data([8, 8], &Quiet).unwrap();
+    assert_eq!(data.train.len(), 500);
+    assert_eq!(data.valid.as_ref().unwrap().len(), 100);
+    // Asked for explicitly, more than there is stays an error.
+    c.data.validation_per_class = Some(50);
+    assert!(c.prepare_data([8, 8], &Quiet).is_err());
+}
+
+/// New images go through the run's own preprocessing (here: nearest-neighbour, centre crop).
+#[test]
+fn new_images_are_prepared_as_the_run_data_was() {
+    let dir = tempfile::tempdir().unwrap();
+    let device = Device::flex();
+    let run_dir = dir.path().join("run");
+    let mut c = config(&run_dir, &dir.path().join("cache"));
+    c.data.filter = Filter::Nearest;
+    c.data.center_crop_from = Some(40);
+    Run::new(c.clone())
+        .unwrap()
+        .train(std::slice::from_ref(&device), Arc::new(Quiet))
+        .unwrap();
+    let loaded = Run::load(&run_dir, &device).unwrap();
+    let image = decode_image(workspace().join("tests/fixtures/rgb-folder/cat/cat0.png")).unwrap();
+    let pixels = loaded.pixels(vec![image.clone()], &device).unwrap();
+    let prepare = |preprocess: Preprocess| {
+        let dataset = vprompt_data::Dataset {
+            source: "x".into(),
+            images: vec![image.clone()],
+            labels: vec![0],
+            classes: vec!["x".into()],
+            skipped: vec![],
+        };
+        let prepared = vprompt_data::prepare(&dataset, &preprocess).unwrap();
+        vprompt_data::BatchLoader::new(Arc::new(prepared), 1)
+            .unwrap()
+            .epoch(0, 0, &device)
+            .next()
+            .unwrap()
+            .images
+    };
+    let size = loaded.classifier.input_size();
+    let cropped = prepare(Preprocess {
+        size,
+        filter: Filter::Nearest,
+        fit: Fit::CenterCrop { shorter_side: 40 },
+    });
+    let stretched = prepare(Preprocess::stretch(size));
+    let values = |t: &Tensor<4>| t.clone().into_data().try_to_vec::<f32>().unwrap();
+    let same = |a: &Tensor<4>, b: &Tensor<4>| values(a) == values(b);
+    assert!(same(&pixels, &cropped));
+    assert!(!same(&pixels, &stretched), "a bicubic stretch differs");
+}
