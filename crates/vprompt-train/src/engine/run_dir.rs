@@ -166,11 +166,27 @@ impl RunDir {
                     .map(|mut sections| sections.remove(section));
                 match found {
                     Ok(Some(found)) if &found == config => Ok(()),
-                    Ok(_) => Err(TrainError::Checkpoint {
+                    Ok(Some(found)) => {
+                        let value = |c: &C| serde_json::to_value(c).expect("configs serialise");
+                        let differences = vprompt_core::key_path_differences(&value(&found), &value(config));
+                        Err(TrainError::Checkpoint {
+                            path,
+                            reason: format!(
+                                "this run directory was made with other {section} settings ({}); use a new \
+                                 directory or the same settings",
+                                differences
+                                    .iter()
+                                    .map(|d| format!("{section}.{d}"))
+                                    .collect::<Vec<_>>()
+                                    .join("; ")
+                            ),
+                        })
+                    }
+                    Ok(None) => Err(TrainError::Checkpoint {
                         path,
                         reason: format!(
-                            "this run directory was made with another config; use a new directory or the same \
-                             settings (found {existing}, asked for {json})"
+                            "this run directory was made by another method (its config has no {section} \
+                             section: {existing}); use a new directory"
                         ),
                     }),
                     Err(e) => Err(TrainError::Checkpoint {
@@ -545,5 +561,34 @@ mod tests {
             .collect();
         assert_eq!(records.iter().map(|r| r.epoch).collect::<Vec<_>>(), [1, 2, 3]);
         assert_eq!(records[2].train_loss, 0.25);
+    }
+
+    /// The engine's own record of its settings names each one that differs by its key path.
+    #[test]
+    fn another_config_is_refused_naming_the_settings_that_differ() {
+        #[derive(Debug, PartialEq, Serialize, Deserialize)]
+        struct Settings {
+            epochs: usize,
+            seed: u64,
+        }
+        let dir = tempfile::tempdir().unwrap();
+        let run = RunDir::create(dir.path()).unwrap();
+        run.check_or_write_config("training", &Settings { epochs: 1, seed: 0 })
+            .unwrap();
+        run.check_or_write_config("training", &Settings { epochs: 1, seed: 0 })
+            .unwrap();
+        let err = run
+            .check_or_write_config("training", &Settings { epochs: 2, seed: 3 })
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("(training.epochs: 1 -> 2; training.seed: 0 -> 3)"),
+            "{err}"
+        );
+        let err = run
+            .check_or_write_config("black_box", &Settings { epochs: 1, seed: 0 })
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("another method"), "{err}");
     }
 }
