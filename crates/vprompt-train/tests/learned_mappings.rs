@@ -272,7 +272,7 @@ fn learned_mapping_settings_are_checked() {
         .train(classifier(first_n(&device), &device), train, valid)
         .unwrap_err();
     assert!(
-        err.to_string().contains("another config") || err.to_string().contains("mapping"),
+        err.to_string().contains("other training settings") && err.to_string().contains("mapping"),
         "{err}"
     );
 }

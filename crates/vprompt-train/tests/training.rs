@@ -181,7 +181,11 @@ fn resumed_runs_end_bit_identical() {
         .quiet(true)
         .train(classifier(prompt(), &device), train, valid)
         .unwrap_err();
-    assert!(err.to_string().contains("another config"), "{err}");
+    assert!(
+        err.to_string()
+            .contains("other training settings (training.seed: 9 -> 10)"),
+        "{err}"
+    );
 }
 
 /// A loss that turns NaN stops the run with the step, and the last good checkpoint stays readable.
