@@ -11,7 +11,7 @@ use vprompt::mapping::LabelMappingConfig;
 use vprompt::prompt::PromptConfig;
 use vprompt::train::{OptimizerConfig, Recipe};
 
-use vprompt::run::{DataConfig, DataFormat, RunConfig};
+use vprompt::run::{DataConfig, DataFormat, MethodConfig, RunConfig};
 
 #[derive(Parser)]
 #[command(
@@ -258,13 +258,34 @@ impl TrainArgs {
         if let Some(v) = &self.mapping {
             c.mapping = v.clone();
         }
-        let t = &mut c.training;
-        t.recipe = self.recipe.unwrap_or(t.recipe);
-        t.epochs = self.epochs.or(t.epochs);
-        t.batch_size = self.batch_size.or(t.batch_size);
-        t.learning_rate = self.lr.or(t.learning_rate);
-        t.seed = self.seed.or(t.seed);
-        t.optimizer = self.optimizer.clone().or(t.optimizer.take());
+        let training_flags = [
+            ("--recipe", self.recipe.is_some()),
+            ("--epochs", self.epochs.is_some()),
+            ("--batch-size", self.batch_size.is_some()),
+            ("--lr", self.lr.is_some()),
+            ("--seed", self.seed.is_some()),
+            ("--optimizer", self.optimizer.is_some()),
+        ];
+        match &mut c.method {
+            MethodConfig::VisualPrompt(t) => {
+                t.recipe = self.recipe.unwrap_or(t.recipe);
+                t.epochs = self.epochs.or(t.epochs);
+                t.batch_size = self.batch_size.or(t.batch_size);
+                t.learning_rate = self.lr.or(t.learning_rate);
+                t.seed = self.seed.or(t.seed);
+                t.optimizer = self.optimizer.clone().or(t.optimizer.take());
+            }
+            method => {
+                if let Some((flag, _)) = training_flags.iter().find(|(_, given)| *given) {
+                    anyhow::bail!(
+                        "{flag} sets a visual-prompt run's training; this config's method is {} \
+                         (set its settings in the config's [{}] section)",
+                        method.name(),
+                        method.key()
+                    );
+                }
+            }
+        }
         Ok(config)
     }
 }

@@ -11,8 +11,8 @@ use vprompt::data::{BatchLoader, decode_image, save_image};
 use vprompt::mapping::{IMAGENET_TEMPLATES, OutputMapping, PAPER_TEMPLATE, clip_head};
 use vprompt::prompt::{Phase, Prompt, VisualPrompt};
 use vprompt::run::{
-    DataConfig, EvaluatedEnsemble, ExperimentConfig, LoadedEnsemble, Outcome, Run, RunConfig, Share,
-    TrainedRun,
+    DataConfig, EvaluatedEnsemble, ExperimentConfig, Finished, LoadedEnsemble, MethodConfig, Outcome, Run,
+    RunConfig, Share,
 };
 use vprompt::train::{Evaluation, PromptedClassifier, RunDir, evaluate};
 
@@ -72,9 +72,7 @@ pub fn run(command: Command, device: &Device) -> anyhow::Result<()> {
 
 fn train(args: &TrainArgs, device: &Device, out: &mut impl Write) -> anyhow::Result<()> {
     let run = Run::new(args.run_config()?)?.fresh(args.fresh);
-    let config = run.config();
     let progress = crate::progress::stderr(args.quiet);
-    progress.line(&format!("training into {}", config.run_dir.display()));
     let devices = match &args.devices {
         Some(names) => names
             .iter()
@@ -86,28 +84,95 @@ fn train(args: &TrainArgs, device: &Device, out: &mut impl Write) -> anyhow::Res
         let names: Vec<String> = names.iter().map(ToString::to_string).collect();
         progress.line(&format!("data parallel over {}", names.join(", ")));
     }
-    let TrainedRun {
-        trained,
-        data,
-        training,
-    } = run.train(&devices, progress)?;
-    if trained.interrupted {
+    run_and_report(&run, &devices, progress, out)
+}
+
+/// Runs `run` (whatever its method) and prints its test results and where its selection is.
+fn run_and_report(
+    run: &Run,
+    devices: &[Device],
+    progress: std::sync::Arc<dyn vprompt::train::Progress>,
+    out: &mut impl Write,
+) -> anyhow::Result<()> {
+    let dir = run.dir().to_path_buf();
+    progress.line(&format!(
+        "training into {} ({})",
+        dir.display(),
+        run.config().method.name()
+    ));
+    let finished = run.run(devices, progress)?;
+    if finished.interrupted() {
         return Ok(());
     }
-    let report = trained.evaluate(data.test, training.batch_size)?;
-    writeln!(out, "{report}")?;
-    let png = config.run_dir.join("prompt.png");
-    trained.prompt().save_png(&png)?;
-    let which = match trained.best {
-        Some((epoch, top1)) => format!("epoch {epoch}, best validation top-1 {:.2} %", 100.0 * top1),
-        None => format!("epoch {}, the last: no validation split", trained.selected_epoch),
-    };
-    writeln!(
-        out,
-        "selected prompt ({which}): {}, {}",
-        config.run_dir.join("best.json").display(),
-        png.display()
-    )?;
+    let png = dir.join("prompt.png");
+    match finished {
+        Finished::VisualPrompt(run) => {
+            let trained = &run.trained;
+            if let Some(report) = &run.report {
+                writeln!(out, "{report}")?;
+            }
+            trained.prompt().save_png(&png)?;
+            let which = match trained.best {
+                Some((epoch, top1)) => format!("epoch {epoch}, best validation top-1 {:.2} %", 100.0 * top1),
+                None => format!("epoch {}, the last: no validation split", trained.selected_epoch),
+            };
+            writeln!(
+                out,
+                "selected prompt ({which}): {}, {}",
+                dir.join("best.json").display(),
+                png.display()
+            )?;
+        }
+        Finished::BlackBox(run) => {
+            let r = &run.report;
+            writeln!(out, "{} images", r.prompted.count)?;
+            writeln!(out, "              prompted  unprompted")?;
+            writeln!(
+                out,
+                "top-1         {:>7.2}%  {:>9.2}%",
+                100.0 * r.prompted.top1,
+                100.0 * r.unprompted.top1
+            )?;
+            writeln!(
+                out,
+                "queries: training {}, validation {}, test {}{}{}",
+                r.training_queries,
+                r.validation_queries,
+                r.evaluation_queries,
+                if run.trained.budget_exhausted {
+                    " (the budget ended training)"
+                } else {
+                    ""
+                },
+                if run.retried > 0 {
+                    format!("; {} attempts retried", run.retried)
+                } else {
+                    String::new()
+                }
+            )?;
+            run.trained.prompt.save_png(&png)?;
+            writeln!(out, "selected prompt: {}", png.display())?;
+        }
+        Finished::LinearProbe(run) => {
+            let e = &run.evaluation;
+            writeln!(out, "{} images", e.count)?;
+            writeln!(out, "top-1         {:>7.2}%", 100.0 * e.top1)?;
+            writeln!(out, "top-5         {:>7.2}%", 100.0 * e.top5)?;
+            if let Some((epoch, top1)) = run.probe.best {
+                writeln!(
+                    out,
+                    "selected probe: epoch {epoch}, best validation top-1 {:.2} %",
+                    100.0 * top1
+                )?;
+            }
+        }
+        Finished::Unprompted(run) => {
+            let e = &run.evaluation;
+            writeln!(out, "{} images", e.count)?;
+            writeln!(out, "top-1         {:>7.2}%", 100.0 * e.top1)?;
+            writeln!(out, "top-5         {:>7.2}%", 100.0 * e.top5)?;
+        }
+    }
     Ok(())
 }
 
@@ -219,43 +284,19 @@ fn black_box(
     out: &mut impl Write,
 ) -> anyhow::Result<()> {
     let run = Run::new(vprompt::run::read_config_file::<RunConfig>(path, "run config")?)?.fresh(fresh);
-    let progress = crate::progress::stderr(quiet);
-    progress.line(&format!("black-box training into {}", run.dir().display()));
-    let config = run.config().clone();
-    let run = run.train_black_box(device, progress)?;
-    if run.trained.interrupted {
-        return Ok(());
-    }
-    let r = &run.report;
-    writeln!(out, "{} images", r.prompted.count)?;
-    writeln!(out, "              prompted  unprompted")?;
-    writeln!(
+    anyhow::ensure!(
+        matches!(run.config().method, MethodConfig::BlackBox(_)),
+        "{}: `vprompt black-box` runs configs whose method is BlackBox (`[method.BlackBox]`); this \
+         one's is {}: run it with `vprompt train --config`",
+        path.display(),
+        run.config().method.name()
+    );
+    run_and_report(
+        &run,
+        std::slice::from_ref(device),
+        crate::progress::stderr(quiet),
         out,
-        "top-1         {:>7.2}%  {:>9.2}%",
-        100.0 * r.prompted.top1,
-        100.0 * r.unprompted.top1
-    )?;
-    writeln!(
-        out,
-        "queries: training {}, validation {}, test {}{}{}",
-        r.training_queries,
-        r.validation_queries,
-        r.evaluation_queries,
-        if run.trained.budget_exhausted {
-            " (the budget ended training)"
-        } else {
-            ""
-        },
-        if run.retried > 0 {
-            format!("; {} attempts retried", run.retried)
-        } else {
-            String::new()
-        }
-    )?;
-    let png = config.run_dir.join("prompt.png");
-    run.trained.prompt.save_png(&png)?;
-    writeln!(out, "selected prompt: {}", png.display())?;
-    Ok(())
+    )
 }
 
 fn serve(path: &Path, classes: usize, device: &Device) -> anyhow::Result<()> {

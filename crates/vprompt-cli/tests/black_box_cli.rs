@@ -14,7 +14,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 
 use common::*;
 
-/// A run config on the committed fixtures with a `[black_box]` section querying `model` (TOML).
+/// A run config on the committed fixtures whose method is a black box querying `model` (TOML).
 fn config(run_dir: &str, model: &str, extra: &str) -> String {
     format!(
         r#"run_dir = "{run_dir}"
@@ -38,7 +38,7 @@ FullImage = {{ init = "Zeros", space = {{ Pixel = {{ clamp = true }} }} }}
 "#,
         data = workspace().join("tests/fixtures/fashion-mnist").display(),
         weights = fixture("tiny_resnet.bpk"),
-        black_box = black_box_section(model),
+        black_box = black_box_section(model).replacen("[black_box]", "[method.BlackBox]", 1),
     )
 }
 
@@ -144,6 +144,16 @@ fn black_box_training_against_a_local_model_a_program_and_an_http_endpoint() {
         "{out}"
     );
     assert!(dir.path().join("local/prompt.png").exists());
+    // `vprompt train` runs whatever method its config names: the same black-box run.
+    let out = ok(&[
+        "train",
+        "--config",
+        &local,
+        "--run-dir",
+        &path("via-train"),
+        "--quiet",
+    ]);
+    assert_eq!(result_lines(&out), expected, "{out}");
     // A black-box run against a local model loads back like any run: `eval` reports the same
     // prompted top-1 as the training command's test evaluation, and `apply` classifies an image.
     let top1 = |out: &str| {
@@ -245,9 +255,22 @@ fn a_hung_or_wrong_model_is_a_clear_error() {
         "cannot start `/nonexistent/model`",
     );
     let bad = write("bad.toml", config(&path("bad"), r#"{ Http = "ftp://x" }"#, ""));
-    fails(&["black-box", "--config", &bad], "black_box.model.Http");
+    fails(&["black-box", "--config", &bad], "method.BlackBox.model.Http");
     let bad = write("bad2.toml", config(&path("bad2"), "\"Local\"", "timeout_s = 0"));
-    fails(&["black-box", "--config", &bad], "black_box.timeout_s");
+    fails(&["black-box", "--config", &bad], "method.BlackBox.timeout_s");
+    // `vprompt black-box` runs black-box configs only; a visual-prompt one is named as such.
+    let visual = write(
+        "visual.toml",
+        format!(
+            "run_dir = \"{}\"\n[data]\nformat = \"fashion-mnist\"\npath = \"{}\"\n",
+            path("visual"),
+            workspace().join("tests/fixtures/fashion-mnist").display()
+        ),
+    );
+    fails(
+        &["black-box", "--config", &visual],
+        "this one's is visual-prompt: run it with `vprompt train --config`",
+    );
 }
 
 /// A black-box method in an experiment: the column's backbone queried through the `[black_box]`

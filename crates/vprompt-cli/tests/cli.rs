@@ -37,7 +37,7 @@ input_size = [40, 40]  # not the preset's 32: eval, apply and inspect must read 
 [prompt]
 FullImage = {{ init = "Zeros" }}
 
-[training]
+[method.VisualPrompt]
 recipe = "ilm-vp"
 learning_rate = 0.05
 batch_size = 32
@@ -63,7 +63,7 @@ batch_size = 32
     }
     let effective: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(dir.path().join("run/run.json")).unwrap()).unwrap();
-    assert_eq!(effective["training"]["epochs"], 1);
+    assert_eq!(effective["method"]["VisualPrompt"]["epochs"], 1);
 
     let out = ok(&["eval", "--run", &path("run")]);
     assert!(
@@ -242,7 +242,7 @@ fn a_run_directory_resumes_only_its_own_run() {
         format!(
             "run_dir = \"{}\"\n[data]\nformat = \"fashion-mnist\"\npath = \"{data}\"\nfew_shot = 4\ntest_per_class = 2\n\
              [backbone]\npreset = \"tiny-vit\"\nweights = \"{weights}\"\ntext_preset = \"tiny-clip-text\"\n\
-             text_weights = \"{weights}\"\n[prompt]\nPadding = {{ pad = {pad} }}\n[training]\nepochs = 1\n",
+             text_weights = \"{weights}\"\n[prompt]\nPadding = {{ pad = {pad} }}\n[method.VisualPrompt]\nepochs = 1\n",
             run.display()
         )
     };
@@ -353,7 +353,7 @@ fn without_validation_the_last_epoch_is_kept() {
     let config = format!(
         "run_dir = \"{}\"\n[data]\nformat = \"fashion-mnist\"\npath = \"{data}\"\nvalidation = 0.0\nfew_shot = 4\n\
          test_per_class = 2\n[backbone]\npreset = \"tiny-vit\"\nweights = \"{weights}\"\ntext_preset = \"tiny-clip-text\"\n\
-         text_weights = \"{weights}\"\n[prompt]\nPadding = {{ pad = 4 }}\n[training]\nepochs = 3\n",
+         text_weights = \"{weights}\"\n[prompt]\nPadding = {{ pad = 4 }}\n[method.VisualPrompt]\nepochs = 3\n",
         run.display()
     );
     std::fs::write(dir.path().join("run.toml"), config).unwrap();
@@ -715,7 +715,7 @@ fn config_errors_name_the_key_and_are_refused_before_training() {
         .to_string();
     let write = |name: &str, training: &str| {
         let config = format!(
-            "run_dir = \"{}\"\n[data]\nformat = \"fashion-mnist\"\npath = \"{data}\"\n[training]\n{training}\n",
+            "run_dir = \"{}\"\n[data]\nformat = \"fashion-mnist\"\npath = \"{data}\"\n[method.VisualPrompt]\n{training}\n",
             path("r")
         );
         std::fs::write(dir.path().join(name), config).unwrap();
@@ -723,22 +723,25 @@ fn config_errors_name_the_key_and_are_refused_before_training() {
     for (training, needle) in [
         (
             "learning_rate = nan",
-            "training.learning_rate: must be a finite number, got NaN",
+            "method.VisualPrompt.learning_rate: must be a finite number, got NaN",
         ),
         (
             "learning_rate = inf",
-            "training.learning_rate: must be a finite number, got inf",
+            "method.VisualPrompt.learning_rate: must be a finite number, got inf",
         ),
         (
             "learning_rate = -1.0",
-            "training.learning_rate: must be finite and > 0, got -1",
+            "method.VisualPrompt.learning_rate: must be finite and > 0, got -1",
         ),
-        ("epochs = \"ten\"", "training.epochs: invalid type"),
-        ("epoch = 10", "training.epoch: unknown field `epoch`"),
-        ("recipe = \"papper\"", "training.recipe: unknown variant `papper`"),
+        ("epochs = \"ten\"", "method.VisualPrompt.epochs: invalid type"),
+        ("epoch = 10", "method.VisualPrompt.epoch: unknown field `epoch`"),
+        (
+            "recipe = \"papper\"",
+            "method.VisualPrompt.recipe: unknown variant `papper`",
+        ),
         (
             "schedule = { WarmupCosine = { warmpu = 3 } }",
-            "training.schedule.WarmupCosine: unexpected keys in table: warmpu",
+            "method.VisualPrompt.schedule.WarmupCosine: unexpected keys in table: warmpu",
         ),
     ] {
         write("c.toml", training);
@@ -1050,7 +1053,7 @@ weights = "{weights}"
 [prompt]
 Padding = {{ pad = 4, init = "Zeros" }}
 
-[training]
+[method.VisualPrompt]
 recipe = "ilm-vp"
 learning_rate = 0.05
 mapping_learning_rate = 0.01

@@ -38,7 +38,7 @@ text_preset = "tiny-clip-text"
 text_weights = "{weights}"
 [prompt]
 Padding = {{ pad = 4 }}
-[training]
+[method.VisualPrompt]
 epochs = 12
 "#,
         run.display()

@@ -32,8 +32,8 @@ use vprompt_data::Filter;
 use vprompt_mapping::LabelMappingConfig;
 use vprompt_prompt::{PaddingPromptConfig, PromptConfig};
 use vprompt_train::{
-    BlackBoxConfig, ConfigError, OptimizerConfig, Recipe, ScheduleConfig, Scores, TrainError, TrainingConfig,
-    ZerothOrderConfig,
+    BlackBoxConfig, ConfigError, LinearProbeConfig, OptimizerConfig, Recipe, ScheduleConfig, Scores,
+    TrainError, TrainingConfig, ZerothOrderConfig,
 };
 
 use crate::remote::Retry;
@@ -198,14 +198,95 @@ vprompt_core::config! {
         /// CLIP (a backbone with a `text_preset`): the text prompt, `{}` standing for the class
         /// name (default: the paper's "This is a photo of a {}").
         pub text_template: Option<String> = None,
-        /// Recipe and overrides.
-        pub training: TrainingChoice = TrainingChoice::new(),
-        /// `vprompt black-box`: the model queried and the zeroth-order settings.
-        pub black_box: Option<BlackBoxChoice> = None,
+        /// How the run learns, and its settings: `[method.VisualPrompt]` (the default: the paper's
+        /// recipe), `[method.BlackBox]`, `[method.LinearProbe]` or `method = "Unprompted"`.
+        pub method: MethodConfig = MethodConfig::default(),
     }
 }
 
-/// The model `vprompt black-box` queries.
+/// How a run learns: the one switch between the ways of training, each with its own settings.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub enum MethodConfig {
+    /// A visual prompt trained by gradient steps through the backbone: a recipe and its
+    /// overrides.
+    VisualPrompt(TrainingChoice),
+    /// A visual prompt trained by queries alone (zeroth-order), through the run's own model, a
+    /// program or an HTTP endpoint, every query counted.
+    BlackBox(BlackBoxChoice),
+    /// A linear classifier on the frozen backbone's features, without a prompt (the paper's
+    /// linear-probe baseline).
+    LinearProbe(ProbeChoice),
+    /// No training: the frozen backbone and its head as they are (a mapping made without data,
+    /// one fitted on the training split, or CLIP's text-prompt zero-shot head).
+    Unprompted,
+}
+
+impl Default for MethodConfig {
+    fn default() -> Self {
+        Self::VisualPrompt(TrainingChoice::new())
+    }
+}
+
+impl MethodConfig {
+    /// Its name in messages and records: `visual-prompt`, `black-box`, `linear-probe`,
+    /// `unprompted`.
+    pub fn name(&self) -> &'static str {
+        match self {
+            Self::VisualPrompt(_) => "visual-prompt",
+            Self::BlackBox(_) => "black-box",
+            Self::LinearProbe(_) => "linear-probe",
+            Self::Unprompted => "unprompted",
+        }
+    }
+
+    /// Whether the run learns a prompt.
+    pub fn is_prompted(&self) -> bool {
+        matches!(self, Self::VisualPrompt(_) | Self::BlackBox(_))
+    }
+
+    /// The key path of its settings in a run config (`method.VisualPrompt`).
+    pub fn key(&self) -> &'static str {
+        match self {
+            Self::VisualPrompt(_) => "method.VisualPrompt",
+            Self::BlackBox(_) => "method.BlackBox",
+            Self::LinearProbe(_) => "method.LinearProbe",
+            Self::Unprompted => "method",
+        }
+    }
+}
+
+vprompt_core::config! {
+    /// Linear-probe settings (defaults: [`LinearProbeConfig`]'s).
+    pub struct ProbeChoice {}
+    defaults {
+        /// Seed of the batch order and the layer's initialisation (default: the probe's).
+        pub seed: Option<u64> = None,
+        /// Epochs over the cached features.
+        pub epochs: Option<usize> = None,
+        /// Adam learning rate.
+        pub learning_rate: Option<f64> = None,
+    }
+}
+
+impl ProbeChoice {
+    /// The trainer's config: the defaults with these overrides.
+    pub fn config(&self) -> LinearProbeConfig {
+        let mut c = LinearProbeConfig::new();
+        if let Some(seed) = self.seed {
+            c = c.with_seed(seed);
+        }
+        if let Some(e) = self.epochs {
+            c = c.with_epochs(e);
+        }
+        if let Some(lr) = self.learning_rate {
+            c = c.with_learning_rate(lr);
+        }
+        c
+    }
+}
+
+/// The model a black-box run queries.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub enum BlackBoxSource {
@@ -270,28 +351,25 @@ impl BlackBoxChoice {
             .with_divergence_limit(self.divergence_limit)
     }
 
-    /// Checks the settings; errors name the key under `black_box`.
+    /// Checks the settings; errors name the key within these settings.
     pub fn validate(&self) -> Result<(), ConfigError> {
         self.config().validate().map_err(|e| match e {
-            TrainError::InvalidConfig(e) => e.within("black_box"),
-            e => ConfigError::new("black_box", e.to_string()),
+            TrainError::InvalidConfig(e) => e,
+            e => ConfigError::new("", e.to_string()),
         })?;
         if !(self.timeout_s.is_finite() && self.timeout_s > 0.0) {
             return Err(ConfigError::new(
-                "black_box.timeout_s",
+                "timeout_s",
                 format!("must be positive, got {}", self.timeout_s),
             ));
         }
         match &self.model {
             BlackBoxSource::Command(argv) if argv.is_empty() => {
-                Err(ConfigError::new("black_box.model.Command", "names no program"))
+                Err(ConfigError::new("model.Command", "names no program"))
             }
-            BlackBoxSource::Http(url) if !(url.starts_with("http://") || url.starts_with("https://")) => {
-                Err(ConfigError::new(
-                    "black_box.model.Http",
-                    format!("`{url}` is not an http:// or https:// URL"),
-                ))
-            }
+            BlackBoxSource::Http(url) if !(url.starts_with("http://") || url.starts_with("https://")) => Err(
+                ConfigError::new("model.Http", format!("`{url}` is not an http:// or https:// URL")),
+            ),
             _ => Ok(()),
         }
     }
@@ -322,9 +400,10 @@ impl RunConfig {
         self.backbone.text_preset.is_some()
     }
 
-    /// Checks everything that can be checked without reading data or weights; with `prompted`,
-    /// also the prompt against the input size. An error names the key.
-    pub fn validate(&self, prompted: bool) -> Result<(), ConfigError> {
+    /// Checks everything that can be checked without reading data or weights (for a prompted
+    /// method, the prompt against the input size too). An error names the key.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let prompted = self.method.is_prompted();
         let (b, d) = (&self.backbone, &self.data);
         if b.preset.modality() != Modality::Image {
             return Err(ConfigError::new(
@@ -333,8 +412,33 @@ impl RunConfig {
             ));
         }
         let size = self.input_size()?;
-        if let Some(black_box) = &self.black_box {
-            black_box.validate()?;
+        match &self.method {
+            MethodConfig::VisualPrompt(_) => {
+                self.training_config().map_err(|e| e.within(self.method.key()))?;
+            }
+            MethodConfig::BlackBox(choice) => {
+                choice.validate().map_err(|e| e.within(self.method.key()))?;
+                if choice.model == BlackBoxSource::Local
+                    && !self.is_clip()
+                    && (self.mapping.needs_fit() || self.mapping.is_learned())
+                {
+                    return Err(ConfigError::new(
+                        "mapping",
+                        format!(
+                            "a black box's head is fixed: `{}` is fitted on data or learned, which \
+                             queries alone cannot do; use first-N, random or manual",
+                            self.mapping.method()
+                        ),
+                    ));
+                }
+            }
+            MethodConfig::LinearProbe(choice) => {
+                choice.config().validate().map_err(|e| match e {
+                    TrainError::InvalidConfig(e) => e.within(self.method.key()),
+                    e => ConfigError::new(self.method.key(), e.to_string()),
+                })?;
+            }
+            MethodConfig::Unprompted => {}
         }
         if prompted {
             self.prompt
@@ -349,7 +453,6 @@ impl RunConfig {
                 ),
             ));
         }
-        self.training_config().map_err(|e| e.within("training"))?;
         match (b.text_preset, &b.text_weights) {
             (Some(p), Some(_)) if p.modality() != Modality::Text => {
                 return Err(ConfigError::new(
@@ -424,11 +527,39 @@ impl RunConfig {
         Ok(())
     }
 
-    /// The effective training config: the recipe with the overrides, and the mapping the trainer
-    /// makes (one fitted and refitted on the data: FLM, ILM, BLM; or one learned with the prompt),
-    /// if the run has one (never with CLIP, whose text head is the mapping).
+    /// The effective training config of a visual-prompt run: the recipe with the overrides, and
+    /// the mapping the trainer makes (one fitted and refitted on the data: FLM, ILM, BLM; or one
+    /// learned with the prompt), if the run has one (never with CLIP, whose text head is the
+    /// mapping). For the other methods, the default recipe's, with the mapping fitted on the data
+    /// (what an unprompted run fits).
     pub fn training_config(&self) -> Result<TrainingConfig, ConfigError> {
-        Ok(self.training.config()?.with_mapping(self.mapping_to_fit()))
+        let choice = match &self.method {
+            MethodConfig::VisualPrompt(choice) => choice.clone(),
+            _ => TrainingChoice::new(),
+        };
+        Ok(choice.config()?.with_mapping(self.mapping_to_fit()))
+    }
+
+    /// How many images one evaluation batch holds: the method's batch size.
+    pub fn batch_size(&self) -> usize {
+        match &self.method {
+            MethodConfig::VisualPrompt(_) | MethodConfig::Unprompted => {
+                self.training_config().map_or(32, |c| c.batch_size)
+            }
+            MethodConfig::BlackBox(choice) => choice.batch_size,
+            MethodConfig::LinearProbe(choice) => choice.config().batch_size,
+        }
+    }
+
+    /// The run's seed: of the batch order (and, for a learned mapping, its initialisation).
+    pub fn seed(&self) -> u64 {
+        match &self.method {
+            MethodConfig::VisualPrompt(_) | MethodConfig::Unprompted => {
+                self.training_config().map_or(0, |c| c.seed)
+            }
+            MethodConfig::BlackBox(choice) => choice.seed,
+            MethodConfig::LinearProbe(choice) => choice.config().seed,
+        }
     }
 
     /// The mapping that the trainer fits on the data or learns, if any.

@@ -127,17 +127,17 @@ mod fuzz {
         }
         let run = b"run_dir = \"runs/x\"\nmapping = { Iterative = { every = 1 } }\n[data]\nformat = \"folder\"\n\
                     path = \"train\"\ntest_path = \"test\"\nfew_shot = 16\n[backbone]\npreset = \"resnet50\"\n\
-                    weights = \"r.pth\"\n[prompt]\nPadding = { pad = 30 }\n[training]\nrecipe = \"paper\"\nepochs = 20\n\
+                    weights = \"r.pth\"\n[prompt]\nPadding = { pad = 30 }\n[method.VisualPrompt]\nrecipe = \"paper\"\nepochs = 20\n\
                     learning_rate = 40.0\nschedule = { WarmupCosine = { warmup = 1000 } }\n";
         super::parse::<RunConfig>(std::str::from_utf8(run).unwrap())
             .unwrap()
-            .validate(true)
+            .validate()
             .unwrap();
         vprompt_testkit::fuzz::run("run config", run, 400, 16 << 20, |bytes| {
             let Ok(text) = std::str::from_utf8(bytes) else {
                 return false;
             };
-            super::parse::<RunConfig>(text).is_ok_and(|c| c.validate(true).is_ok())
+            super::parse::<RunConfig>(text).is_ok_and(|c| c.validate().is_ok())
         });
     }
 }

@@ -65,15 +65,13 @@ use std::time::Instant;
 
 use burn::prelude::*;
 use serde::{Deserialize, Serialize};
-use vprompt_backbone::Backbone;
 use vprompt_mapping::LabelMappingConfig;
-use vprompt_prompt::{PaddingPromptConfig, Prompt, PromptConfig};
-use vprompt_train::{
-    Axis, ConfigError, LinearProbeConfig, Progress, PromptedClassifier, Quiet, ScheduleConfig, Series,
-    Trainer, color_name, evaluate_unprompted, fit_mapping, line_plot,
-};
+use vprompt_prompt::{PaddingPromptConfig, PromptConfig};
+use vprompt_train::{Axis, ConfigError, Progress, Quiet, ScheduleConfig, Series, color_name, line_plot};
 
-use crate::config::{BackboneConfig, BlackBoxChoice, DataConfig, RunConfig, TrainingChoice};
+use crate::config::{
+    BackboneConfig, BlackBoxChoice, DataConfig, MethodConfig, ProbeChoice, RunConfig, TrainingChoice,
+};
 use crate::error::{Context, Result, RunError, io};
 use crate::run::{LoadedEnsemble, Run};
 use crate::shard::{SHARD_PREFIX, Shard};
@@ -183,17 +181,6 @@ vprompt_core::config! {
         pub x: Option<f64> = None,
         /// `ensemble`: the names of the visual-prompt methods it combines.
         pub members: Vec<String> = Vec::new(),
-    }
-}
-
-vprompt_core::config! {
-    /// Linear-probe settings (defaults: [`LinearProbeConfig`]'s).
-    pub struct ProbeChoice {}
-    defaults {
-        /// Epochs over the cached features.
-        pub epochs: Option<usize> = None,
-        /// Adam learning rate.
-        pub learning_rate: Option<f64> = None,
     }
 }
 
@@ -446,7 +433,7 @@ impl ExperimentConfig {
         &self,
         dataset: &DatasetEntry,
         backbone: &BackboneEntry,
-        method: &MethodEntry,
+        entry: &MethodEntry,
         seed: u64,
         out: &Path,
     ) -> RunConfig {
@@ -455,27 +442,36 @@ impl ExperimentConfig {
         if data.cache_dir.is_none() {
             data.cache_dir = Some(out.join(".cache"));
         }
-        let mut training = self.training.clone();
-        training.seed = Some(seed);
+        let method = match entry.kind {
+            MethodKind::VisualPrompt | MethodKind::Ensemble => {
+                MethodConfig::VisualPrompt(self.training.clone().with_seed(Some(seed)))
+            }
+            // Validation refuses a black-box method without the section.
+            MethodKind::BlackBox => match &self.black_box {
+                Some(choice) => MethodConfig::BlackBox(choice.clone().with_seed(seed)),
+                None => MethodConfig::Unprompted,
+            },
+            MethodKind::LinearProbe => MethodConfig::LinearProbe(self.probe.clone().with_seed(Some(seed))),
+            MethodKind::Unprompted => MethodConfig::Unprompted,
+        };
         let clip = backbone.model.text_preset.is_some();
         RunConfig::new(
             out.join("runs").join(slug(&format!(
                 "{}-{}-{}-seed{seed}",
-                dataset.name, backbone.name, method.name
+                dataset.name, backbone.name, entry.name
             ))),
             data,
         )
         .with_backbone(backbone.model.clone())
         .with_prompt(
-            method
+            entry
                 .prompt
                 .clone()
                 .unwrap_or_else(|| PaddingPromptConfig::new(30).into()),
         )
-        .with_mapping(method.mapping.clone().unwrap_or(LabelMappingConfig::FirstN))
-        .with_text_template(if clip { method.text_template.clone() } else { None })
-        .with_training(training)
-        .with_black_box(self.black_box.clone().map(|b| b.with_seed(seed)))
+        .with_mapping(entry.mapping.clone().unwrap_or(LabelMappingConfig::FirstN))
+        .with_text_template(if clip { entry.text_template.clone() } else { None })
+        .with_method(method)
     }
 
     /// Checks the whole grid without reading data or weights: names, every cell's run config, and
@@ -550,10 +546,20 @@ impl ExperimentConfig {
                             ),
                         ));
                     }
-                    let prompted = matches!(m.kind, MethodKind::VisualPrompt | MethodKind::BlackBox);
-                    rc.validate(prompted).map_err(|e| {
+                    rc.validate().map_err(|e| {
+                        // The method's settings are the experiment's sections, not a run's.
+                        let path = [
+                            ("method.VisualPrompt", "training"),
+                            ("method.BlackBox", "black_box"),
+                            ("method.LinearProbe", "probe"),
+                        ]
+                        .iter()
+                        .find_map(|(run, experiment)| {
+                            e.path.strip_prefix(run).map(|rest| format!("{experiment}{rest}"))
+                        })
+                        .unwrap_or_else(|| e.path.clone());
                         ConfigError::new(
-                            e.path.clone(),
+                            path,
                             format!("{} / {} / {}: {}", d.name, b.name, m.name, e.reason),
                         )
                     })?;
@@ -571,7 +577,7 @@ impl ExperimentConfig {
                 ),
             ));
         }
-        self.probe_config(0).validate().map_err(|e| match e {
+        self.probe.config().validate().map_err(|e| match e {
             vprompt_train::TrainError::InvalidConfig(e) => e.within("probe"),
             e => ConfigError::new("probe", e.to_string()),
         })?;
@@ -625,17 +631,6 @@ impl ExperimentConfig {
             .iter()
             .flat_map(|d| self.backbones.iter().map(move |b| (d, b)))
             .collect()
-    }
-
-    fn probe_config(&self, seed: u64) -> LinearProbeConfig {
-        let mut c = LinearProbeConfig::new().with_seed(seed);
-        if let Some(e) = self.probe.epochs {
-            c = c.with_epochs(e);
-        }
-        if let Some(lr) = self.probe.learning_rate {
-            c = c.with_learning_rate(lr);
-        }
-        c
     }
 
     /// Runs the cells of `share` not yet recorded in `out`, then, once every cell of the grid is
@@ -899,7 +894,8 @@ impl ExperimentConfig {
         })
     }
 
-    /// One cell. Runs inside it report nothing: the experiment's own lines say how it goes.
+    /// One cell: its run config run through [`Run::run`]. Runs inside it report nothing: the
+    /// experiment's own lines say how it goes.
     fn run_cell(
         &self,
         d: &DatasetEntry,
@@ -911,77 +907,21 @@ impl ExperimentConfig {
     ) -> Result<RunRecord> {
         let started = Instant::now();
         let rc = self.run_config(d, b, m, seed, out);
-        let training = rc.training_config()?;
-        let quiet: Arc<dyn Progress> = Arc::new(Quiet);
-        let mut prompt_parameters = None;
-        let (top1, unprompted_top1, train_images, test_images) = match m.kind {
-            MethodKind::VisualPrompt => {
-                let run = Run::new(rc)?.train(std::slice::from_ref(device), quiet)?;
-                let (trained, data) = (run.trained, run.data);
-                prompt_parameters = trained.classifier.prompt.as_ref().map(Prompt::num_params);
-                let report = trained.evaluate(data.test.clone(), training.batch_size)?;
-                (
-                    report.prompted.top1,
-                    Some(report.unprompted.top1),
-                    data.train.len(),
-                    data.test.len(),
-                )
-            }
-            MethodKind::Unprompted => {
-                let backbone = rc.backbone(device)?;
-                let data = rc.prepare_data(backbone.input_size(), quiet.as_ref())?;
-                let head = rc.head(&backbone, &data.train.classes, device)?;
-                let mut classifier = PromptedClassifier::unprompted(backbone, head)?;
-                if let Some(mapping) = &training.mapping {
-                    let loader = vprompt_data::BatchLoader::new(data.train.clone(), training.batch_size)?;
-                    classifier.mapping = fit_mapping(&classifier, mapping, &loader, device)?;
-                }
-                let eval = evaluate_unprompted(&classifier, data.test.clone(), training.batch_size, device)?;
-                (eval.top1, None, data.train.len(), data.test.len())
-            }
-            MethodKind::Ensemble => unreachable!("ensembles are evaluated by `run_ensemble`"),
-            MethodKind::BlackBox => {
-                let run = Run::new(rc)?.train_black_box(device, quiet)?;
-                prompt_parameters = Some(run.trained.prompt.num_params());
-                let report = run.report;
-                (
-                    report.prompted.top1,
-                    Some(report.unprompted.top1),
-                    run.train_images,
-                    report.prompted.count,
-                )
-            }
-            MethodKind::LinearProbe => {
-                let backbone = rc.backbone(device)?;
-                let data = rc.prepare_data(backbone.input_size(), quiet.as_ref())?;
-                let probe = Trainer::new(self.probe_config(seed), device)
-                    .with_run_dir(&rc.run_dir)
-                    .quiet(true)
-                    .train(
-                        &backbone,
-                        data.train.clone(),
-                        data.valid.clone().ok_or_else(|| {
-                            RunError::Refused(
-                                "a linear probe is selected on a validation split: set data.validation > 0"
-                                    .into(),
-                            )
-                        })?,
-                    )?;
-                let eval = probe.evaluate(&backbone, &data.test, device)?;
-                (eval.top1, None, data.train.len(), data.test.len())
-            }
-        };
+        let finished = Run::new(rc)?.run(std::slice::from_ref(device), Arc::new(Quiet))?;
+        let summary = finished
+            .summary()
+            .ok_or_else(|| RunError::Refused("the run stopped before its end".into()))?;
         Ok(RunRecord {
             dataset: d.name.clone(),
             backbone: b.name.clone(),
             method: m.name.clone(),
             seed,
-            top1,
-            unprompted_top1,
+            top1: summary.top1,
+            unprompted_top1: summary.unprompted_top1,
             members_mean_top1: None,
-            prompt_parameters,
-            train_images,
-            test_images,
+            prompt_parameters: summary.prompt_parameters,
+            train_images: summary.train_images,
+            test_images: summary.test_images,
             seconds: started.elapsed().as_secs_f64(),
         })
     }

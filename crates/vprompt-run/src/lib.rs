@@ -5,13 +5,13 @@
 //!   devices the tests use).
 //!
 //! # What is here
-//! - [`RunConfig`]: a whole run in one typed config (data, backbone, prompt, mapping, training
-//!   recipe, black-box settings, run directory), read from TOML by [`read_config_file`], every
-//!   error naming its key path.
+//! - [`RunConfig`]: a whole run in one typed config (data, backbone, prompt, mapping, the method
+//!   with its settings ([`MethodConfig`]: visual prompt, black box, linear probe, unprompted), run
+//!   directory), read from TOML by [`read_config_file`], every error naming its key path.
 //! - [`Run`]: a run that owns its directory: it checks once that the directory holds this run or
 //!   none (settings compared key by key, classes, data and weights fingerprints), records the
-//!   run, and trains through the engine ([`Run::train`], [`Run::train_black_box`]), resuming an
-//!   interrupted run. [`Run::load`] gives a trained run back as a ready classifier
+//!   run, and runs its method through the engine ([`Run::run`]: what `vprompt train`, `vprompt
+//!   black-box` and every experiment cell call), resuming an interrupted run. [`Run::load`] gives a trained run back as a ready classifier
 //!   ([`LoadedRun`]); [`LoadedEnsemble`] several, checked to share data, backbone and classes.
 //! - [`ExperimentConfig`]: the paper's comparisons from one config: every dataset x backbone x
 //!   seed x method cell a run, results tables and figures, shards for job arrays ([`Shard`]).
@@ -30,8 +30,8 @@
 //!     "runs/fmnist".into(),
 //!     DataConfig::new(DataFormat::FashionMnist, "tests/fixtures/fashion-mnist".into()),
 //! );
-//! let trained = Run::new(config)?.train(&[device.clone()], Arc::new(vprompt_train::Quiet))?;
-//! println!("selected epoch {}", trained.trained.selected_epoch);
+//! let finished = Run::new(config)?.run(&[device.clone()], Arc::new(vprompt_train::Quiet))?;
+//! println!("test top-1 {:?}", finished.summary().map(|s| s.top1));
 //! let loaded = Run::load("runs/fmnist", &device)?; // the selected prompt, ready to classify
 //! println!("{}", loaded.evaluate(&device, &vprompt_train::Quiet)?);
 //! # Ok(())
@@ -54,17 +54,18 @@ mod shard;
 
 pub use assemble::{DataFingerprints, PreparedSplits};
 pub use config::{
-    BackboneConfig, BlackBoxChoice, BlackBoxSource, DataConfig, DataFormat, RunConfig, TrainingChoice,
+    BackboneConfig, BlackBoxChoice, BlackBoxSource, DataConfig, DataFormat, MethodConfig, ProbeChoice,
+    RunConfig, TrainingChoice,
 };
 pub use config_file::{parse as parse_config, read as read_config_file};
 pub use error::{ConfigError, Result, RunError};
 pub use experiment::{
     BackboneEntry, Cell, DatasetEntry, ExperimentConfig, MethodEntry, MethodKind, Outcome, PlotConfig, PlotX,
-    PlotY, ProbeChoice, Profile, RESULTS, Results, RunRecord, Share, cells, report,
+    PlotY, Profile, RESULTS, Results, RunRecord, Share, cells, report,
 };
 pub use remote::serve_lines;
 pub use run::{
-    BlackBoxRun, CLASSES_FILE, DATA_FILE, EvaluatedEnsemble, LoadedEnsemble, LoadedRun, RUN_ENTRIES,
-    RUN_FILE, Run, TrainedRun, class_names, differences, read_config,
+    BlackBoxRun, CLASSES_FILE, DATA_FILE, EvaluatedEnsemble, Finished, LoadedEnsemble, LoadedRun, ProbeRun,
+    RUN_ENTRIES, RUN_FILE, Run, Summary, TrainedRun, UnpromptedRun, class_names, differences, read_config,
 };
 pub use shard::Shard;

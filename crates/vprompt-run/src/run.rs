@@ -19,14 +19,15 @@ use burn::prelude::*;
 use serde::Serialize;
 use vprompt_backbone::{Backbone, ImageBackbone};
 use vprompt_data::{BatchLoader, Dataset, RawImage, prepare};
-use vprompt_prompt::{Phase, VisualPrompt};
+use vprompt_prompt::{Phase, Prompt, VisualPrompt};
 use vprompt_train::{
-    BlackBoxModel, BlackBoxReport, BlackBoxTrained, Ensemble, EnsembleEvaluation, LocalModel, Prediction,
-    Progress, PromptedClassifier, Report, RunDir, Trained, Trainer, TrainingConfig, evaluate_with,
+    BlackBoxModel, BlackBoxReport, BlackBoxTrained, Ensemble, EnsembleEvaluation, Evaluation, LinearProbe,
+    LocalModel, Prediction, Progress, PromptedClassifier, Report, RunDir, Trained, Trainer, TrainingConfig,
+    evaluate_unprompted, evaluate_with, fit_mapping,
 };
 
 use crate::assemble::{DataFingerprints, PreparedSplits};
-use crate::config::{BlackBoxSource, RunConfig};
+use crate::config::{BlackBoxChoice, BlackBoxSource, MethodConfig, ProbeChoice, RunConfig};
 use crate::error::{Context, Result, RunError, io};
 use crate::remote::{Endpoint, RemoteModel};
 
@@ -71,6 +72,8 @@ pub struct TrainedRun {
     pub data: PreparedSplits,
     /// The effective training config it ran with.
     pub training: TrainingConfig,
+    /// The test split, prompted and unprompted (`None` when the run was interrupted).
+    pub report: Option<Report>,
 }
 
 /// A finished (or interrupted) black-box run.
@@ -85,11 +88,104 @@ pub struct BlackBoxRun {
     pub train_images: usize,
 }
 
+/// A trained linear probe and its test accuracy.
+pub struct ProbeRun {
+    /// The selected layer.
+    pub probe: LinearProbe,
+    /// The test split.
+    pub evaluation: Evaluation,
+    /// Images of the training split.
+    pub train_images: usize,
+}
+
+/// An unprompted run: the frozen model and its head on the test split.
+pub struct UnpromptedRun {
+    /// The test split.
+    pub evaluation: Evaluation,
+    /// Images of the training split (what a fitted mapping was fitted on).
+    pub train_images: usize,
+}
+
+/// What [`Run::run`] did, by method.
+pub enum Finished {
+    /// A visual prompt trained by gradient steps.
+    VisualPrompt(Box<TrainedRun>),
+    /// A visual prompt trained by queries.
+    BlackBox(Box<BlackBoxRun>),
+    /// A linear probe.
+    LinearProbe(Box<ProbeRun>),
+    /// No training.
+    Unprompted(UnpromptedRun),
+}
+
+/// The numbers every method reports, for tables and experiment records.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Summary {
+    /// Test top-1 in `[0, 1]`.
+    pub top1: f64,
+    /// Test top-1 of the same head without the prompt (prompted methods).
+    pub unprompted_top1: Option<f64>,
+    /// The prompt's learned values (prompted methods).
+    pub prompt_parameters: Option<usize>,
+    /// Training images.
+    pub train_images: usize,
+    /// Test images.
+    pub test_images: usize,
+}
+
+impl Finished {
+    /// Whether training stopped before its end (a step limit): no test evaluation was made.
+    pub fn interrupted(&self) -> bool {
+        match self {
+            Finished::VisualPrompt(run) => run.report.is_none(),
+            Finished::BlackBox(run) => run.trained.interrupted,
+            _ => false,
+        }
+    }
+
+    /// The test numbers (`None` for an interrupted run).
+    pub fn summary(&self) -> Option<Summary> {
+        Some(match self {
+            Finished::VisualPrompt(run) => {
+                let report = run.report.as_ref()?;
+                Summary {
+                    top1: report.prompted.top1,
+                    unprompted_top1: Some(report.unprompted.top1),
+                    prompt_parameters: run.trained.classifier.prompt.as_ref().map(Prompt::num_params),
+                    train_images: run.data.train.len(),
+                    test_images: run.data.test.len(),
+                }
+            }
+            Finished::BlackBox(run) => Summary {
+                top1: run.report.prompted.top1,
+                unprompted_top1: Some(run.report.unprompted.top1),
+                prompt_parameters: Some(run.trained.prompt.num_params()),
+                train_images: run.train_images,
+                test_images: run.report.prompted.count,
+            },
+            Finished::LinearProbe(run) => Summary {
+                top1: run.evaluation.top1,
+                unprompted_top1: None,
+                prompt_parameters: None,
+                train_images: run.train_images,
+                test_images: run.evaluation.count,
+            },
+            Finished::Unprompted(run) => Summary {
+                top1: run.evaluation.top1,
+                unprompted_top1: None,
+                prompt_parameters: None,
+                train_images: run.train_images,
+                test_images: run.evaluation.count,
+            },
+        })
+    }
+}
+
 impl Run {
-    /// A run of `config` (a prompted run: the prompt is checked against the input size), in
-    /// `config.run_dir`. Every setting is checked here; nothing is read or written yet.
+    /// A run of `config` in `config.run_dir`. Every setting is checked here (for a prompted
+    /// method, the prompt against the input size too); nothing is read or written yet.
     pub fn new(config: RunConfig) -> Result<Self> {
-        config.validate(true)?;
+        config.validate()?;
         Ok(Self { config, fresh: false })
     }
 
@@ -112,15 +208,31 @@ impl Run {
         &self.config.run_dir
     }
 
-    /// Trains the prompt by gradient steps on `devices` (the first is the main one; more split
-    /// each batch: data parallel): loads the backbone and data, builds the prompt and head,
-    /// records the run in its directory (or checks that the directory holds this run), and runs
-    /// the engine, which resumes from the directory's checkpoint if there is one.
-    pub fn train(&self, devices: &[Device], progress: Arc<dyn Progress>) -> Result<TrainedRun> {
-        let c = &self.config;
+    /// Runs the config's method on `devices` (the first is the main one; more split each batch
+    /// of a visual prompt's gradient steps: data parallel): loads the backbone and data, records
+    /// the run in its directory (or checks that the directory holds this run), trains through the
+    /// engine (which resumes from the directory's checkpoint if there is one) and evaluates on
+    /// the test split. What `vprompt train`, `vprompt black-box` and every experiment cell run.
+    pub fn run(&self, devices: &[Device], progress: Arc<dyn Progress>) -> Result<Finished> {
         let device = devices
             .first()
             .ok_or_else(|| RunError::Refused("no device to train on".into()))?;
+        Ok(match &self.config.method {
+            MethodConfig::VisualPrompt(_) => Finished::VisualPrompt(Box::new(self.train(devices, progress)?)),
+            MethodConfig::BlackBox(choice) => {
+                Finished::BlackBox(Box::new(self.train_black_box(choice, device, progress)?))
+            }
+            MethodConfig::LinearProbe(choice) => {
+                Finished::LinearProbe(Box::new(self.train_probe(choice, device, progress)?))
+            }
+            MethodConfig::Unprompted => Finished::Unprompted(self.unprompted(device, progress)?),
+        })
+    }
+
+    /// A visual prompt by gradient steps.
+    fn train(&self, devices: &[Device], progress: Arc<dyn Progress>) -> Result<TrainedRun> {
+        let c = &self.config;
+        let device = &devices[0];
         let training = c.training_config()?;
         let backbone = c.backbone(device)?;
         let prompt = c.prompt.init(backbone.input_size(), device)?;
@@ -136,21 +248,76 @@ impl Run {
             Some(valid) => trainer.train(classifier, data.train.clone(), valid.clone())?,
             None => trainer.train_without_validation(classifier, data.train.clone())?,
         };
+        let report = match trained.interrupted {
+            true => None,
+            false => Some(trained.evaluate(data.test.clone(), training.batch_size)?),
+        };
         Ok(TrainedRun {
             trained,
             data,
             training,
+            report,
         })
     }
 
-    /// Trains the prompt by queries alone (the config's `black_box` section), selects it on the
-    /// validation split and evaluates it on the test split through the same model, every query
-    /// counted.
-    pub fn train_black_box(&self, device: &Device, progress: Arc<dyn Progress>) -> Result<BlackBoxRun> {
+    /// A linear probe on the frozen features, selected on the validation split.
+    fn train_probe(
+        &self,
+        choice: &ProbeChoice,
+        device: &Device,
+        progress: Arc<dyn Progress>,
+    ) -> Result<ProbeRun> {
         let c = &self.config;
-        let choice = c.black_box.as_ref().ok_or_else(|| {
-            RunError::Refused("the run config has no [black_box] section: it says what is queried".into())
+        let backbone = c.backbone(device)?;
+        let data = c.prepare_data(backbone.input_size(), progress.as_ref())?;
+        let valid = data.valid.clone().ok_or_else(|| {
+            RunError::Refused(
+                "a linear probe is selected on a validation split: set data.validation > 0".into(),
+            )
         })?;
+        self.record(&data)?;
+        let probe = Trainer::new(choice.config(), device)
+            .with_run_dir(self.dir())
+            .with_progress(progress)
+            .train(&backbone, data.train.clone(), valid)?;
+        let evaluation = probe.evaluate(&backbone, &data.test, device)?;
+        Ok(ProbeRun {
+            probe,
+            evaluation,
+            train_images: data.train.len(),
+        })
+    }
+
+    /// The frozen model and its head on the test split; a mapping made from data (frequency,
+    /// iterative, Bayesian) is fitted on the training split's unprompted outputs first.
+    fn unprompted(&self, device: &Device, progress: Arc<dyn Progress>) -> Result<UnpromptedRun> {
+        let c = &self.config;
+        let training = c.training_config()?;
+        let backbone = c.backbone(device)?;
+        let data = c.prepare_data(backbone.input_size(), progress.as_ref())?;
+        let head = c.head(&backbone, &data.train.classes, device)?;
+        self.record(&data)?;
+        let mut classifier = PromptedClassifier::unprompted(backbone, head)?;
+        if let Some(mapping) = &training.mapping {
+            let loader = BatchLoader::new(data.train.clone(), training.batch_size)?;
+            classifier.mapping = fit_mapping(&classifier, mapping, &loader, device)?;
+        }
+        let evaluation = evaluate_unprompted(&classifier, data.test.clone(), training.batch_size, device)?;
+        Ok(UnpromptedRun {
+            evaluation,
+            train_images: data.train.len(),
+        })
+    }
+
+    /// A visual prompt by queries alone, selected on the validation split and evaluated on the
+    /// test split through the same model, every query counted.
+    fn train_black_box(
+        &self,
+        choice: &BlackBoxChoice,
+        device: &Device,
+        progress: Arc<dyn Progress>,
+    ) -> Result<BlackBoxRun> {
+        let c = &self.config;
         let size = c.input_size()?;
         let prompt = c.prompt.init(size, device)?;
         let data = c.prepare_data(prompt.input_size(), progress.as_ref())?;
@@ -288,33 +455,54 @@ impl Run {
         let dir = dir.as_ref();
         let config = read_config(dir)?;
         let classes = class_names(dir)?;
-        let (prompt, mapping) = RunDir::create(dir)?
-            .load_best(device)?
-            .ok_or_else(|| RunError::run_dir(dir, "has no selected prompt yet (train at least one epoch)"))?;
-        let backbone = config.backbone(device)?;
-        if let Some(recorded) = recorded_fingerprints(dir)? {
-            let now = DataFingerprints {
-                weights: crate::assemble::weights_fingerprint(config.backbone.weights.as_deref())?,
-                text_weights: crate::assemble::weights_fingerprint(config.backbone.text_weights.as_deref())?,
-                ..recorded
-            };
-            check_same_weights(dir, &recorded, &now)?;
-        }
-        let mapping = match (mapping, &config.black_box) {
-            (Some(mapping), _) => mapping,
-            (None, Some(choice)) if choice.model == BlackBoxSource::Local => {
-                config.head(&backbone, &classes, device)?
+        let selected = || {
+            RunDir::create(dir)?.load_best(device)?.ok_or_else(|| {
+                RunError::run_dir(dir, "has no selected prompt yet (train at least one epoch)")
+            })
+        };
+        let classifier = match &config.method {
+            MethodConfig::VisualPrompt(_) => {
+                let (prompt, mapping) = selected()?;
+                let mapping = mapping
+                    .ok_or_else(|| RunError::run_dir(dir, "its selected prompt has no mapping beside it"))?;
+                PromptedClassifier::new(prompt, load_backbone(dir, &config, device)?, mapping)?
             }
-            (None, Some(_)) => {
+            MethodConfig::BlackBox(choice) if choice.model == BlackBoxSource::Local => {
+                let (prompt, _) = selected()?;
+                let backbone = load_backbone(dir, &config, device)?;
+                let head = config.head(&backbone, &classes, device)?;
+                PromptedClassifier::new(prompt, backbone, head)?
+            }
+            MethodConfig::BlackBox(_) => {
                 return Err(RunError::run_dir(
                     dir,
                     "was trained against a black box outside this process (a program or an HTTP \
                      endpoint): its classifier cannot be loaded here",
                 ));
             }
-            (None, None) => return Err(RunError::run_dir(dir, "its selected state holds no mapping")),
+            MethodConfig::Unprompted if config.mapping_to_fit().is_none() => {
+                let backbone = load_backbone(dir, &config, device)?;
+                let head = config.head(&backbone, &classes, device)?;
+                PromptedClassifier::unprompted(backbone, head)?
+            }
+            MethodConfig::Unprompted => {
+                return Err(RunError::run_dir(
+                    dir,
+                    format!(
+                        "is an unprompted run whose `{}` mapping is fitted on the training split when \
+                         it runs, and not kept: run it again",
+                        config.mapping.method()
+                    ),
+                ));
+            }
+            MethodConfig::LinearProbe(_) => {
+                return Err(RunError::run_dir(
+                    dir,
+                    "is a linear-probe run: loading a probe back as a classifier is not supported yet \
+                     (its test accuracy is the last line of metrics.jsonl)",
+                ));
+            }
         };
-        let classifier = PromptedClassifier::new(prompt, backbone, mapping)?;
         Ok(LoadedRun {
             dir: dir.to_path_buf(),
             config,
@@ -322,6 +510,19 @@ impl Run {
             classifier,
         })
     }
+}
+
+/// The run's backbone, its weights files checked against the fingerprints recorded at training.
+fn load_backbone(dir: &Path, config: &RunConfig, device: &Device) -> Result<ImageBackbone> {
+    if let Some(recorded) = recorded_fingerprints(dir)? {
+        let now = DataFingerprints {
+            weights: crate::assemble::weights_fingerprint(config.backbone.weights.as_deref())?,
+            text_weights: crate::assemble::weights_fingerprint(config.backbone.text_weights.as_deref())?,
+            ..recorded
+        };
+        check_same_weights(dir, &recorded, &now)?;
+    }
+    config.backbone(device)
 }
 
 /// A trained run loaded back ([`Run::load`]).
@@ -403,8 +604,7 @@ impl LoadedRun {
     /// Evaluates the selected prompt on the run's test split, prompted and unprompted.
     pub fn evaluate(&self, device: &Device, progress: &dyn Progress) -> Result<Report> {
         let data = self.data(progress)?;
-        let batch = self.config.training_config()?.batch_size;
-        let loader = BatchLoader::new(data.test.clone(), batch)?;
+        let loader = BatchLoader::new(data.test.clone(), self.config.batch_size())?;
         let pass = |label: &str, prompted: bool| {
             let mut task = progress.task(label, data.test.len() as u64, "images");
             evaluate_with(&self.classifier, &loader, device, prompted, task.as_mut())
@@ -475,7 +675,7 @@ impl LoadedEnsemble {
         for member in &self.members[1..] {
             member.check_data(&data)?;
         }
-        let loader = BatchLoader::new(data.test.clone(), first.config.training_config()?.batch_size)?;
+        let loader = BatchLoader::new(data.test.clone(), first.config.batch_size())?;
         let mut task = progress.task("test, ensemble", data.test.len() as u64, "images");
         Ok(EvaluatedEnsemble {
             result: self.ensemble.evaluate_with(&loader, device, task.as_mut())?,

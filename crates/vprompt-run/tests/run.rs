@@ -9,7 +9,8 @@ use burn::prelude::*;
 use vprompt_data::{Filter, Fit, Preprocess, decode_image};
 use vprompt_prompt::{FullImagePromptConfig, PromptInit};
 use vprompt_run::{
-    BackboneConfig, DataConfig, DataFormat, Run, RunConfig, RunError, TrainingChoice, read_config,
+    BackboneConfig, BlackBoxChoice, BlackBoxSource, DataConfig, DataFormat, Finished, MethodConfig,
+    ProbeChoice, Run, RunConfig, RunError, TrainingChoice, read_config,
 };
 use vprompt_train::{Quiet, Recipe};
 
@@ -38,13 +39,25 @@ fn config(run_dir: &Path, cache: &Path) -> RunConfig {
             )),
     )
     .with_prompt(FullImagePromptConfig::new().with_init(PromptInit::Zeros).into())
-    .with_training(
-        TrainingChoice::new()
-            .with_recipe(Recipe::IlmVp)
-            .with_epochs(Some(1))
-            .with_learning_rate(Some(0.05))
-            .with_batch_size(Some(8)),
-    )
+    .with_method(MethodConfig::VisualPrompt(training(0.05)))
+}
+
+/// One epoch of ILM-VP's recipe at `learning_rate`, batches of 8.
+fn training(learning_rate: f64) -> TrainingChoice {
+    TrainingChoice::new()
+        .with_recipe(Recipe::IlmVp)
+        .with_epochs(Some(1))
+        .with_learning_rate(Some(learning_rate))
+        .with_batch_size(Some(8))
+}
+
+/// Runs `config`, which must finish.
+fn run(config: RunConfig, fresh: bool) -> Finished {
+    Run::new(config)
+        .unwrap()
+        .fresh(fresh)
+        .run(&[Device::flex()], Arc::new(Quiet))
+        .unwrap()
 }
 
 #[test]
@@ -52,12 +65,14 @@ fn a_trained_run_loads_back_as_a_classifier() {
     let dir = tempfile::tempdir().unwrap();
     let device = Device::flex();
     let run_dir = dir.path().join("run");
-    let run = Run::new(config(&run_dir, &dir.path().join("cache"))).unwrap();
-    let trained = run.train(std::slice::from_ref(&device), Arc::new(Quiet)).unwrap();
-    let report = trained.trained.evaluate(trained.data.test.clone(), 8).unwrap();
+    let c = config(&run_dir, &dir.path().join("cache"));
+    let Finished::VisualPrompt(trained) = run(c.clone(), false) else {
+        panic!("a visual-prompt run")
+    };
+    let report = trained.report.expect("evaluated on the test split");
 
     let loaded = Run::load(&run_dir, &device).unwrap();
-    assert_eq!(loaded.config, *run.config());
+    assert_eq!(loaded.config, c);
     assert_eq!(loaded.classes.len(), 10);
     // The loaded run evaluates to exactly what training reported.
     let again = loaded.evaluate(&device, &Quiet).unwrap();
@@ -85,10 +100,7 @@ fn fresh_removes_only_what_a_run_writes_and_only_once_its_inputs_are_read() {
     let device = Device::flex();
     let run_dir = dir.path().join("run");
     let cache = dir.path().join("cache");
-    Run::new(config(&run_dir, &cache))
-        .unwrap()
-        .train(std::slice::from_ref(&device), Arc::new(Quiet))
-        .unwrap();
+    run(config(&run_dir, &cache), false);
     std::fs::write(run_dir.join("notes.txt"), "mine").unwrap();
     std::fs::create_dir(run_dir.join("figures")).unwrap();
     std::fs::write(run_dir.join("figures/a.png"), [1, 2, 3]).unwrap();
@@ -101,7 +113,7 @@ fn fresh_removes_only_what_a_run_writes_and_only_once_its_inputs_are_read() {
     let err = Run::new(broken)
         .unwrap()
         .fresh(true)
-        .train(std::slice::from_ref(&device), Arc::new(Quiet))
+        .run(std::slice::from_ref(&device), Arc::new(Quiet))
         .err()
         .expect("the data is missing");
     assert!(err.to_string().contains("missing"), "{err}");
@@ -109,37 +121,23 @@ fn fresh_removes_only_what_a_run_writes_and_only_once_its_inputs_are_read() {
     assert!(run_dir.join("best.json").exists());
 
     // Other settings, fresh: the old run's files go, the user's stay byte for byte.
-    let other = config(&run_dir, &cache).with_training(
-        TrainingChoice::new()
-            .with_recipe(Recipe::IlmVp)
-            .with_epochs(Some(1))
-            .with_learning_rate(Some(0.01))
-            .with_batch_size(Some(8)),
-    );
-    Run::new(other.clone())
-        .unwrap()
-        .fresh(true)
-        .train(std::slice::from_ref(&device), Arc::new(Quiet))
-        .unwrap();
+    let other = config(&run_dir, &cache).with_method(MethodConfig::VisualPrompt(training(0.01)));
+    run(other.clone(), true);
     assert_eq!(read_config(&run_dir).unwrap(), other);
     assert_eq!(std::fs::read(run_dir.join("notes.txt")).unwrap(), b"mine");
     assert_eq!(std::fs::read(run_dir.join("figures/a.png")).unwrap(), [1, 2, 3]);
     // Without fresh, the same directory refuses a third setting, naming it.
-    let third = other.clone().with_training(
-        TrainingChoice::new()
-            .with_recipe(Recipe::IlmVp)
-            .with_epochs(Some(1))
-            .with_learning_rate(Some(0.02))
-            .with_batch_size(Some(8)),
-    );
+    let third = other
+        .clone()
+        .with_method(MethodConfig::VisualPrompt(training(0.02)));
     let err = Run::new(third)
         .unwrap()
-        .train(&[device], Arc::new(Quiet))
+        .run(&[device], Arc::new(Quiet))
         .err()
         .expect("another run");
     match err {
         RunError::OtherRun { differences, .. } => {
-            assert_eq!(differences, ["training.learning_rate: 0.01 -> 0.02"]);
+            assert_eq!(differences, ["method.VisualPrompt.learning_rate: 0.01 -> 0.02"]);
         }
         e => panic!("{e:?}"),
     }
@@ -169,10 +167,7 @@ fn new_images_are_prepared_as_the_run_data_was() {
     let mut c = config(&run_dir, &dir.path().join("cache"));
     c.data.filter = Filter::Nearest;
     c.data.center_crop_from = Some(40);
-    Run::new(c.clone())
-        .unwrap()
-        .train(std::slice::from_ref(&device), Arc::new(Quiet))
-        .unwrap();
+    run(c, false);
     let loaded = Run::load(&run_dir, &device).unwrap();
     let image = decode_image(workspace().join("tests/fixtures/rgb-folder/cat/cat0.png")).unwrap();
     let pixels = loaded.pixels(vec![image.clone()], &device).unwrap();
@@ -203,4 +198,64 @@ fn new_images_are_prepared_as_the_run_data_was() {
     let same = |a: &Tensor<4>, b: &Tensor<4>| values(a) == values(b);
     assert!(same(&pixels, &cropped));
     assert!(!same(&pixels, &stretched), "a bicubic stretch differs");
+}
+
+/// Every method through the one `Run::run`: a black box against the run's own model, a linear
+/// probe and the unprompted model, each recorded in its directory with its method, and loaded
+/// back where it has a classifier.
+#[test]
+fn one_run_serves_every_method() {
+    let dir = tempfile::tempdir().unwrap();
+    let device = Device::flex();
+    let cache = dir.path().join("cache");
+    let base = |name: &str| config(&dir.path().join(name), &cache);
+
+    let optimizer: vprompt_train::ZerothOrderConfig = serde_json::from_value(serde_json::json!({
+        "SpsaGc": {"draws": 1, "a": 0.01, "c": 0.01, "o": 0.0, "alpha": 0.6, "gamma": 0.1, "momentum": 0.9}
+    }))
+    .unwrap();
+    let black_box = base("black-box")
+        .with_prompt(
+            serde_json::from_value(serde_json::json!({
+                "FullImage": {"init": "Zeros", "space": {"Pixel": {"clamp": true}}}
+            }))
+            .unwrap(),
+        )
+        .with_method(MethodConfig::BlackBox(
+            BlackBoxChoice::new(BlackBoxSource::Local, optimizer)
+                .with_epochs(1)
+                .with_batch_size(20),
+        ));
+    let Finished::BlackBox(trained) = run(black_box.clone(), false) else {
+        panic!("a black-box run")
+    };
+    assert!(trained.report.training_queries > 0);
+    let loaded = Run::load(dir.path().join("black-box"), &device).unwrap();
+    assert_eq!(loaded.config.method, black_box.method);
+    let again = loaded.evaluate(&device, &Quiet).unwrap();
+    assert_eq!(again.prompted.top1, trained.report.prompted.top1);
+
+    let probe = base("probe").with_method(MethodConfig::LinearProbe(ProbeChoice::new().with_epochs(Some(2))));
+    let finished = run(probe, false);
+    let summary = finished.summary().unwrap();
+    assert!(matches!(finished, Finished::LinearProbe(_)));
+    assert_eq!((summary.train_images, summary.test_images), (40, 20));
+    assert!(dir.path().join("probe/run.json").exists() && dir.path().join("probe/best.json").exists());
+    let err = Run::load(dir.path().join("probe"), &device).unwrap_err();
+    assert!(err.to_string().contains("linear-probe run"), "{err}");
+
+    let unprompted = base("unprompted").with_method(MethodConfig::Unprompted);
+    let summary = run(unprompted, false).summary().unwrap();
+    assert_eq!(summary.unprompted_top1, None);
+    let loaded = Run::load(dir.path().join("unprompted"), &device).unwrap();
+    let eval = loaded.evaluate(&device, &Quiet).unwrap();
+    assert_eq!(
+        eval.unprompted.top1, summary.top1,
+        "the same head on the same split"
+    );
+
+    // A method's settings are checked with the rest, before anything runs.
+    let bad = base("bad").with_method(MethodConfig::LinearProbe(ProbeChoice::new().with_epochs(Some(0))));
+    let err = Run::new(bad).unwrap_err();
+    assert!(err.to_string().contains("method.LinearProbe.epochs"), "{err}");
 }
