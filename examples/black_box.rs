@@ -21,7 +21,8 @@ use std::sync::Arc;
 
 use vprompt::data::{BatchLoader, PreparedDataset, Preprocess, fashion_mnist, prepare};
 use vprompt::prelude::*;
-use vprompt::train::{Axis, BlackBoxTrained, Series, line_plot};
+use vprompt::run::curves::{Axis, Series, line_plot};
+use vprompt::train::BlackBoxTrained;
 
 fn main() -> anyhow::Result<()> {
     vprompt::tune_allocator(); // keep freed tensor memory for reuse (see its docs)

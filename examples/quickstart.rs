@@ -46,6 +46,7 @@ fn main() -> anyhow::Result<()> {
         .with_log_every(5);
     let trained = Trainer::new(config, &device)
         .with_run_dir(run_dir)
+        .with_observer(std::sync::Arc::new(vprompt::run::curves::Curves)) // loss.png, accuracy.png
         .train(classifier, train, valid)?;
 
     let report = trained.evaluate(test, 50)?;

@@ -67,11 +67,12 @@ use burn::prelude::*;
 use serde::{Deserialize, Serialize};
 use vprompt_mapping::LabelMappingConfig;
 use vprompt_prompt::{PaddingPromptConfig, PromptConfig};
-use vprompt_train::{Axis, ConfigError, Progress, Quiet, ScheduleConfig, Series, color_name, line_plot};
+use vprompt_train::{ConfigError, Progress, Quiet, ScheduleConfig};
 
 use crate::config::{
     BackboneConfig, BlackBoxChoice, DataConfig, MethodConfig, ProbeChoice, RunConfig, TrainingChoice,
 };
+use crate::curves::{Axis, Series, color_name, line_plot};
 use crate::error::{Context, Result, RunError, io};
 use crate::run::{LoadedEnsemble, Run};
 use crate::shard::{SHARD_PREFIX, Shard};
@@ -782,14 +783,10 @@ impl ExperimentConfig {
         )?;
         let (markdown, series) = report(&results);
         if let (Some(plot), Some(series)) = (&config.plot, series) {
-            // Drawn beside the target and renamed into place: two shares finishing together both
-            // merge, and neither may read the other's half-written file.
+            // `line_plot` replaces the file atomically: two shares finishing together both merge,
+            // and neither may read the other's half-written file.
             let (x, y) = plot.axes();
-            let target = out.join(&plot.file);
-            vprompt_core::fs::replace_with(&target, |tmp| {
-                line_plot(tmp, &config.title, &x, &y, &series).map_err(std::io::Error::other)
-            })
-            .map_err(io("write", &target))?;
+            line_plot(&out.join(&plot.file), &config.title, &x, &y, &series)?;
         }
         write_atomic(&out.join("results.md"), &markdown)?;
         Ok(Outcome::Complete(Box::new(results)))

@@ -46,6 +46,7 @@ static ALLOC: vprompt_testkit::fuzz::CountingAllocator = vprompt_testkit::fuzz::
 mod assemble;
 mod config;
 mod config_file;
+pub mod curves;
 mod error;
 mod experiment;
 pub mod remote;

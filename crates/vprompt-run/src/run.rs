@@ -28,6 +28,7 @@ use vprompt_train::{
 
 use crate::assemble::{DataFingerprints, PreparedSplits};
 use crate::config::{BlackBoxChoice, BlackBoxSource, MethodConfig, ProbeChoice, RunConfig};
+use crate::curves::Curves;
 use crate::error::{Context, Result, RunError, io};
 use crate::remote::{Endpoint, RemoteModel};
 
@@ -243,7 +244,8 @@ impl Run {
         let trainer = Trainer::new(training.clone(), device)
             .with_devices(devices)?
             .with_run_dir(self.dir())
-            .with_progress(progress);
+            .with_progress(progress)
+            .with_observer(Arc::new(Curves));
         let trained = match &data.valid {
             Some(valid) => trainer.train(classifier, data.train.clone(), valid.clone())?,
             None => trainer.train_without_validation(classifier, data.train.clone())?,
@@ -279,6 +281,7 @@ impl Run {
         let probe = Trainer::new(choice.config(), device)
             .with_run_dir(self.dir())
             .with_progress(progress)
+            .with_observer(Arc::new(Curves))
             .train(&backbone, data.train.clone(), valid)?;
         let evaluation = probe.evaluate(&backbone, &data.test, device)?;
         Ok(ProbeRun {
@@ -353,6 +356,7 @@ impl Run {
         let trained = Trainer::new(choice.config(), device)
             .with_run_dir(self.dir())
             .with_progress(progress)
+            .with_observer(Arc::new(Curves))
             .train(&mut *model, prompt, data.train.clone(), valid)?;
         let report = trained.evaluate(&mut *model, data.test.clone(), choice.batch_size)?;
         let retried = remote.map_or(0, |r: RemoteModel| r.retried);

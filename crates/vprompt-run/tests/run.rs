@@ -70,6 +70,11 @@ fn a_trained_run_loads_back_as_a_classifier() {
         panic!("a visual-prompt run")
     };
     let report = trained.report.expect("evaluated on the test split");
+    // The run layer draws the curves the engine only records.
+    for file in ["loss.png", "accuracy.png"] {
+        let png = image::open(run_dir.join(file)).unwrap();
+        assert_eq!((png.width(), png.height()), (640, 400), "{file}");
+    }
 
     let loaded = Run::load(&run_dir, &device).unwrap();
     assert_eq!(loaded.config, c);
@@ -230,6 +235,7 @@ fn one_run_serves_every_method() {
         panic!("a black-box run")
     };
     assert!(trained.report.training_queries > 0);
+    assert!(dir.path().join("black-box/accuracy-vs-queries.png").exists());
     let loaded = Run::load(dir.path().join("black-box"), &device).unwrap();
     assert_eq!(loaded.config.method, black_box.method);
     let again = loaded.evaluate(&device, &Quiet).unwrap();
@@ -240,7 +246,9 @@ fn one_run_serves_every_method() {
     let summary = finished.summary().unwrap();
     assert!(matches!(finished, Finished::LinearProbe(_)));
     assert_eq!((summary.train_images, summary.test_images), (40, 20));
-    assert!(dir.path().join("probe/run.json").exists() && dir.path().join("probe/best.json").exists());
+    for file in ["run.json", "best.json", "loss.png"] {
+        assert!(dir.path().join("probe").join(file).exists(), "{file}");
+    }
     let err = Run::load(dir.path().join("probe"), &device).unwrap_err();
     assert!(err.to_string().contains("linear-probe run"), "{err}");
 

@@ -66,6 +66,10 @@ pub enum TrainError {
     /// A black-box model's query failed or returned the wrong number of scores.
     #[error("black-box query failed: {0}")]
     Query(#[source] crate::black_box::QueryError),
+    /// An [`EpochObserver`](crate::EpochObserver) failed (drawing a run's curves, say); the
+    /// epoch's checkpoint is written.
+    #[error("an observer of the run failed")]
+    Observer(#[source] Box<dyn std::error::Error + Send + Sync>),
     /// A checkpoint is unreadable or belongs to another run.
     #[error("{path}: {reason}")]
     Checkpoint {

@@ -20,7 +20,8 @@
 //! - [`evaluate`]: top-1, top-5, per-class accuracy, confusion matrix, prompted and unprompted
 //!   ([`Report`]).
 //! - [`Ensemble`]: several trained prompts on one backbone, their mapped probabilities averaged.
-//! - [`line_plot`]: the curves' line plots (axis labels, ticks, a legend; a bundled font).
+//! - [`EpochObserver`]: told of each epoch's record (the engine never draws: the run layer's
+//!   `Curves` draws a run's curves).
 
 mod black_box;
 mod classifier;
@@ -42,8 +43,8 @@ pub use black_box::{
 pub use classifier::{Prediction, PromptedClassifier, Replica};
 pub use config::{OptimizerConfig, Recipe, ScheduleConfig, TrainingConfig};
 pub use engine::{
-    Axis, Checkpoint, CheckpointState, EpochRecord, MAPPING_FILE, OPTIMIZER_FILE, PROBE_FILE, PROMPT_FILE,
-    RunDir, Series, color_name, line_plot,
+    Checkpoint, CheckpointState, EpochObserver, EpochRecord, MAPPING_FILE, OPTIMIZER_FILE, PROBE_FILE,
+    PROMPT_FILE, RunDir,
 };
 pub use ensemble::{Ensemble, EnsembleEvaluation};
 pub use error::{ConfigError, Result, TrainError};

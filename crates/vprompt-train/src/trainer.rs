@@ -6,10 +6,10 @@ use std::sync::Arc;
 use burn::prelude::*;
 use vprompt_core::Progress;
 
-use crate::engine::RunOptions;
+use crate::engine::{EpochObserver, RunOptions};
 
 /// Trains with the method its config names, through the one engine (validation selection,
-/// crash-safe checkpoints, exact resume, metrics, curves):
+/// crash-safe checkpoints, exact resume, metrics; curves through an [`EpochObserver`]):
 ///
 /// - `Trainer<`[`TrainingConfig`](crate::TrainingConfig)`>`: a prompt by gradient steps
 ///   ([`train`](Trainer::train));
@@ -57,6 +57,13 @@ impl<C> Trainer<C> {
     /// steps, and one per epoch).
     pub fn with_progress(mut self, progress: Arc<dyn Progress>) -> Self {
         self.options.progress = Some(progress);
+        self
+    }
+
+    /// Tells `observer` of each epoch as it is recorded (the run layer's `Curves` draws the
+    /// run's curves from them); several observers are told in the order they were added.
+    pub fn with_observer(mut self, observer: Arc<dyn EpochObserver>) -> Self {
+        self.options.observers.push(observer);
         self
     }
 

@@ -46,12 +46,19 @@ fn prompted_accuracy_beats_unprompted_and_the_run_is_recorded() {
             .forward_unprompted(Tensor::<4>::full([2, 3, 32, 32], 0.3, &device))
             .unwrap(),
     );
+    let observed = std::sync::Arc::new(Observed::default());
     let trained = Trainer::new(adam(5), &device)
         .with_run_dir(dir.path())
+        .with_observer(observed.clone())
         .quiet(true)
         .train(model, train, valid)
         .unwrap();
     assert_eq!(trained.history.len(), 5);
+    // The observer is told of every epoch, with the whole history so far and the run directory.
+    assert_eq!(
+        *observed.calls.lock().unwrap(),
+        [(1, true), (2, true), (3, true), (4, true), (5, true)]
+    );
     assert!(!trained.interrupted);
     let (best_epoch, best_top1) = trained.best.unwrap();
     assert_eq!(
@@ -78,15 +85,10 @@ fn prompted_accuracy_beats_unprompted_and_the_run_is_recorded() {
     );
     assert_eq!(before, after);
 
-    // The run directory: config, metrics, curves, best prompt, checkpoint.
-    for file in [
-        "config.json",
-        "metrics.jsonl",
-        "loss.png",
-        "accuracy.png",
-        "best.json",
-        "checkpoint.json",
-    ] {
+    // The run directory: config, metrics, best prompt, checkpoint; no curves (the engine never
+    // draws: an observer does).
+    assert!(!dir.path().join("loss.png").exists());
+    for file in ["config.json", "metrics.jsonl", "best.json", "checkpoint.json"] {
         assert!(dir.path().join(file).exists(), "{file}");
     }
     // The test split is read once, after training: the metrics log holds every epoch, then exactly
@@ -103,8 +105,27 @@ fn prompted_accuracy_beats_unprompted_and_the_run_is_recorded() {
             .all(|l| l.get("epoch").is_some() && l.get("final_evaluation").is_none())
     );
     assert!(lines[5].get("final_evaluation").is_some());
-    let png = image::open(dir.path().join("loss.png")).unwrap();
-    assert_eq!((png.width(), png.height()), (640, 400));
+}
+
+/// Records what the engine tells an observer: (history length, whether a run directory came).
+#[derive(Default)]
+struct Observed {
+    calls: std::sync::Mutex<Vec<(usize, bool)>>,
+}
+
+impl vprompt_train::EpochObserver for Observed {
+    fn epoch_recorded(
+        &self,
+        history: &[EpochRecord],
+        run_dir: Option<&std::path::Path>,
+    ) -> std::result::Result<(), Box<dyn std::error::Error + Send + Sync>> {
+        assert_eq!(history.last().map(|r| r.epoch), Some(history.len()));
+        self.calls
+            .lock()
+            .unwrap()
+            .push((history.len(), run_dir.is_some()));
+        Ok(())
+    }
 }
 
 fn checkpoint_prompt(dir: &std::path::Path, device: &Device) -> Vec<f32> {
@@ -502,7 +523,7 @@ fn linear_probe_resumes_bit_identical() {
         "the epochs' losses",
     );
     assert_eq!(losses(metrics(full.path())).len(), 6);
-    for file in ["best.json", "checkpoint.json", "loss.png", "accuracy.png"] {
+    for file in ["best.json", "checkpoint.json"] {
         assert!(full.path().join(file).exists(), "{file}");
     }
     let best = RunDir::create(full.path()).unwrap().best_dir().unwrap().unwrap();

@@ -17,7 +17,6 @@
 //! gradient at all; the frozen backbone stays on the plain device; and selection uses a
 //! validation split with the test split kept out of training entirely.
 
-mod curves;
 mod run_dir;
 
 use std::path::{Path, PathBuf};
@@ -27,7 +26,6 @@ use std::time::Instant;
 use vprompt_core::{Lines, Progress, Quiet, Task};
 use vprompt_data::{BatchLoader, PreparedDataset};
 
-pub use curves::{Axis, Series, color_name, line_plot};
 pub(crate) use run_dir::write_atomic as write_file;
 pub use run_dir::{
     Checkpoint, CheckpointState, EpochRecord, MAPPING_FILE, OPTIMIZER_FILE, PROBE_FILE, PROMPT_FILE, RunDir,
@@ -193,14 +191,28 @@ pub(crate) trait Method {
     }
 }
 
+/// Told of each epoch as the engine records it: where curves, dashboards or other reports of a
+/// run are made (the engine itself never draws; the run layer's `Curves` draws a run's curves).
+pub trait EpochObserver: Send + Sync {
+    /// Called after the epoch `history.last()` is recorded (and, in a run with a directory
+    /// `run_dir`, checkpointed), with every record of the run so far. An error stops the run; the
+    /// checkpoint is already written, so it resumes from there.
+    fn epoch_recorded(
+        &self,
+        history: &[EpochRecord],
+        run_dir: Option<&Path>,
+    ) -> std::result::Result<(), Box<dyn std::error::Error + Send + Sync>>;
+}
+
 /// Where and how a run is kept, whatever it trains: the run directory, an optional step limit,
-/// progress reporting.
+/// progress reporting, observers of its epochs.
 #[derive(Clone, Default)]
 pub(crate) struct RunOptions {
     pub run_dir: Option<PathBuf>,
     pub stop_after_steps: Option<u64>,
     pub quiet: bool,
     pub progress: Option<Arc<dyn Progress>>,
+    pub observers: Vec<Arc<dyn EpochObserver>>,
 }
 
 impl std::fmt::Debug for RunOptions {
@@ -210,6 +222,7 @@ impl std::fmt::Debug for RunOptions {
             .field("stop_after_steps", &self.stop_after_steps)
             .field("quiet", &self.quiet)
             .field("progress", &self.progress.as_ref().map(|_| "custom"))
+            .field("observers", &self.observers.len())
             .finish()
     }
 }
@@ -433,7 +446,11 @@ pub(crate) fn run<C: LoopConfig, M: Method>(
             // epoch has no record.
             run.append_metrics(&record)?;
             run.save_checkpoint(&state, |dir| method.save(dir, Snapshot::Checkpoint))?;
-            run.plot(&history)?;
+        }
+        for observer in &options.observers {
+            observer
+                .epoch_recorded(&history, run.as_ref().map(RunDir::path))
+                .map_err(TrainError::Observer)?;
         }
         if exhausted {
             break;

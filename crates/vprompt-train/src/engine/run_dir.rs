@@ -1,5 +1,6 @@
-//! A run directory: the effective config, crash-safe checkpoints, the best prompt so far, a metrics
-//! log and curves.
+//! A run directory: the effective config, crash-safe checkpoints, the best prompt so far and a
+//! metrics log. Curves are drawn from the records by whoever observes the engine (the run layer's
+//! `Curves`).
 //!
 //! ```text
 //! run/
@@ -8,8 +9,6 @@
 //!   checkpoints/epoch-00007/{prompt.bpk, mapping.bpk, optimizer.bin, state.json}
 //!   best.json, best/epoch-00005/{prompt.bpk, mapping.bpk}    selected on the validation split
 //!   metrics.jsonl        one JSON object per epoch (and one per final evaluation)
-//!   loss.png, accuracy.png   curves (training and validation, with a legend)
-//!   accuracy-vs-queries.png  black-box runs: validation top-1 against training queries
 //! ```
 //!
 //! What a snapshot directory holds is the method's: a prompt run writes `prompt.bpk` (and
@@ -29,7 +28,6 @@ use serde::{Deserialize, Serialize};
 use vprompt_mapping::Mapping;
 use vprompt_prompt::Prompt;
 
-use super::curves::{Axis, Series, line_plot};
 use crate::error::{Result, TrainError, io};
 
 /// The learned prompt, in a snapshot directory.
@@ -443,56 +441,6 @@ impl RunDir {
         text += &serde_json::to_string(line).expect("metrics serialise");
         text.push('\n');
         write_atomic(&self.root.join("metrics.jsonl"), text.as_bytes())
-    }
-
-    /// Redraws the curves from the epoch records: `loss.png` and `accuracy.png` against epochs,
-    /// and for black-box runs `accuracy-vs-queries.png` (training queries on a log axis).
-    pub fn plot(&self, records: &[EpochRecord]) -> Result<()> {
-        let series = |name: &str, f: &dyn Fn(&EpochRecord) -> Option<f64>| Series {
-            name: name.into(),
-            points: records
-                .iter()
-                .filter_map(|r| f(r).map(|v| (r.epoch as f64, v)))
-                .collect(),
-        };
-        let epochs = Axis::integer("epoch");
-        line_plot(
-            &self.root.join("loss.png"),
-            "Loss",
-            &epochs,
-            &Axis::linear("mean cross-entropy"),
-            &[
-                series("training", &|r| Some(r.train_loss)),
-                series("validation", &|r| r.valid_loss),
-            ],
-        )?;
-        line_plot(
-            &self.root.join("accuracy.png"),
-            "Accuracy",
-            &epochs,
-            &Axis::linear("top-1 accuracy (%)"),
-            &[
-                series("training", &|r| Some(100.0 * r.train_top1)),
-                series("validation", &|r| r.valid_top1.map(|v| 100.0 * v)),
-            ],
-        )?;
-        if records.iter().any(|r| r.queries.is_some()) {
-            let points = records
-                .iter()
-                .filter_map(|r| Some((r.queries? as f64, 100.0 * r.valid_top1?)))
-                .collect();
-            line_plot(
-                &self.root.join("accuracy-vs-queries.png"),
-                "Validation accuracy against queries",
-                &Axis::log("training queries"),
-                &Axis::linear("validation top-1 (%)"),
-                &[Series {
-                    name: "validation top-1".into(),
-                    points,
-                }],
-            )?;
-        }
-        Ok(())
     }
 }
 

@@ -1,4 +1,7 @@
-//! Line plots as PNG, through `plotters` with a font compiled into the binary (Ubuntu Light, from
+//! A run's curves, drawn from the engine's epoch records ([`Curves`], [`draw_run_curves`]), and
+//! the line plots beneath them and experiment figures ([`line_plot`]).
+//!
+//! Line plots are PNG, through `plotters` with a font compiled into the binary (Ubuntu Light, from
 //! egui's `epaint_default_fonts`), so drawing works offline and on machines without fonts: a
 //! title, axis labels, tick labels, and a legend naming each line.
 //!
@@ -16,7 +19,9 @@ use plotters::prelude::*;
 use plotters_backend::text_anchor::{HPos, VPos};
 use plotters_backend::{BackendColor, BackendCoord, BackendTextStyle, DrawingBackend, DrawingErrorKind};
 
-use crate::error::{Result, TrainError};
+use vprompt_train::{EpochObserver, EpochRecord};
+
+use crate::error::{Result, RunError, io};
 
 const WIDTH: u32 = 640;
 const HEIGHT: u32 = 400;
@@ -228,10 +233,11 @@ fn register_font() {
     });
 }
 
-fn plot_error(path: &Path, error: impl std::fmt::Display) -> TrainError {
-    TrainError::Io {
+fn plot_error(path: &Path, error: impl std::fmt::Display) -> RunError {
+    RunError::Io {
+        action: "draw",
         path: path.to_path_buf(),
-        source: std::io::Error::other(format!("cannot draw the plot: {error}")),
+        source: std::io::Error::other(error.to_string()),
     }
 }
 
@@ -303,10 +309,83 @@ pub fn line_plot(path: &Path, title: &str, x: &Axis, y: &Axis, series: &[Series]
         drawn.map_err(|e| plot_error(path, e))?;
         root.present().map_err(|e| plot_error(path, e))?;
     }
-    image::RgbImage::from_raw(WIDTH, HEIGHT, pixels)
-        .expect("a buffer of the image's size")
-        .save_with_format(path, image::ImageFormat::Png)
-        .map_err(|e| plot_error(path, e))
+    let image = image::RgbImage::from_raw(WIDTH, HEIGHT, pixels).expect("a buffer of the image's size");
+    // Replaced atomically: two processes merging an experiment's shards may draw it at once.
+    vprompt_core::fs::replace_with(path, |tmp| {
+        image
+            .save_with_format(tmp, image::ImageFormat::Png)
+            .map_err(std::io::Error::other)
+    })
+    .map_err(io("write", path))
+}
+
+/// Draws a run's curves from its epoch records into `dir`: `loss.png` and `accuracy.png`
+/// (training and validation against epochs) and, for black-box runs,
+/// `accuracy-vs-queries.png` (validation top-1 against training queries on a log axis).
+pub fn draw_run_curves(dir: &Path, records: &[EpochRecord]) -> Result<()> {
+    let series = |name: &str, f: &dyn Fn(&EpochRecord) -> Option<f64>| Series {
+        name: name.into(),
+        points: records
+            .iter()
+            .filter_map(|r| f(r).map(|v| (r.epoch as f64, v)))
+            .collect(),
+    };
+    let epochs = Axis::integer("epoch");
+    line_plot(
+        &dir.join("loss.png"),
+        "Loss",
+        &epochs,
+        &Axis::linear("mean cross-entropy"),
+        &[
+            series("training", &|r| Some(r.train_loss)),
+            series("validation", &|r| r.valid_loss),
+        ],
+    )?;
+    line_plot(
+        &dir.join("accuracy.png"),
+        "Accuracy",
+        &epochs,
+        &Axis::linear("top-1 accuracy (%)"),
+        &[
+            series("training", &|r| Some(100.0 * r.train_top1)),
+            series("validation", &|r| r.valid_top1.map(|v| 100.0 * v)),
+        ],
+    )?;
+    if records.iter().any(|r| r.queries.is_some()) {
+        let points = records
+            .iter()
+            .filter_map(|r| Some((r.queries? as f64, 100.0 * r.valid_top1?)))
+            .collect();
+        line_plot(
+            &dir.join("accuracy-vs-queries.png"),
+            "Validation accuracy against queries",
+            &Axis::log("training queries"),
+            &Axis::linear("validation top-1 (%)"),
+            &[Series {
+                name: "validation top-1".into(),
+                points,
+            }],
+        )?;
+    }
+    Ok(())
+}
+
+/// The engine's observer that redraws a run's curves ([`draw_run_curves`]) in its directory
+/// after every epoch; what every [`Run`](crate::Run) trains with.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Curves;
+
+impl EpochObserver for Curves {
+    fn epoch_recorded(
+        &self,
+        history: &[EpochRecord],
+        run_dir: Option<&Path>,
+    ) -> std::result::Result<(), Box<dyn std::error::Error + Send + Sync>> {
+        match run_dir {
+            Some(dir) => Ok(draw_run_curves(dir, history)?),
+            None => Ok(()),
+        }
+    }
 }
 
 /// The corner of the plot (a quarter of each axis) with the fewest points, for the legend.
