@@ -70,6 +70,12 @@ batch_size = 32
         out.contains("200 images") && out.contains("prompted  unprompted"),
         "{out}"
     );
+    // More epochs of a finished run: ILM-VP's schedule is laid over the run's length, so the
+    // run cannot be extended exactly, and says so (a constant rate extends: vprompt-run's tests).
+    fails(
+        &["train", "--config", &path("run.toml"), "--epochs", "2", "--quiet"],
+        "cannot be extended exactly",
+    );
 
     let image = workspace()
         .join("tests/fixtures/rgb-folder/cat/cat0.png")

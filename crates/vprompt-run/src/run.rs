@@ -240,7 +240,7 @@ impl Run {
         let data = c.prepare_data(prompt.input_size(), progress.as_ref())?;
         let head = c.head(&backbone, &data.train.classes, device)?;
         let classifier = PromptedClassifier::new(prompt, backbone, head)?;
-        self.record(&data)?;
+        self.record(&data, progress.as_ref())?;
         let trainer = Trainer::new(training.clone(), device)
             .with_devices(devices)?
             .with_run_dir(self.dir())
@@ -277,7 +277,7 @@ impl Run {
                 "a linear probe is selected on a validation split: set data.validation > 0".into(),
             )
         })?;
-        self.record(&data)?;
+        self.record(&data, progress.as_ref())?;
         let probe = Trainer::new(choice.config(), device)
             .with_run_dir(self.dir())
             .with_progress(progress)
@@ -299,7 +299,7 @@ impl Run {
         let backbone = c.backbone(device)?;
         let data = c.prepare_data(backbone.input_size(), progress.as_ref())?;
         let head = c.head(&backbone, &data.train.classes, device)?;
-        self.record(&data)?;
+        self.record(&data, progress.as_ref())?;
         let mut classifier = PromptedClassifier::unprompted(backbone, head)?;
         if let Some(mapping) = &training.mapping {
             let loader = BatchLoader::new(data.train.clone(), training.batch_size)?;
@@ -352,7 +352,7 @@ impl Run {
                 choice.retry(),
             )),
         };
-        self.record(&data)?;
+        self.record(&data, progress.as_ref())?;
         let trained = Trainer::new(choice.config(), device)
             .with_run_dir(self.dir())
             .with_progress(progress)
@@ -370,11 +370,11 @@ impl Run {
 
     /// Checks that the run directory holds this run or none, then records the run's config,
     /// classes and data fingerprints in it.
-    fn record(&self, data: &PreparedSplits) -> Result<()> {
+    fn record(&self, data: &PreparedSplits, progress: &dyn Progress) -> Result<()> {
         if self.fresh {
             self.remove_run_files()?;
         }
-        self.check_identity(&data.train.classes, &data.fingerprints)?;
+        self.check_identity(&data.train.classes, &data.fingerprints, progress)?;
         let dir = self.dir();
         std::fs::create_dir_all(dir).map_err(io("create", dir))?;
         write_text(&dir.join(CLASSES_FILE), &(data.train.classes.join("\n") + "\n"))?;
@@ -386,7 +386,12 @@ impl Run {
     /// the identical run config, classes and inputs; anything else is refused with the settings
     /// that differ (a prompt of another size or other data would otherwise "resume" the old run
     /// and report its prompt).
-    fn check_identity(&self, classes: &[String], data: &DataFingerprints) -> Result<()> {
+    fn check_identity(
+        &self,
+        classes: &[String],
+        data: &DataFingerprints,
+        progress: &dyn Progress,
+    ) -> Result<()> {
         let dir = self.dir();
         if !dir.join(RUN_FILE).exists() {
             if dir.join("checkpoint.json").exists() || dir.join("checkpoints").exists() {
@@ -404,10 +409,35 @@ impl Run {
         let old = read_config(dir).context("use a new run_dir")?;
         let differences = differences(&old, &self.config);
         if !differences.is_empty() {
-            return Err(RunError::OtherRun {
-                dir: dir.to_path_buf(),
-                differences,
-            });
+            match self.extension_of(&old)? {
+                Some((from, to)) => {
+                    // The engine's own record of its settings follows, so that it resumes.
+                    let run = RunDir::create(dir)?;
+                    match &self.config.method {
+                        MethodConfig::VisualPrompt(_) => {
+                            run.replace_config("training", &self.config.training_config()?)?
+                        }
+                        MethodConfig::BlackBox(c) => run.replace_config("black_box", &c.config())?,
+                        MethodConfig::LinearProbe(c) => run.replace_config("linear_probe", &c.config())?,
+                        MethodConfig::Unprompted => {}
+                    }
+                    progress.line(&format!(
+                        "extending {} from {from} to {to} epochs: its {} does not depend on the run's \
+                         length, so the run continues as if it had been {to} epochs from the start",
+                        dir.display(),
+                        match &self.config.method {
+                            MethodConfig::BlackBox(_) => "step size",
+                            _ => "learning rate",
+                        }
+                    ));
+                }
+                None => {
+                    return Err(RunError::OtherRun {
+                        dir: dir.to_path_buf(),
+                        differences,
+                    });
+                }
+            }
         }
         if let Ok(recorded) = class_names(dir)
             && recorded != classes
@@ -430,6 +460,72 @@ impl Run {
             check_same_weights(dir, &recorded, data)?;
         }
         Ok(())
+    }
+
+    /// When this run differs from `old`, the run its directory holds, only in more epochs of the
+    /// same method: `Some((old epochs, new epochs))` if the method's schedule lets the run continue
+    /// exactly as if it had been that long from the start (a constant learning rate, SPSA-GC's
+    /// step sizes, the linear probe's Adam), an error with the reason if it does not; `None` if
+    /// they differ in anything else.
+    fn extension_of(&self, old: &RunConfig) -> Result<Option<(usize, usize)>> {
+        let new = &self.config;
+        let mut patched = old.clone();
+        let (from, to, exact, schedule) = match (&mut patched.method, &new.method) {
+            (MethodConfig::VisualPrompt(o), MethodConfig::VisualPrompt(n)) => {
+                let from = old.training_config()?.epochs;
+                o.epochs = n.epochs;
+                let training = new.training_config()?;
+                let exact = training.schedule.extends_exactly();
+                (
+                    from,
+                    training.epochs,
+                    exact,
+                    format!("{:?} learning-rate schedule", training.schedule),
+                )
+            }
+            (MethodConfig::BlackBox(o), MethodConfig::BlackBox(n)) => {
+                let from = o.epochs;
+                o.epochs = n.epochs;
+                let exact = n.optimizer.extends_exactly();
+                (
+                    from,
+                    n.epochs,
+                    exact,
+                    format!("{} step sizes", n.optimizer.name()),
+                )
+            }
+            (MethodConfig::LinearProbe(o), MethodConfig::LinearProbe(n)) => {
+                let from = o.config().epochs;
+                o.epochs = n.epochs;
+                (from, n.config().epochs, true, String::new())
+            }
+            _ => return Ok(None),
+        };
+        if patched != *new || to == from {
+            return Ok(None);
+        }
+        let dir = self.dir();
+        if to < from {
+            return Err(RunError::run_dir(
+                dir,
+                format!(
+                    "holds a run of {from} epochs; {to} would end it before where it already is: use a \
+                     new run_dir, or --fresh to start this one again"
+                ),
+            ));
+        }
+        if !exact {
+            return Err(RunError::run_dir(
+                dir,
+                format!(
+                    "holds a run of {from} epochs whose {schedule} is laid over the run's length: {to} \
+                     epochs would change the rate of the steps already taken, so the run cannot be \
+                     extended exactly; use a new run_dir (or --fresh), or a schedule that does not \
+                     depend on the length (\"Constant\", SPSA-GC)"
+                ),
+            ));
+        }
+        Ok(Some((from, to)))
     }
 
     /// Removes the files a run writes ([`RUN_ENTRIES`]) from the run directory, and nothing else.

@@ -12,7 +12,7 @@ use vprompt_run::{
     BackboneConfig, BlackBoxChoice, BlackBoxSource, DataConfig, DataFormat, Finished, MethodConfig,
     ProbeChoice, Run, RunConfig, RunError, TrainingChoice, read_config,
 };
-use vprompt_train::{Quiet, Recipe};
+use vprompt_train::{Quiet, Recipe, ScheduleConfig};
 
 fn workspace() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
@@ -266,4 +266,64 @@ fn one_run_serves_every_method() {
     let bad = base("bad").with_method(MethodConfig::LinearProbe(ProbeChoice::new().with_epochs(Some(0))));
     let err = Run::new(bad).unwrap_err();
     assert!(err.to_string().contains("method.LinearProbe.epochs"), "{err}");
+}
+
+/// More epochs extend a finished run where the schedule does not depend on the run's length (a
+/// constant rate): the same run as one that long from the start. Where it does (a cosine), the
+/// run is refused with the reason, and so is fewer epochs.
+#[test]
+fn more_epochs_extend_a_finished_run_when_the_schedule_allows() {
+    let dir = tempfile::tempdir().unwrap();
+    let cache = dir.path().join("cache");
+    let with = |name: &str, epochs: usize, schedule: ScheduleConfig| {
+        config(&dir.path().join(name), &cache).with_method(MethodConfig::VisualPrompt(
+            training(0.05)
+                .with_epochs(Some(epochs))
+                .with_schedule(Some(schedule)),
+        ))
+    };
+    let losses = |finished: Finished| match finished {
+        Finished::VisualPrompt(run) => (
+            run.trained
+                .history
+                .iter()
+                .map(|r| r.train_loss)
+                .collect::<Vec<_>>(),
+            run.report.unwrap().prompted.top1,
+        ),
+        _ => panic!("a visual-prompt run"),
+    };
+    run(with("extended", 1, ScheduleConfig::Constant), false);
+    let extended = losses(run(with("extended", 3, ScheduleConfig::Constant), false));
+    let direct = losses(run(with("direct", 3, ScheduleConfig::Constant), false));
+    assert_eq!(extended.0.len(), 3);
+    assert_eq!(
+        extended, direct,
+        "an extended run is the run that long from the start"
+    );
+    let recorded = read_config(&dir.path().join("extended")).unwrap();
+    assert_eq!(recorded, with("extended", 3, ScheduleConfig::Constant));
+
+    let refused = |config: RunConfig| {
+        Run::new(config)
+            .unwrap()
+            .run(&[Device::flex()], Arc::new(Quiet))
+            .err()
+            .expect("refused")
+            .to_string()
+    };
+    let err = refused(with("extended", 2, ScheduleConfig::Constant));
+    assert!(err.contains("holds a run of 3 epochs; 2 would end it"), "{err}");
+    run(with("cosine", 1, ScheduleConfig::CosinePerStep), false);
+    let err = refused(with("cosine", 2, ScheduleConfig::CosinePerStep));
+    assert!(
+        err.contains("CosinePerStep learning-rate schedule is laid over the run's length"),
+        "{err}"
+    );
+    // Anything else that differs is another run, as before.
+    let err = refused(
+        with("extended", 4, ScheduleConfig::Constant)
+            .with_mapping(vprompt_mapping::LabelMappingConfig::Random { seed: 1 }),
+    );
+    assert!(err.contains("holds another run"), "{err}");
 }

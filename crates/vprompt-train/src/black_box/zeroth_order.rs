@@ -89,6 +89,13 @@ impl ZerothOrderConfig {
         }
     }
 
+    /// Whether a finished run can be continued for more epochs as if it had been that long from
+    /// the start: SPSA-GC's step size depends on the step alone; RGF's decays over the run's
+    /// length, so more epochs would change the steps already taken.
+    pub fn extends_exactly(&self) -> bool {
+        matches!(self, ZerothOrderConfig::SpsaGc { .. })
+    }
+
     /// Candidate points per step: `q + 1` (RGF) or `2q` (SPSA). Each costs one query per image of
     /// the batch.
     pub fn points_per_step(&self) -> usize {

@@ -201,6 +201,14 @@ impl RunDir {
         }
     }
 
+    /// Replaces the effective config recorded under `section` (a run extended to more epochs by
+    /// its owner, which checked that nothing else changed and that the schedule allows it).
+    pub fn replace_config<C: Serialize>(&self, section: &str, config: &C) -> Result<()> {
+        let path = self.root.join("config.json");
+        let json = serde_json::to_string(&BTreeMap::from([(section, config)])).expect("configs serialise");
+        write_atomic(&path, json.as_bytes())
+    }
+
     /// Writes a snapshot directory completely (`write` fills a fresh temporary directory, plus
     /// `extra` files), syncs it and renames it into place.
     fn write_snapshot(
