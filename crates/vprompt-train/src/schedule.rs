@@ -48,6 +48,15 @@ pub fn learning_rate(
     }
 }
 
+impl ScheduleConfig {
+    /// Whether a finished run can be continued for more epochs as if it had been that long from
+    /// the start: only a constant rate does not depend on the run's length (warmup-cosine, the
+    /// cosines and the multi-step milestones are laid over it).
+    pub fn extends_exactly(&self) -> bool {
+        matches!(self, ScheduleConfig::Constant)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -83,14 +92,5 @@ mod tests {
             "constant within an epoch"
         );
         assert!((learning_rate(&c, 70.0, 500, 10, 1000) - 35.0).abs() < 1e-9);
-    }
-}
-
-impl ScheduleConfig {
-    /// Whether a finished run can be continued for more epochs as if it had been that long from
-    /// the start: only a constant rate does not depend on the run's length (warmup-cosine, the
-    /// cosines and the multi-step milestones are laid over it).
-    pub fn extends_exactly(&self) -> bool {
-        matches!(self, ScheduleConfig::Constant)
     }
 }
