@@ -71,15 +71,29 @@ pub enum Command {
         #[arg(long)]
         fresh: bool,
     },
-    /// Answer the black-box line protocol on stdin and stdout with a run config's backbone and
-    /// mapping, unprompted: a local model as a black box, for `vprompt black-box` or any client.
+    /// Answer the black-box protocol with a model: a trained run (its prompt, backbone and
+    /// mapping) or a run config's backbone and mapping, unprompted. On stdin and stdout, one
+    /// request per line, or over HTTP with `--http ADDR` (docs/black-box.md).
     Serve {
+        /// A trained run directory (any run `vprompt eval` can load).
+        #[arg(long, conflicts_with_all = ["config", "classes"], required_unless_present = "config")]
+        run: Option<PathBuf>,
         /// A TOML run config (its backbone, and its mapping if that is made without data).
+        #[arg(long, requires = "classes")]
+        config: Option<PathBuf>,
+        /// With `--config`: the number of classes the mapping scores.
         #[arg(long)]
-        config: PathBuf,
-        /// Number of classes the mapping scores.
-        #[arg(long)]
-        classes: usize,
+        classes: Option<usize>,
+        /// Serve over HTTP on this address (e.g. 127.0.0.1:8080; port 0 picks a free one), printing
+        /// `serving on http://ADDR` first.
+        #[arg(long, value_name = "ADDR")]
+        http: Option<String>,
+        /// Most images in one request.
+        #[arg(long, default_value_t = 256)]
+        max_batch: usize,
+        /// Most megabytes of one HTTP request's body.
+        #[arg(long, default_value_t = 512)]
+        max_body_mb: usize,
     },
     /// Run an experiment: every dataset x backbone x seed x method of a TOML config (see
     /// `experiments/`), writing `results.json` (every run), `results.md` (mean ± std per cell) and

@@ -66,7 +66,26 @@ pub fn run(command: Command, device: &Device) -> anyhow::Result<()> {
         }
         Command::Inspect { path, png } => inspect(&path, png.as_deref(), device, &mut out),
         Command::BlackBox { config, quiet, fresh } => black_box(&config, quiet, fresh, device, &mut out),
-        Command::Serve { config, classes } => serve(&config, classes, device),
+        Command::Serve {
+            run,
+            config,
+            classes,
+            http,
+            max_batch,
+            max_body_mb,
+        } => {
+            let limits = vprompt::run::Limits {
+                max_batch,
+                max_body_bytes: max_body_mb.saturating_mul(1 << 20),
+                ..Default::default()
+            };
+            let mut model: Box<dyn vprompt::train::BlackBoxModel> = match (run, config, classes) {
+                (Some(run), _, _) => Box::new(Run::load(&run, device)?),
+                (None, Some(config), Some(classes)) => Box::new(configured_model(&config, classes, device)?),
+                _ => anyhow::bail!("give --run DIR, or --config FILE with --classes N"),
+            };
+            serve(model.as_mut(), http.as_deref(), &limits, device)
+        }
     }
 }
 
@@ -299,22 +318,48 @@ fn black_box(
     )
 }
 
-fn serve(path: &Path, classes: usize, device: &Device) -> anyhow::Result<()> {
+/// A run config's backbone and mapping (one made without data) as a black box, unprompted.
+fn configured_model(
+    path: &Path,
+    classes: usize,
+    device: &Device,
+) -> anyhow::Result<vprompt::train::LocalModel<ImageBackbone>> {
     let config = vprompt::run::read_config_file::<RunConfig>(path, "run config")?;
     let backbone = config.backbone(device)?;
     anyhow::ensure!(
         !config.mapping.needs_fit() && !config.mapping.is_learned(),
-        "`vprompt serve` serves a mapping made without data (first-N, random, manual), not `{}`",
+        "`vprompt serve --config` serves a mapping made without data (first-N, random, manual), not \
+         `{}`: serve the trained run with --run instead",
         config.mapping.method()
     );
     let mapping = config.mapping.init(backbone.output_dim(), classes, device)?;
-    let mut model = vprompt::train::LocalModel::new(backbone, mapping)?;
-    Ok(vprompt::run::serve_lines(
-        &mut model,
-        device,
-        std::io::stdin().lock(),
-        std::io::stdout().lock(),
-    )?)
+    Ok(vprompt::train::LocalModel::new(backbone, mapping)?)
+}
+
+fn serve(
+    model: &mut dyn vprompt::train::BlackBoxModel,
+    http: Option<&str>,
+    limits: &vprompt::run::Limits,
+    device: &Device,
+) -> anyhow::Result<()> {
+    match http {
+        Some(address) => {
+            let listener = std::net::TcpListener::bind(address)
+                .with_context(|| format!("cannot listen on {address}"))?;
+            let mut out = std::io::stdout().lock();
+            writeln!(out, "serving on http://{}", listener.local_addr()?)?;
+            out.flush()?;
+            drop(out);
+            Ok(vprompt::run::serve_http(model, device, &listener, limits, None)?)
+        }
+        None => Ok(vprompt::run::serve_lines(
+            model,
+            device,
+            limits,
+            std::io::stdin().lock(),
+            std::io::stdout().lock(),
+        )?),
+    }
 }
 
 fn experiment(

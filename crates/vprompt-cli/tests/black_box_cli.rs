@@ -198,6 +198,63 @@ fn black_box_training_against_a_local_model_a_program_and_an_http_endpoint() {
         "{failed}: {out}"
     );
 
+    // `vprompt serve --http` serves the same model itself: the same prompt, query for query.
+    let mut server = Command::new(bin)
+        .args([
+            "serve",
+            "--config",
+            &serve,
+            "--classes",
+            "10",
+            "--http",
+            "127.0.0.1:0",
+        ])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut first = String::new();
+    BufReader::new(server.stdout.take().unwrap())
+        .read_line(&mut first)
+        .unwrap();
+    let url = first.trim().strip_prefix("serving on ").unwrap().to_string() + "/";
+    let served = write(
+        "served.toml",
+        config(&path("served"), &format!(r#"{{ Http = "{url}" }}"#), ""),
+    );
+    let out = ok(&["black-box", "--config", &served, "--quiet"]);
+    assert_eq!(result_lines(&out), expected, "{out}");
+    server.kill().unwrap();
+    server.wait().unwrap();
+
+    // A trained run served as a black box: its prompt, backbone and head, one reply per request.
+    let mut server = Command::new(bin)
+        .args(["serve", "--run", &path("local")])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let request = format!(
+        "{{\"id\": 3, \"shape\": [2, 3, 32, 32], \"pixels\": {:?}}}\nnot json\n",
+        vec![0.5f32; 2 * 3 * 32 * 32]
+    );
+    server
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(request.as_bytes())
+        .unwrap();
+    let output = server.wait_with_output().unwrap();
+    let replies: Vec<serde_json::Value> = String::from_utf8(output.stdout)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(replies.len(), 2);
+    assert_eq!(replies[0]["id"], 3);
+    assert_eq!(replies[0]["scores"].as_array().unwrap().len(), 20);
+    assert!(replies[1]["error"].as_str().unwrap().contains("not a request"));
+
     // A budget ends training early, and says so.
     let budget = write(
         "budget.toml",
@@ -245,6 +302,16 @@ fn a_hung_or_wrong_model_is_a_clear_error() {
     let command = format!(r#"{{ Command = ["{bin}", "serve", "--config", "{local}", "--classes", "5"] }}"#);
     let wrong = write("wrong.toml", config(&path("wrong"), &command, ""));
     fails(&["black-box", "--config", &wrong, "--quiet"], "scores");
+    // Logits where the config says probabilities: refused, not trained on.
+    let ten = format!(r#"{{ Command = ["{bin}", "serve", "--config", "{local}", "--classes", "10"] }}"#);
+    let logits = write(
+        "logits.toml",
+        config(&path("logits"), &ten, "scores = \"Probabilities\""),
+    );
+    fails(
+        &["black-box", "--config", &logits, "--quiet"],
+        "where the run config says it returns probabilities",
+    );
     // A program that does not exist, and settings out of range.
     let missing = write(
         "missing.toml",

@@ -16,7 +16,8 @@
 //! - [`ExperimentConfig`]: the paper's comparisons from one config: every dataset x backbone x
 //!   seed x method cell a run, results tables and figures, shards for job arrays ([`Shard`]).
 //! - [`remote`]: black boxes outside the process (a program speaking the line protocol, an HTTP
-//!   endpoint) and [`serve_lines`], the protocol's server side.
+//!   endpoint); [`serve`]: the protocol's server side, on lines ([`serve_lines`]) or HTTP
+//!   ([`serve_http`]), for any black box, a loaded run included.
 //! - [`RunError`]: the one error type, each variant's message without its cause repeated.
 //!
 //! ```no_run
@@ -51,6 +52,7 @@ mod error;
 mod experiment;
 pub mod remote;
 mod run;
+pub mod serve;
 mod shard;
 
 pub use assemble::{DataFingerprints, PreparedSplits};
@@ -64,9 +66,9 @@ pub use experiment::{
     BackboneEntry, Cell, DatasetEntry, ExperimentConfig, MethodEntry, MethodKind, Outcome, PlotConfig, PlotX,
     PlotY, Profile, RESULTS, Results, RunRecord, Share, cells, report,
 };
-pub use remote::serve_lines;
 pub use run::{
     BlackBoxRun, CLASSES_FILE, DATA_FILE, EvaluatedEnsemble, Finished, LoadedEnsemble, LoadedRun, ProbeRun,
     RUN_ENTRIES, RUN_FILE, Run, Summary, TrainedRun, UnpromptedRun, class_names, differences, read_config,
 };
+pub use serve::{Limits, serve_http, serve_lines};
 pub use shard::Shard;

@@ -26,11 +26,14 @@ use burn::prelude::*;
 use serde::{Deserialize, Serialize};
 use vprompt_train::{BlackBoxModel, QueryError, Scores};
 
-use crate::error::{Result, io};
+use crate::error::Result;
 
 /// A query as sent.
 #[derive(Debug, Serialize, Deserialize)]
 pub struct Request {
+    /// An identifier the reply echoes, so that a client can tell which request a reply answers.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub id: Option<u64>,
     /// `[batch, 3, height, width]`.
     pub shape: [usize; 4],
     /// The images in `[0, 1]`, row-major.
@@ -40,6 +43,9 @@ pub struct Request {
 /// A reply: scores, or the model's own error.
 #[derive(Debug, Default, Serialize, Deserialize)]
 pub struct Reply {
+    /// The request's `id`, when it had one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub id: Option<u64>,
     /// `batch * classes` scores, row-major.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub scores: Option<Vec<f32>>,
@@ -83,6 +89,8 @@ pub struct RemoteModel {
     retry: Retry,
     process: Option<LineProcess>,
     agent: ureq::Agent,
+    /// The id of the next request.
+    next_id: u64,
     /// Attempts that failed transiently and were retried.
     pub retried: u64,
 }
@@ -109,6 +117,7 @@ impl RemoteModel {
             retry,
             process: None,
             agent,
+            next_id: 0,
             retried: 0,
         }
     }
@@ -184,14 +193,40 @@ impl BlackBoxModel for RemoteModel {
             .into_data()
             .try_into_vec_as::<f32>()
             .map_err(|e| format!("{e:?}"))?;
-        let body = serde_json::to_string(&Request { shape, pixels }).expect("requests serialise");
+        let id = self.next_id;
+        self.next_id += 1;
+        let body = serde_json::to_string(&Request {
+            id: Some(id),
+            shape,
+            pixels,
+        })
+        .expect("requests serialise");
         let mut wait = self.retry.backoff;
         let mut attempt = 0;
         loop {
             match self.attempt(&body) {
+                Ok(Reply { id: answered, .. }) if answered != Some(id) => {
+                    return Err(format!(
+                        "the model answered request {id} with {}: a reply to another request (or a server \
+                         that does not echo the protocol's `id`)",
+                        answered.map_or("no id".to_string(), |a| format!("id {a}"))
+                    )
+                    .into());
+                }
                 Ok(Reply {
                     scores: Some(scores), ..
-                }) => return Ok(scores),
+                }) => {
+                    if self.scores == Scores::Probabilities
+                        && let Some(bad) = scores.iter().find(|p| !(0.0..=1.0).contains(*p))
+                    {
+                        return Err(format!(
+                            "the model returned {bad} where the run config says it returns probabilities \
+                             (in [0, 1]): set `scores = \"Logits\"`, or fix the model"
+                        )
+                        .into());
+                    }
+                    return Ok(scores);
+                }
                 Ok(Reply { error, .. }) => {
                     return Err(format!(
                         "the model answered with an error: {}",
@@ -270,63 +305,4 @@ impl Drop for LineProcess {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
-}
-
-/// Answers the line protocol with `model`, one reply line per request line read from `input`,
-/// until `input` ends: what `vprompt serve` runs on stdin and stdout.
-pub fn serve_lines(
-    model: &mut dyn BlackBoxModel,
-    device: &Device,
-    input: impl BufRead,
-    mut output: impl Write,
-) -> Result<()> {
-    let stdin = std::path::Path::new("<input>");
-    let stdout = std::path::Path::new("<output>");
-    for line in input.lines() {
-        let line = line.map_err(io("read", stdin))?;
-        if line.trim().is_empty() {
-            continue;
-        }
-        let reply = match answer(model, &line, device) {
-            Ok(scores) => Reply {
-                scores: Some(scores),
-                error: None,
-            },
-            Err(e) => Reply {
-                scores: None,
-                error: Some(e),
-            },
-        };
-        writeln!(
-            output,
-            "{}",
-            serde_json::to_string(&reply).expect("replies serialise")
-        )
-        .and_then(|()| output.flush())
-        .map_err(io("write", stdout))?;
-    }
-    Ok(())
-}
-
-/// The scores for one request line.
-fn answer(model: &mut dyn BlackBoxModel, line: &str, device: &Device) -> Result<Vec<f32>, String> {
-    let request: Request = serde_json::from_str(line).map_err(|e| format!("not a request: {e}"))?;
-    let [batch, channels, height, width] = request.shape;
-    if channels != 3 || [height, width] != model.input_size() || batch == 0 {
-        return Err(format!(
-            "images of shape {:?}: this model takes [batch, 3, {}, {}]",
-            request.shape,
-            model.input_size()[0],
-            model.input_size()[1]
-        ));
-    }
-    if request.pixels.len() != batch * channels * height * width {
-        return Err(format!(
-            "{} pixels for shape {:?}",
-            request.pixels.len(),
-            request.shape
-        ));
-    }
-    let images = Tensor::from_data(TensorData::new(request.pixels, request.shape), device);
-    model.query(images).map_err(|e| e.to_string())
 }
