@@ -32,3 +32,21 @@ pub fn bench_devices() -> Result<Vec<(String, Device)>, vprompt::DeviceError> {
         .map(|name| Ok((name.to_string(), name.device()?)))
         .collect()
 }
+
+/// The README's and the user guide's code is compiled here (this package is not published, so
+/// the files it reads may live outside any library crate) (and, unless `no_run`, run) as doc tests.
+#[cfg(doctest)]
+pub mod guide_doctests {
+    #[doc = include_str!("../README.md")]
+    pub struct Readme;
+    #[doc = include_str!("../docs/api.md")]
+    pub struct Api;
+    #[doc = include_str!("../docs/backends.md")]
+    pub struct Backends;
+    #[doc = include_str!("../docs/training.md")]
+    pub struct Training;
+    #[doc = include_str!("../docs/backbones.md")]
+    pub struct Backbones;
+    #[doc = include_str!("../docs/black-box.md")]
+    pub struct BlackBox;
+}

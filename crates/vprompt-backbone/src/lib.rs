@@ -60,7 +60,7 @@ pub mod import;
 pub use backbone::{Backbone, check_image_input};
 pub use convert::{ImportReport, convert_checkpoint};
 pub use error::{BackboneError, Result};
-pub use image::ImageBackbone;
+pub use image::{ImageBackbone, efficientnet_lite0_weights};
 pub use normalization::Normalization;
 pub use preset::{INPUT_SIDE_RANGE, Modality, OutputKind, Preset};
 pub use text::{CLIP_LOGIT_SCALE, TextEncoder};

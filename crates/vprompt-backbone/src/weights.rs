@@ -28,15 +28,15 @@ pub const LOGIT_SCALE_KEY: &str = "vprompt.backbone.logit_scale";
 pub enum WeightsFile {
     /// A `.bpk` file on disk.
     Path(PathBuf),
-    /// Weights compiled into the binary (the embedded EfficientNet-Lite0).
-    Static(&'static [u8]),
+    /// Weights compiled into the binary (the embedded EfficientNet-Lite0), joined into one buffer.
+    Bytes(Vec<u8>),
 }
 
 impl WeightsFile {
     fn label(&self) -> PathBuf {
         match self {
             WeightsFile::Path(p) => p.clone(),
-            WeightsFile::Static(_) => PathBuf::from("<embedded weights>"),
+            WeightsFile::Bytes(_) => PathBuf::from("<embedded weights>"),
         }
     }
 }
@@ -94,7 +94,10 @@ pub(crate) fn load_checked<M: Module>(
                 .map(|pack| (pack, None))?,
         },
         // Embedded weights are vprompt's own, written for their preset.
-        WeightsFile::Static(bytes) => (Pack::embedded(source.label(), bytes), None),
+        WeightsFile::Bytes(bytes) => (
+            Pack::from_bytes(source.label(), bytes.clone()).map_err(|e| weights_error(e, preset))?,
+            None,
+        ),
     };
     if let Some(found) = pack.metadata(PRESET_KEY)
         && found != preset.name()

@@ -28,12 +28,15 @@ fn a_saved_backbone_reloads_identically() {
         embedded.forward(x).unwrap().into_data()
     );
     // The file is byte-for-byte the committed one: no random parameter ids inside.
-    let committed = std::fs::read(format!(
-        "{}/../../models/efficientnet-lite0/efficientnet_lite0.bpk",
-        env!("CARGO_MANIFEST_DIR")
-    ))
-    .unwrap();
+    let committed = vprompt_backbone::efficientnet_lite0_weights();
     assert!(std::fs::read(&path).unwrap() == committed);
+    // The halves join into the file whose sha256 `models/efficientnet-lite0/SHA256SUMS` records
+    // (508be298...; its FNV-1a, computed from the same bytes, is checked here).
+    assert_eq!(committed.len(), 18_536_704);
+    assert_eq!(
+        vprompt_core::fingerprint::fnv1a(vprompt_core::fingerprint::OFFSET, &committed),
+        0xf63f_cf04_a6a3_8950
+    );
 }
 
 #[cfg(feature = "flex")]

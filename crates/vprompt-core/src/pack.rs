@@ -89,6 +89,13 @@ impl Pack {
             path: path.clone(),
             source,
         })?;
+        Self::from_bytes(path, bytes)
+    }
+
+    /// A Burnpack file's content held in memory (embedded weights joined from parts), checked as
+    /// [`read`](Self::read) checks a file; `label` names it in messages.
+    pub fn from_bytes(label: impl Into<PathBuf>, bytes: Vec<u8>) -> Result<Self> {
+        let path = label.into();
         let bytes = Bytes::from_bytes_vec(bytes).shared();
         let reader = Reader::from_bytes(bytes.clone()).map_err(|e| PackError::Invalid {
             path: path.clone(),
