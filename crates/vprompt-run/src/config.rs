@@ -266,6 +266,10 @@ vprompt_core::config! {
         pub epochs: Option<usize> = None,
         /// Adam learning rate.
         pub learning_rate: Option<f64> = None,
+        /// Features per batch.
+        pub batch_size: Option<usize> = None,
+        /// Plain-line progress: a line every this many steps (0: only per epoch).
+        pub log_every: Option<u64> = None,
     }
 }
 
@@ -281,6 +285,12 @@ impl ProbeChoice {
         }
         if let Some(lr) = self.learning_rate {
             c = c.with_learning_rate(lr);
+        }
+        if let Some(b) = self.batch_size {
+            c = c.with_batch_size(b);
+        }
+        if let Some(l) = self.log_every {
+            c = c.with_log_every(l);
         }
         c
     }
