@@ -327,3 +327,45 @@ fn more_epochs_extend_a_finished_run_when_the_schedule_allows() {
     );
     assert!(err.contains("holds another run"), "{err}");
 }
+
+/// The one check `eval` and `apply` make of several runs: members trained on other data (here,
+/// another sample of it) are refused; so is a member whose weights file changed since training.
+#[test]
+fn an_ensemble_refuses_other_data_and_changed_weights() {
+    let dir = tempfile::tempdir().unwrap();
+    let device = Device::flex();
+    let cache = dir.path().join("cache");
+    let weights = dir.path().join("tiny_resnet.bpk");
+    std::fs::copy(
+        workspace().join("crates/vprompt-backbone/tests/fixtures/tiny_resnet.bpk"),
+        &weights,
+    )
+    .unwrap();
+    let with = |name: &str, shots: usize| {
+        let mut c = config(&dir.path().join(name), &cache);
+        c.data.few_shot = Some(shots);
+        c.backbone.weights = Some(weights.clone());
+        c
+    };
+    run(with("four", 4), false);
+    run(
+        with("four-again", 4).with_method(MethodConfig::VisualPrompt(training(0.01))),
+        false,
+    );
+    run(with("five", 5), false);
+    let dirs =
+        |names: &[&str]| -> Vec<std::path::PathBuf> { names.iter().map(|n| dir.path().join(n)).collect() };
+    let ensemble = vprompt_run::LoadedEnsemble::load(&dirs(&["four", "four-again"]), &device).unwrap();
+    assert_eq!(ensemble.members.len(), 2);
+    let err = vprompt_run::LoadedEnsemble::load(&dirs(&["four", "five"]), &device).unwrap_err();
+    assert!(err.to_string().contains("trained on other data"), "{err}");
+    // The weights file changes after training: every load of these runs refuses it.
+    let mut bytes = std::fs::read(&weights).unwrap();
+    bytes.push(0);
+    std::fs::write(&weights, bytes).unwrap();
+    let err = vprompt_run::LoadedEnsemble::load(&dirs(&["four", "four-again"]), &device).unwrap_err();
+    assert!(
+        err.to_string().contains("has changed since the run was trained"),
+        "{err}"
+    );
+}
