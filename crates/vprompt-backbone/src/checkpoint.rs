@@ -559,7 +559,7 @@ impl KeyMap {
                     continue;
                 };
                 match recipe.compute(&checkpoint.tensors) {
-                    Some(mut t) if t.values.len() == expected.iter().product::<usize>() => {
+                    Some(mut t) if same_layout(&t.shape, expected) => {
                         t.shape = expected.clone();
                         out.push((name.clone(), t));
                     }
@@ -895,4 +895,49 @@ pub fn check_clip_activation(checkpoint: &Path) -> Result<()> {
         return Err(refuse(&path, "model_cfg.quick_gelu is not true (GELU)".into()));
     }
     Ok(())
+}
+
+/// Whether a checkpoint tensor of shape `stored` holds the preset's `expected` tensor in the same
+/// row-major order: the same shape once axes of size 1 are dropped (a bias `[C]` for `[1, C, 1,
+/// 1]`), or one whose adjacent axes are merged or split (a convolution's `[O, I, 3, 3]` for the
+/// standardised `[1, O, 9I]`). Never merely as many values: a transposed `[128, 10]` read as
+/// `[10, 128]` would load as scrambled weights.
+pub(crate) fn same_layout(stored: &[usize], expected: &[usize]) -> bool {
+    let squeezed = |shape: &[usize]| shape.iter().copied().filter(|&d| d != 1).collect::<Vec<_>>();
+    let (a, b) = (squeezed(stored), squeezed(expected));
+    if a.iter().product::<usize>() != b.iter().product::<usize>() {
+        return false;
+    }
+    // One shape refines the other when every boundary between the coarser one's axes (a prefix
+    // product) is also a boundary of the finer one's.
+    let cuts = |shape: &[usize]| -> Vec<usize> {
+        shape
+            .iter()
+            .scan(1usize, |p, &d| {
+                *p *= d;
+                Some(*p)
+            })
+            .collect()
+    };
+    let (ca, cb) = (cuts(&a), cuts(&b));
+    ca.iter().all(|c| cb.contains(c)) || cb.iter().all(|c| ca.contains(c))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::same_layout;
+
+    #[test]
+    fn a_tensor_loads_only_in_its_own_layout() {
+        // Exactly, with axes of size 1, merged or split adjacent axes.
+        assert!(same_layout(&[10, 128], &[10, 128]));
+        assert!(same_layout(&[64], &[1, 64, 1, 1]));
+        assert!(same_layout(&[32, 32, 3, 3], &[1, 32, 288]));
+        assert!(same_layout(&[768], &[1, 1, 768]));
+        // The same count in another order: transposed or regrouped.
+        assert!(!same_layout(&[128, 10, 1, 1], &[10, 128, 1, 1]));
+        assert!(!same_layout(&[6, 4], &[4, 6]));
+        assert!(!same_layout(&[2, 6], &[3, 4]));
+        assert!(!same_layout(&[2, 3], &[7]));
+    }
 }

@@ -73,7 +73,6 @@ pub struct Pack {
 #[derive(Debug, Clone)]
 enum Source {
     Bytes(Bytes),
-    Static(&'static [u8]),
 }
 
 #[derive(serde::Deserialize)]
@@ -125,16 +124,6 @@ impl Pack {
         })
     }
 
-    /// A pack compiled into the binary (vprompt's own embedded weights; its metadata is not read).
-    /// `label` stands for the path in errors.
-    pub fn embedded(label: impl Into<PathBuf>, bytes: &'static [u8]) -> Self {
-        Self {
-            path: label.into(),
-            source: Source::Static(bytes),
-            metadata: Default::default(),
-        }
-    }
-
     /// The file (or the embedded pack's label).
     pub fn path(&self) -> &Path {
         &self.path
@@ -172,18 +161,24 @@ impl Pack {
     /// of the module's tensors is present with its shape and, with [`Extra::Refuse`], that the pack
     /// holds nothing else.
     pub fn load_into<M: Module>(&self, module: &mut M, extra: Extra) -> Result<()> {
-        let store = match &self.source {
-            Source::Bytes(bytes) => BurnpackStore::from_bytes(Some(bytes.clone())),
-            Source::Static(bytes) => BurnpackStore::from_static(bytes),
-        };
+        let mut problems = self.shape_and_value_problems(module)?;
+        if !problems.is_empty() {
+            return Err(PackError::Tensors {
+                path: self.path.clone(),
+                problems,
+            });
+        }
+        let Source::Bytes(bytes) = &self.source;
+        let store = BurnpackStore::from_bytes(Some(bytes.clone()));
         let applied = module
             .load_from(&mut store.allow_partial(true))
             .map_err(|e| self.invalid(format!("cannot read tensors ({e})")))?;
-        let mut problems: Vec<String> = applied
-            .missing
-            .iter()
-            .map(|(name, _)| format!("missing tensor `{name}`"))
-            .collect();
+        problems.extend(
+            applied
+                .missing
+                .iter()
+                .map(|(name, _)| format!("missing tensor `{name}`")),
+        );
         problems.extend(applied.errors.iter().map(ToString::to_string));
         if extra == Extra::Refuse {
             problems.extend(
@@ -203,11 +198,59 @@ impl Pack {
         }
     }
 
+    /// Before any tensor is loaded into `module`: each stored tensor the module has must have
+    /// exactly the module's shape, never merely as many values (a transposed `[128, 10]` read as
+    /// `[10, 128]` would load as scrambled weights), and no value may be NaN, nor infinite but in
+    /// a graph constant (an attention mask's `-inf`).
+    fn shape_and_value_problems<M: Module>(&self, module: &M) -> Result<Vec<String>> {
+        let expected: std::collections::HashMap<String, Vec<usize>> = module_tensors(module, Ids::Drop)
+            .into_iter()
+            .map(|t| (t.name.clone(), t.shape.to_vec()))
+            .collect();
+        let mut problems = Vec::new();
+        for tensor in self.tensors()? {
+            let stored = tensor.shape.to_vec();
+            if let Some(wanted) = expected.get(&tensor.name)
+                && stored != *wanted
+            {
+                problems.push(format!(
+                    "tensor `{}` is {stored:?} in the file, the model's is {wanted:?}",
+                    tensor.name
+                ));
+                continue;
+            }
+            // Graph constants (burn-onnx names them `constant*`) may hold infinities: an
+            // attention mask's `-inf`. Learned weights never do, and nothing holds NaN.
+            let infinities_allowed = tensor.name.starts_with("constant");
+            let bad = |v: f64| v.is_nan() || (v.is_infinite() && !infinities_allowed);
+            let found = match tensor.dtype {
+                burn::tensor::DType::F32 => {
+                    let bytes = tensor.to_bytes().map_err(|e| self.invalid(e.to_string()))?;
+                    bytes
+                        .chunks_exact(4)
+                        .any(|b| bad(f32::from_le_bytes(b.try_into().expect("4 bytes")).into()))
+                }
+                burn::tensor::DType::F64 => {
+                    let bytes = tensor.to_bytes().map_err(|e| self.invalid(e.to_string()))?;
+                    bytes
+                        .chunks_exact(8)
+                        .any(|b| bad(f64::from_le_bytes(b.try_into().expect("8 bytes"))))
+                }
+                _ => false,
+            };
+            if found {
+                problems.push(format!(
+                    "tensor `{}` holds values that are not finite (NaN or infinite)",
+                    tensor.name
+                ));
+            }
+        }
+        Ok(problems)
+    }
+
     /// The pack's tensors, by name.
     pub fn tensors(&self) -> Result<Vec<PackTensor>> {
-        let Source::Bytes(bytes) = &self.source else {
-            return Err(self.invalid("an embedded pack is only loaded into its module".into()));
-        };
+        let Source::Bytes(bytes) = &self.source;
         Reader::from_bytes(bytes.clone())
             .and_then(Reader::into_tensors)
             .map_err(|e| self.invalid(format!("cannot read tensors ({e})")))
@@ -405,5 +448,38 @@ mod tests {
         assert!(matches!(err, PackError::Invalid { .. }) && err.to_string().contains("not a Burnpack file"));
         let err = Pack::read(dir.path().join("none.bpk")).unwrap_err();
         assert!(matches!(err, PackError::Io { .. }) && err.to_string().contains("none.bpk"));
+    }
+
+    /// A tensor of the right size but another shape (transposed, reshaped) is refused by name,
+    /// never read as scrambled values; so is a non-finite value.
+    #[test]
+    fn shapes_must_match_and_values_be_finite() {
+        let device = Device::flex();
+        let pack = |a: Vec<usize>, values: Vec<f32>| {
+            Pack::from_tensors(
+                "p.bpk",
+                vec![f32_tensor("a", &values, &a), f32_tensor("b", &[0.0; 4], &[4])],
+            )
+            .unwrap()
+        };
+        let load = |p: Pack| p.load_into(&mut two(&device, 0.0), Extra::Refuse);
+        let err = load(pack(vec![3, 2], vec![1.0; 6])).unwrap_err().to_string();
+        assert!(
+            err.contains("tensor `a` is [3, 2] in the file, the model's is [2, 3]"),
+            "{err}"
+        );
+        let mut values = vec![1.0; 6];
+        values[4] = f32::NAN;
+        let err = load(pack(vec![2, 3], values)).unwrap_err().to_string();
+        assert!(
+            err.contains("tensor `a` holds values that are not finite"),
+            "{err}"
+        );
+        values = vec![1.0; 6];
+        values[0] = f32::INFINITY;
+        assert!(load(pack(vec![2, 3], values)).is_err());
+        let err = load(pack(vec![2, 1, 3], vec![1.0; 6])).unwrap_err().to_string();
+        assert!(err.contains("tensor `a` is [2, 1, 3] in the file"), "{err}");
+        load(pack(vec![2, 3], vec![1.0; 6])).unwrap();
     }
 }
