@@ -108,11 +108,13 @@ fn prompted_accuracy_beats_unprompted_and_the_run_is_recorded() {
 }
 
 /// Records what the engine tells an observer: (history length, whether a run directory came).
+#[cfg(feature = "flex")]
 #[derive(Default)]
 struct Observed {
     calls: std::sync::Mutex<Vec<(usize, bool)>>,
 }
 
+#[cfg(feature = "flex")]
 impl vprompt_train::EpochObserver for Observed {
     fn epoch_recorded(
         &self,
