@@ -408,37 +408,18 @@ impl Run {
         // Read typed, so that settings added since it was written compare as their defaults.
         let old = read_config(dir).context("use a new run_dir")?;
         let differences = differences(&old, &self.config);
-        if !differences.is_empty() {
-            match self.extension_of(&old)? {
-                Some((from, to)) => {
-                    // The engine's own record of its settings follows, so that it resumes.
-                    let run = RunDir::create(dir)?;
-                    match &self.config.method {
-                        MethodConfig::VisualPrompt(_) => {
-                            run.replace_config("training", &self.config.training_config()?)?
-                        }
-                        MethodConfig::BlackBox(c) => run.replace_config("black_box", &c.config())?,
-                        MethodConfig::LinearProbe(c) => run.replace_config("linear_probe", &c.config())?,
-                        MethodConfig::Unprompted => {}
-                    }
-                    progress.line(&format!(
-                        "extending {} from {from} to {to} epochs: its {} does not depend on the run's \
-                         length, so the run continues as if it had been {to} epochs from the start",
-                        dir.display(),
-                        match &self.config.method {
-                            MethodConfig::BlackBox(_) => "step size",
-                            _ => "learning rate",
-                        }
-                    ));
-                }
+        let extension = match differences.is_empty() {
+            true => None,
+            false => match self.extension_of(&old)? {
+                Some(extension) => Some(extension),
                 None => {
                     return Err(RunError::OtherRun {
                         dir: dir.to_path_buf(),
                         differences,
                     });
                 }
-            }
-        }
+            },
+        };
         if let Ok(recorded) = class_names(dir)
             && recorded != classes
         {
@@ -458,6 +439,28 @@ impl Run {
                 ));
             }
             check_same_weights(dir, &recorded, data)?;
+        }
+        // Only once every check has passed: the engine's own record of its settings follows the
+        // extension, so that it resumes.
+        if let Some((from, to)) = extension {
+            let run = RunDir::create(dir)?;
+            match &self.config.method {
+                MethodConfig::VisualPrompt(_) => {
+                    run.replace_config("training", &self.config.training_config()?)?
+                }
+                MethodConfig::BlackBox(c) => run.replace_config("black_box", &c.config())?,
+                MethodConfig::LinearProbe(c) => run.replace_config("linear_probe", &c.config())?,
+                MethodConfig::Unprompted => {}
+            }
+            progress.line(&format!(
+                "extending {} from {from} to {to} epochs: its {} does not depend on the run's length, \
+                 so the run continues as if it had been {to} epochs from the start",
+                dir.display(),
+                match &self.config.method {
+                    MethodConfig::BlackBox(_) => "step size",
+                    _ => "learning rate",
+                }
+            ));
         }
         Ok(())
     }
