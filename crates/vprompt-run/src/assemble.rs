@@ -26,7 +26,8 @@ pub struct PreparedSplits {
     pub valid: Option<Arc<PreparedDataset>>,
     /// The test split, evaluated once at the end.
     pub test: Arc<PreparedDataset>,
-    /// What the three were prepared from.
+    /// What the three were prepared from (the weights' fingerprints are left `None`: a run takes
+    /// them once, when it records itself or is loaded, [`RunConfig::weights_fingerprints`]).
     pub fingerprints: DataFingerprints,
 }
 
@@ -50,8 +51,20 @@ pub struct DataFingerprints {
     pub text_weights: Option<u64>,
 }
 
+impl RunConfig {
+    /// `fingerprints` with the content hashes of the backbone's and the text tower's weights
+    /// files (each file read once, in chunks).
+    pub fn weights_fingerprints(&self, fingerprints: DataFingerprints) -> Result<DataFingerprints> {
+        Ok(DataFingerprints {
+            weights: weights_fingerprint(self.backbone.weights.as_deref())?,
+            text_weights: weights_fingerprint(self.backbone.text_weights.as_deref())?,
+            ..fingerprints
+        })
+    }
+}
+
 /// The content hash of a weights file given by path (`None` for a hub name or no file).
-pub(crate) fn weights_fingerprint(weights: Option<&Path>) -> Result<Option<u64>> {
+fn weights_fingerprint(weights: Option<&Path>) -> Result<Option<u64>> {
     match weights {
         Some(path) if !path.to_str().is_some_and(|s| s.starts_with("hf:")) => Ok(Some(
             vprompt_core::fingerprint::file(path).map_err(io("read", path))?,
@@ -192,8 +205,8 @@ impl RunConfig {
             train: cache_key(&train, &preprocess),
             valid: valid.as_ref().map_or(0, |v| cache_key(v, &preprocess)),
             test: cache_key(&test, &preprocess),
-            weights: weights_fingerprint(self.backbone.weights.as_deref())?,
-            text_weights: weights_fingerprint(self.backbone.text_weights.as_deref())?,
+            weights: None,
+            text_weights: None,
         };
         Ok(PreparedSplits {
             train: prepare("training split", &train)?,

@@ -374,12 +374,13 @@ impl Run {
         if self.fresh {
             self.remove_run_files()?;
         }
-        self.check_identity(&data.train.classes, &data.fingerprints, progress)?;
+        let fingerprints = self.config.weights_fingerprints(data.fingerprints)?;
+        self.check_identity(&data.train.classes, &fingerprints, progress)?;
         let dir = self.dir();
         std::fs::create_dir_all(dir).map_err(io("create", dir))?;
         write_text(&dir.join(CLASSES_FILE), &(data.train.classes.join("\n") + "\n"))?;
         write_json(&dir.join(RUN_FILE), &self.config)?;
-        write_json(&dir.join(DATA_FILE), &data.fingerprints)
+        write_json(&dir.join(DATA_FILE), &fingerprints)
     }
 
     /// Before anything is written: a run directory that holds a run already is resumed only by
@@ -618,12 +619,7 @@ impl Run {
 /// The run's backbone, its weights files checked against the fingerprints recorded at training.
 fn load_backbone(dir: &Path, config: &RunConfig, device: &Device) -> Result<ImageBackbone> {
     if let Some(recorded) = recorded_fingerprints(dir)? {
-        let now = DataFingerprints {
-            weights: crate::assemble::weights_fingerprint(config.backbone.weights.as_deref())?,
-            text_weights: crate::assemble::weights_fingerprint(config.backbone.text_weights.as_deref())?,
-            ..recorded
-        };
-        check_same_weights(dir, &recorded, &now)?;
+        check_same_weights(dir, &recorded, &config.weights_fingerprints(recorded)?)?;
     }
     config.backbone(device)
 }
@@ -646,15 +642,15 @@ impl LoadedRun {
         &self.dir
     }
 
-    /// The run's splits, read and prepared as at training, refused when the test split (or a
-    /// weights file) is not the one the run recorded.
+    /// The run's splits, read and prepared as at training, refused when the test split is not
+    /// the one the run recorded (its weights were checked when it was loaded).
     pub fn data(&self, progress: &dyn Progress) -> Result<PreparedSplits> {
         let data = self.config.prepare_data(self.classifier.input_size(), progress)?;
         self.check_data(&data)?;
         Ok(data)
     }
 
-    /// Refuses `data` when its test split (or a weights file) is not the one the run recorded.
+    /// Refuses `data` when its test split is not the one the run recorded.
     fn check_data(&self, data: &PreparedSplits) -> Result<()> {
         if let Some(recorded) = recorded_fingerprints(&self.dir)? {
             if recorded.test != data.fingerprints.test {
@@ -667,7 +663,6 @@ impl LoadedRun {
                     ),
                 ));
             }
-            check_same_weights(&self.dir, &recorded, &data.fingerprints)?;
         }
         Ok(())
     }
