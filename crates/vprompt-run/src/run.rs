@@ -652,17 +652,17 @@ impl LoadedRun {
 
     /// Refuses `data` when its test split is not the one the run recorded.
     fn check_data(&self, data: &PreparedSplits) -> Result<()> {
-        if let Some(recorded) = recorded_fingerprints(&self.dir)? {
-            if recorded.test != data.fingerprints.test {
-                return Err(RunError::run_dir(
-                    &self.dir,
-                    format!(
-                        "the test split {} reads now is not the one this run recorded (changed files?): \
-                         its accuracy would not be this run's",
-                        self.config.data.path.display()
-                    ),
-                ));
-            }
+        if let Some(recorded) = recorded_fingerprints(&self.dir)?
+            && recorded.test != data.fingerprints.test
+        {
+            return Err(RunError::run_dir(
+                &self.dir,
+                format!(
+                    "the test split {} reads now is not the one this run recorded (changed files?): \
+                     its accuracy would not be this run's",
+                    self.config.data.path.display()
+                ),
+            ));
         }
         Ok(())
     }
