@@ -74,7 +74,7 @@ use crate::config::{
 };
 use crate::curves::{Axis, Series, color_name, line_plot};
 use crate::error::{Context, Result, RunError, io};
-use crate::run::{LoadedEnsemble, Run};
+use crate::run::{LoadedEnsemble, Run, write_json, write_text};
 use crate::shard::{SHARD_PREFIX, Shard};
 
 vprompt_core::config! {
@@ -728,10 +728,9 @@ impl ExperimentConfig {
             ));
             cells.advance(1, &|| what.clone());
             own.runs.push(record);
-            write_atomic(
-                &own_path,
-                &serde_json::to_string_pretty(&own).expect("results serialise"),
-            )?;
+            // Replaced atomically: another share merging at the same moment reads the old file
+            // or the new, never half.
+            write_json(&own_path, &own)?;
         }
         drop(cells);
         // Other shares may have finished meanwhile: merge whatever is recorded now.
@@ -777,10 +776,7 @@ impl ExperimentConfig {
             profile: profile.map(String::from),
             runs,
         };
-        write_atomic(
-            &out.join(RESULTS),
-            &serde_json::to_string_pretty(&results).expect("results serialise"),
-        )?;
+        write_json(&out.join(RESULTS), &results)?;
         let (markdown, series) = report(&results);
         if let (Some(plot), Some(series)) = (&config.plot, series) {
             // `line_plot` replaces the file atomically: two shares finishing together both merge,
@@ -788,7 +784,7 @@ impl ExperimentConfig {
             let (x, y) = plot.axes();
             line_plot(&out.join(&plot.file), &config.title, &x, &y, &series)?;
         }
-        write_atomic(&out.join("results.md"), &markdown)?;
+        write_text(&out.join("results.md"), &markdown)?;
         Ok(Outcome::Complete(Box::new(results)))
     }
 
@@ -955,12 +951,6 @@ fn slug(s: &str) -> String {
             }
         })
         .collect()
-}
-
-/// Replaces `path` with `text` atomically and durably: a reader (or another share merging at the
-/// same moment) sees the old file or the new, never half.
-fn write_atomic(path: &Path, text: &str) -> Result<()> {
-    crate::run::write_text(path, text)
 }
 
 /// The cells of `runs`: (dataset, backbone, method) -> mean, std over seeds.
